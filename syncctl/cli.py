@@ -1,0 +1,286 @@
+"""syncctl: the command line for syncd (DESIGN.md, "syncctl").
+
+Owns argument parsing, human output (rich tables and a live progress bar), `--json` output
+of the daemon's replies as they came, and the exit codes: 0 ok, 1 daemon unreachable or
+timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded. It talks
+to syncd only through SyncClient and never syncs anything itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from syncd.config import ConfigError, load_config, resolve_endpoint
+from syncd.protocol import Run, Task
+
+from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
+
+EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0, 1, 2, 3, 4
+STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
+                "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim"}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _date_arg(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on bad input: exactly our code
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="syncctl", description="Control syncd: start, watch and inspect syncs.")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="PATH", help="read daemon.endpoint from this config.toml")
+    where.add_argument("--endpoint", metavar="URI", help="syncd's endpoint (default: $SYNCD_ENDPOINT, else ./config.toml's)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each reply (default 5)")
+    parser.add_argument("--server-key", metavar="KEY", help="syncd's CURVE public key for a tcp:// endpoint ($SYNCD_SERVER_KEY)")
+    parser.add_argument("--json", action="store_true", help="print the daemon's replies as JSON")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the daemon's replies as JSON")
+    start = sub.add_parser("start", parents=[json_flag], help="start a sync of a date range")
+    start.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D")
+    start.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D")
+    start.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
+    start.add_argument("--task-type", default="manual", help=argparse.SUPPRESS)
+    sub.add_parser("status", parents=[json_flag], help="the current run, the last run and the schedule")
+    cancel = sub.add_parser("cancel", parents=[json_flag], help="cancel the current run")
+    cancel.add_argument("--run-id", help="only if this is the current run")
+    history = sub.add_parser("history", parents=[json_flag], help="recent runs, newest first")
+    history.add_argument("--limit", type=int, default=20, metavar="N")
+    days = sub.add_parser("days", parents=[json_flag], help="each day's sync status in a range")
+    days.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D")
+    days.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D")
+    sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
+    return parser
+
+
+def find_endpoint(args: argparse.Namespace) -> str:
+    if args.endpoint:
+        return resolve_endpoint(args.endpoint, _cwd())
+    if args.config:
+        return load_config(args.config).daemon.endpoint
+    if os.environ.get("SYNCD_ENDPOINT"):
+        return resolve_endpoint(os.environ["SYNCD_ENDPOINT"], _cwd())
+    return load_config(None).daemon.endpoint
+
+
+def _cwd():  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    return Path.cwd()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    if args.command == "history" and not 1 <= args.limit <= 1000:
+        err.print("syncctl: --limit must be between 1 and 1000")
+        return EXIT_BAD_INPUT
+    if args.timeout <= 0:
+        err.print("syncctl: --timeout must be positive")
+        return EXIT_BAD_INPUT
+    try:
+        client = SyncClient(find_endpoint(args), timeout=args.timeout, server_public_key=args.server_key)
+        return COMMANDS[args.command](client, args, out)
+    except ConfigError as exc:
+        err.print(f"syncctl: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    except SyncdUnreachable as exc:
+        err.print(f"syncctl: {exc}", markup=False, highlight=False)
+        err.print("  is syncd started? (syncd --config config.toml, or systemctl status syncd)", style="dim")
+        return EXIT_UNREACHABLE
+    except SyncdBusy as exc:
+        if args.json:
+            print(msgspec.json.encode(exc.reply).decode())
+        else:
+            _print_busy(err, exc)
+        return EXIT_BUSY
+    except SyncdRequestError as exc:
+        if args.json and exc.reply:
+            print(msgspec.json.encode(exc.reply).decode())
+        else:
+            err.print(f"syncctl: {exc.code}: {exc.message}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    except SyncdError as exc:
+        err.print(f"syncctl: {exc}", markup=False, highlight=False)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        err.print("syncctl: interrupted (the run, if any, goes on in syncd; `syncctl cancel` stops it)")
+        return 130
+
+
+def _emit_json(reply: Any) -> None:
+    print(msgspec.json.encode(reply).decode(), flush=True)
+
+
+def cmd_ping(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = client.ping()
+    if args.json:
+        _emit_json(reply)
+    else:
+        out.print(f"syncd {reply.version} is running at {client.endpoint} (pid {reply.pid}, up {_duration(reply.uptime_s)})")
+    return EXIT_OK
+
+
+def cmd_start(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = client.start(args.start_date, args.end_date, task_type=args.task_type, requested_by=_who())
+    if args.json:
+        _emit_json(reply)
+    else:
+        out.print(f"started run [bold]{reply.run_id}[/] ({reply.task.start_date}..{reply.task.end_date}, "
+                  f"{reply.task.total_days} calendar days)")
+    if not args.wait:
+        return EXIT_OK
+    run = _follow(client, reply.task, out, live=not args.json and out.is_terminal)
+    if args.json:
+        _emit_json({"status": "ok", "run": run})
+    else:
+        _print_run_summary(out, run)
+    return EXIT_OK if run.status == "succeeded" else EXIT_RUN_NOT_SUCCEEDED
+
+
+def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
+    """Poll status until our run is no longer current; return its record."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+               TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[day]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=out, disable=not live, transient=False) as progress:
+        bar = progress.add_task(task.run_id, total=None, rows=0, day="")
+        while True:
+            status = client.status()
+            current = status.current_task
+            if current is None or current.run_id != task.run_id:
+                break
+            progress.update(bar, total=current.trading_days or None, completed=current.days_done,
+                            rows=current.rows, day=current.current_date or "")
+            time.sleep(0.5)  # a UI refresh interval, not a synchronisation
+        last = status.last_run
+        if last is not None and last.run_id == task.run_id:
+            progress.update(bar, total=last.trading_days or 1, completed=last.days_done, rows=last.rows, day="")
+            return last
+    for run in client.history(limit=50):
+        if run.run_id == task.run_id:
+            return run
+    raise SyncdRequestError("lost_run", f"run {task.run_id} is no longer current and not in history", {})
+
+
+def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = client.status()
+    if args.json:
+        _emit_json(reply)
+        return EXIT_OK
+    daemon = reply.daemon
+    out.print(f"syncd {daemon.version} at {daemon.endpoint} — pid {daemon.pid}, up {_duration(daemon.uptime_s)}, "
+              f"source {daemon.source}, database {daemon.database}")
+    task = reply.current_task
+    if task is None:
+        out.print("state: [green]idle[/]")
+    else:
+        eta = f", ETA {_duration(task.eta_s)}" if task.eta_s is not None else ""
+        out.print(f"state: [cyan]{reply.state}[/] — {task.task_type} run [bold]{task.run_id}[/] "
+                  f"{task.start_date}..{task.end_date}: {task.days_done}/{task.trading_days} trading days "
+                  f"({task.progress:.0%}), {task.days_failed} failed, {task.rows:,} rows, at {task.current_date or '-'}{eta}")
+    if reply.last_run is not None:
+        run = reply.last_run
+        out.print(f"last run: {run.run_id} {run.task_type} [{STATUS_STYLE.get(run.status, '')}]{run.status}[/] "
+                  f"{run.start_date}..{run.end_date}, {run.rows:,} rows, finished {run.finished_at or '-'}")
+    for job in reply.schedule:
+        out.print(f"schedule: {job.job} next at {job.next_run}")
+    return EXIT_OK
+
+
+def cmd_cancel(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = client.cancel(args.run_id)
+    if args.json:
+        _emit_json(reply)
+    else:
+        out.print(f"cancelling run {reply.run_id} (it stops after the day in flight)")
+    return EXIT_OK
+
+
+def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    if args.json:
+        _emit_json({"status": "ok", "runs": client.history(args.limit)})
+        return EXIT_OK
+    table = Table("run", "type", "status", "range", "days", "failed", "rows", "started", "finished", "error")
+    for run in client.history(args.limit):
+        table.add_row(run.run_id, run.task_type, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
+                      f"{run.start_date}..{run.end_date}", f"{run.days_done}/{run.trading_days}", str(run.days_failed),
+                      f"{run.rows:,}", _short_time(run.started_at), _short_time(run.finished_at), run.error or "")
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    days = client.days(args.start_date, args.end_date)
+    if args.json:
+        _emit_json({"status": "ok", "days": days})
+        return EXIT_OK
+    table = Table("date", "weekday", "status", "rows", "run", "error")
+    for day in days:
+        weekday = dt.date.fromisoformat(day.date).strftime("%a")
+        table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
+                      day.run_id or "", day.error or "")
+    out.print(table)
+    return EXIT_OK
+
+
+COMMANDS = {"ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
+            "history": cmd_history, "days": cmd_days}
+
+
+def _print_busy(err: Console, exc: SyncdBusy) -> None:
+    task = exc.current_task
+    err.print("syncctl: rejected — a sync is already running; try again when it has finished", style="yellow")
+    err.print(f"  run {task.run_id}  type {task.task_type}  range {task.start_date}..{task.end_date}  "
+              f"started {task.start_time}  progress {task.days_done}/{task.trading_days} days", markup=False, highlight=False)
+
+
+def _print_run_summary(out: Console, run: Run) -> None:
+    style = STATUS_STYLE.get(run.status, "")
+    out.print(f"run {run.run_id} [{style}]{run.status}[/]: {run.days_done}/{run.trading_days} trading days, "
+              f"{run.days_failed} failed, {run.rows:,} rows" + (f" — {run.error}" if run.error else ""))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+def _short_time(value: str | None) -> str:
+    return value[:19].replace("T", " ") if value else "-"
+
+
+def _who() -> str:
+    try:
+        return f"syncctl:{os.getlogin()}"
+    except OSError:
+        return f"syncctl:uid{os.getuid()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""SyncClient: the Python way to talk to syncd, safe from many threads, never hanging past its timeout.
+
+One REQ socket per call from a shared zmq Context (sockets are not thread-safe; contexts
+are), LINGER 0, and a poll with the timeout: a call either returns a typed reply or raises a
+typed error. A timed-out socket is simply closed, so the next call starts fresh. `start`
+always carries a request_id, so retrying it after a timeout can never start a second run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from typing import Any, TypeVar
+
+import msgspec
+import zmq
+
+from syncd.protocol import (
+    REPLY_TYPES, Cancel, CancelReply, Day, Days, DaysReply, History, HistoryReply, Ping, PingReply, Request,
+    Run, Start, StartReply, Status, StatusReply, Task, encode_request,
+)
+
+DEFAULT_TIMEOUT_S = 5.0
+T = TypeVar("T")
+
+
+class SyncdError(Exception):
+    """Base of every error SyncClient raises."""
+
+
+class SyncdUnreachable(SyncdError):
+    """No reply within the timeout: syncd is not running, or is wedged, at that endpoint."""
+
+    def __init__(self, endpoint: str, timeout_s: float) -> None:
+        super().__init__(f"syncd is not running at {endpoint} (no reply within {timeout_s:g} s)")
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+
+
+class SyncdBusy(SyncdError):
+    """A start was rejected because a run is active; `current_task` is that run."""
+
+    def __init__(self, message: str, current_task: Task, reply: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.current_task = current_task
+        self.reply = reply
+
+
+class SyncdRequestError(SyncdError):
+    """syncd answered `status: error` (bad request, invalid range, not running, ...)."""
+
+    def __init__(self, code: str, message: str, reply: dict[str, Any]) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.reply = reply
+
+
+class SyncdProtocolError(SyncdError):
+    """The reply could not be understood (a different program on the endpoint?)."""
+
+
+def _date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise SyncdRequestError("bad_request", f"{value!r} is not a date (expected YYYY-MM-DD)", {}) from None
+
+
+class SyncClient:
+    """Calls syncd's ops. `endpoint` defaults to $SYNCD_ENDPOINT; `timeout` is seconds per call."""
+
+    def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *,
+                 server_public_key: str | None = None, context: zmq.Context[Any] | None = None) -> None:
+        endpoint = endpoint or os.environ.get("SYNCD_ENDPOINT")
+        if not endpoint:
+            raise ValueError("no syncd endpoint: pass endpoint= or set SYNCD_ENDPOINT (e.g. ipc:///run/syncd/syncd.sock)")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.server_public_key = server_public_key or os.environ.get("SYNCD_SERVER_KEY") or None
+        self._context = context or zmq.Context.instance()
+
+    # --- the ops -------------------------------------------------------------------------
+    def ping(self) -> PingReply:
+        return self._call(Ping(), PingReply)
+
+    def start(self, start_date: dt.date | str, end_date: dt.date | str, *, task_type: str = "manual",
+              requested_by: str = "", request_id: str | None = None) -> StartReply:
+        """Start a run; raises SyncdBusy with the running task if one is active."""
+        request = Start(start_date=_date(start_date), end_date=_date(end_date), task_type=task_type,
+                        requested_by=requested_by, request_id=request_id or uuid.uuid4().hex)
+        return self._call(request, StartReply)
+
+    def status(self) -> StatusReply:
+        return self._call(Status(), StatusReply)
+
+    def cancel(self, run_id: str | None = None) -> CancelReply:
+        return self._call(Cancel(run_id=run_id), CancelReply)
+
+    def history(self, limit: int = 20) -> list[Run]:
+        return self._call(History(limit=limit), HistoryReply).runs
+
+    def days(self, start_date: dt.date | str, end_date: dt.date | str) -> list[Day]:
+        return self._call(Days(start_date=_date(start_date), end_date=_date(end_date)), DaysReply).days
+
+    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send any JSON object and return the raw reply (for tools and tests); no status checks."""
+        return msgspec.json.decode(self.send_raw(msgspec.json.encode(payload)))
+
+    # --- transport -----------------------------------------------------------------------
+    def _call(self, request: Request, reply_type: type[T]) -> T:
+        raw = self.send_raw(encode_request(request))
+        try:
+            reply = msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise SyncdProtocolError(f"reply from {self.endpoint} is not JSON: {exc}") from None
+        if not isinstance(reply, dict):
+            raise SyncdProtocolError(f"reply from {self.endpoint} is not a JSON object")
+        status = reply.get("status")
+        try:
+            if status == "rejected":
+                raise SyncdBusy(reply.get("message", "busy"), msgspec.convert(reply["current_task"], Task), reply)
+            if status == "error":
+                raise SyncdRequestError(reply.get("code", "error"), reply.get("message", ""), reply)
+            return msgspec.convert(reply, reply_type)
+        except (msgspec.ValidationError, KeyError) as exc:
+            raise SyncdProtocolError(f"unexpected reply from {self.endpoint}: {exc}") from None
+
+    def send_raw(self, frame: bytes) -> bytes:
+        """One request frame out, one reply frame back, or SyncdUnreachable after `timeout`."""
+        sock = self._context.socket(zmq.REQ)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            if self.server_public_key:
+                from syncd.security import apply_client_curve
+
+                apply_client_curve(sock, self.server_public_key)
+            sock.connect(self.endpoint)
+            sock.send(frame)
+            if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+                raise SyncdUnreachable(self.endpoint, self.timeout)
+            return sock.recv()
+        finally:
+            sock.close(linger=0)
+
+
+__all__ = ["SyncClient", "SyncdBusy", "SyncdError", "SyncdProtocolError", "SyncdRequestError", "SyncdUnreachable",
+           "DEFAULT_TIMEOUT_S", "REPLY_TYPES"]

@@ -1,0 +1,216 @@
+"""config.toml as typed, validated msgspec Structs, and how it is found and resolved.
+
+This module owns the config contract (DESIGN.md, "config.toml"): key names, defaults, value
+checks, relative-path resolution against the config file's folder, and the SYNCD_DSN /
+SYNCD_ENDPOINT environment overrides. A bad key or value raises ConfigError whose message
+names the key's path and what was expected. It must not import psycopg or any source
+library: syncctl loads config to find the endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+DEFAULT_CONFIG_NAME = "config.toml"
+IPC_PATH_MAX = 107  # sun_path limit for ipc:// endpoints
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable, or has a bad key or value."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DaemonConfig(_Section):
+    endpoint: str = "ipc://var/syncd.sock"
+    state_dir: str = "var"
+    socket_mode: str = "0660"
+    curve_public_key: str = ""   # Z85; required for a tcp:// endpoint that is not loopback
+    curve_secret_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"0?[0-7]{3}", self.socket_mode):
+            raise ValueError(f"daemon.socket_mode: expected octal permission bits like \"0660\", got {self.socket_mode!r}")
+        if not self.endpoint.startswith(("ipc://", "tcp://")):
+            raise ValueError(f"daemon.endpoint: expected ipc://PATH or tcp://HOST:PORT, got {self.endpoint!r}")
+
+    @property
+    def socket_mode_bits(self) -> int:
+        return int(self.socket_mode, 8)
+
+
+class DatabaseConfig(_Section):
+    dsn: str = ""
+    compat_view: bool = False
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+
+
+class DemoConfig(_Section):
+    stocks: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 5300
+    seed: int = 1
+    day_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    fail_dates: list[str] = []
+
+    def __post_init__(self) -> None:
+        for value in self.fail_dates:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError(f"source.demo.fail_dates: expected YYYY-MM-DD dates, got {value!r}")
+
+
+class CsvConfig(_Section):
+    path: str = "data"
+
+
+class AkshareConfig(_Section):
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60
+    adjust: Literal["", "qfq", "hfq"] = ""
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2        # extra attempts per request
+    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0  # doubles each retry
+    snapshot_today: bool = True  # a window of only today uses stock_zh_a_spot_em (one call)
+
+
+class BaostockConfig(_Section):
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60
+    adjustflag: Literal["1", "2", "3"] = "3"  # 3 = unadjusted
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0      # socket timeout of the session
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2        # extra attempts per request
+    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0  # doubles each retry
+    market_daily: bool = True  # baostock>=0.9.3 and adjustflag "3": one whole-market request per day
+
+
+class SourceConfig(_Section):
+    name: Literal["demo", "csv", "akshare", "baostock"] = "demo"
+    demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
+    csv: CsvConfig = msgspec.field(default_factory=CsvConfig)
+    akshare: AkshareConfig = msgspec.field(default_factory=AkshareConfig)
+    baostock: BaostockConfig = msgspec.field(default_factory=BaostockConfig)
+
+
+class ScheduleConfig(_Section):
+    enabled: bool = True
+    timezone: str = "Asia/Shanghai"
+    daily_at: str = "20:00"
+    missing_at: str = "21:00"
+    missing_lookback_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 30
+    catch_up_on_start: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("daily_at", "missing_at"):
+            value = getattr(self, key)
+            if not _HHMM.match(value):
+                raise ValueError(f"schedule.{key}: expected HH:MM or HH:MM:SS (24-hour), got {value!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"schedule.timezone: unknown time zone {self.timezone!r} (expected an IANA name such as \"Asia/Shanghai\")") from None
+
+
+class SyncConfig(_Section):
+    max_days: Annotated[int, msgspec.Meta(ge=1)] = 12000
+    retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+    retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
+
+class LogConfig(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Section):
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    source: SourceConfig = msgspec.field(default_factory=SourceConfig)
+    schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
+    sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read, validate and resolve the config; `path=None` means ./config.toml if present, else defaults."""
+    env = os.environ if env is None else env
+    if path is None:
+        path = DEFAULT_CONFIG_NAME if Path(DEFAULT_CONFIG_NAME).is_file() else None
+    if path is None:
+        config, base = Config(), Path.cwd()
+    else:
+        file = Path(path)
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        config, base = parse_config(raw, str(file)), file.resolve().parent
+    return resolve(config, base, env)
+
+
+def parse_config(raw: bytes, name: str = "config.toml") -> Config:
+    try:
+        return msgspec.toml.decode(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{name}: {_readable(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+
+
+def _readable(detail: str) -> str:
+    """msgspec says `$.schedule.daily_at`; operators know the key as schedule.daily_at."""
+    return re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(top level)'}`", detail)
+
+
+def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) -> Config:
+    """Apply env overrides and make relative paths absolute against `base`."""
+    daemon = config.daemon
+    endpoint = env.get("SYNCD_ENDPOINT") or daemon.endpoint
+    daemon = msgspec.structs.replace(
+        daemon,
+        endpoint=resolve_endpoint(endpoint, base),
+        state_dir=str((base / daemon.state_dir).resolve()),
+    )
+    database = config.database
+    if env.get("SYNCD_DSN"):
+        database = msgspec.structs.replace(database, dsn=env["SYNCD_DSN"])
+    source = config.source
+    source = msgspec.structs.replace(source, csv=msgspec.structs.replace(source.csv, path=str((base / source.csv.path).resolve())))
+    return msgspec.structs.replace(config, daemon=daemon, database=database, source=source)
+
+
+def resolve_endpoint(endpoint: str, base: Path) -> str:
+    """ipc://relative/path -> ipc:///abs/path; checks the socket path fits sun_path."""
+    if not endpoint.startswith(("ipc://", "tcp://")):
+        raise ConfigError(f"daemon.endpoint: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
+    if not endpoint.startswith("ipc://"):
+        return endpoint
+    raw = endpoint[len("ipc://"):]
+    if raw.startswith("@"):  # Linux abstract socket
+        return endpoint
+    path = (base / raw).resolve() if not raw.startswith("/") else Path(raw)
+    if len(str(path)) > IPC_PATH_MAX:
+        raise ConfigError(f"daemon.endpoint: socket path {path} is {len(str(path))} bytes, over the {IPC_PATH_MAX}-byte limit of unix sockets; use a shorter path")
+    return f"ipc://{path}"
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    """The socket file of an ipc:// endpoint (None for tcp:// and abstract sockets)."""
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        return Path(endpoint[len("ipc://"):])
+    return None
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, for logs and replies."""
+    if not dsn:
+        return "embedded"
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)

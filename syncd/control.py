@@ -1,0 +1,223 @@
+"""Request handling for the control loop: one decoded request in, one reply Struct out.
+
+This module owns the meaning of each op (ping/start/status/cancel/history/days) and the one
+place a run is admitted: `admit`, used by clients' starts and by scheduled jobs alike. It is
+called only from the control loop's thread, one request at a time, which is what makes
+"is a run active? then reject, else hand over" atomic. `status` reads only memory. The
+database is touched for the run lock (start), history and days, on the control connection
+with a short statement timeout so a slow database cannot wedge the loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import time
+import zoneinfo
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+
+from . import __version__, store
+from .calendar import TradingCalendar, calendar_days
+from .config import Config
+from .logs import get_logger
+from .protocol import (
+    AnyRequest, BusyReply, Cancel, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorReply, History,
+    HistoryReply, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply,
+    Task, check_range, decode_request,
+)
+from .runstate import RunState
+from .scheduling import Busy
+from .sync import SyncJob
+
+
+class ControlDb:
+    """The control loop's own connection: run lock and reads. Reopened once when lost."""
+
+    def __init__(self, dsn: str, config: Config) -> None:
+        self._dsn = dsn
+        self._config = config
+        self._conn: psycopg.Connection[Any] | None = None
+        self.lock_held = False
+
+    def call(self, action: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self.lock_held = False  # a new session holds no advisory lock
+                    self._conn = store.connect(self._dsn, min(5.0, self._config.database.connect_timeout_s),
+                                               statement_timeout="5000", TimeZone=self._config.schedule.timezone)
+                return action(self._conn)
+            except psycopg.OperationalError as exc:
+                self.close()
+                if attempt == 2:
+                    raise RequestError("database_unavailable", f"database unreachable: {str(exc).strip()}") from None
+        return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class Control:
+    def __init__(self, config: Config, state: RunState, submit: Callable[[SyncJob], None], db: ControlDb,
+                 calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str) -> None:
+        self.config = config
+        self.state = state
+        self.submit = submit
+        self.db = db
+        self.calendar = calendar
+        self.schedule_jobs = schedule_jobs
+        self.database_kind = database_kind
+        self.started = time.monotonic()
+        self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
+        self._last_request_id: tuple[str, Task] | None = None
+        self._log = get_logger()
+
+    def handle(self, frame: bytes) -> Any:
+        try:
+            request = decode_request(frame)
+            return self.dispatch(request)
+        except RequestError as exc:
+            self._log.info("request_refused", code=exc.code, message=exc.message)
+            return exc.reply()
+        except Exception as exc:  # never a traceback on the wire: one log event here, a code there
+            self._log.exception("request_failed", error=str(exc))
+            return ErrorReply(code="internal", message=f"internal error: {type(exc).__name__}")
+
+    def dispatch(self, request: AnyRequest) -> Any:
+        match request:
+            case Ping():
+                return PingReply(version=__version__, pid=os.getpid(), uptime_s=self.uptime())
+            case Start():
+                return self.start(request)
+            case Status():
+                return self.status()
+            case Cancel():
+                return self.cancel(request)
+            case History():
+                return HistoryReply(runs=self.db.call(lambda c: store.history(c, request.limit)))
+            case Days():
+                return DaysReply(days=self.days(request.start_date, request.end_date))
+        raise RequestError("bad_request", f"unsupported request {type(request).__name__}")
+
+    def uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    # --- start ---------------------------------------------------------------------------
+    def start(self, request: Start) -> StartReply | BusyReply:
+        check_range(request.start_date, request.end_date, self.config.sync.max_days)
+        if request.request_id and self._last_request_id and self._last_request_id[0] == request.request_id:
+            return StartReply(run_id=self._last_request_id[1].run_id, task=self._current_or(self._last_request_id[1]))
+        try:
+            task = self.admit(request.task_type, request.start_date, request.end_date,
+                              requested_by=request.requested_by, request_id=request.request_id)
+        except Busy as busy:
+            assert busy.task is not None
+            self._log.warning("sync_rejected", task_type=request.task_type, requested_by=request.requested_by,
+                              current_run_id=busy.task.run_id, current_task_type=busy.task.task_type)
+            return BusyReply(message=f"a sync is already running: {busy.task.task_type} {busy.task.run_id} "
+                                     f"({busy.task.start_date}..{busy.task.end_date}), try again when it has finished",
+                             current_task=busy.task)
+        return StartReply(run_id=task.run_id, task=task)
+
+    def start_scheduled(self, task_type: str, days: Sequence[dt.date]) -> str:
+        """The scheduler's way in: same admission, same refusal."""
+        task = self.admit(task_type, min(days), max(days), requested_by="schedule", only_days=tuple(days))
+        return task.run_id
+
+    def admit(self, task_type: str, start: dt.date, end: dt.date, *, requested_by: str,
+              request_id: str | None = None, only_days: tuple[dt.date, ...] | None = None) -> Task:
+        """Hand a run to the worker if nothing runs here or on any daemon sharing the database; else raise Busy."""
+        _, current, _ = self.state.snapshot()
+        if current is not None:
+            raise Busy(current)
+        self.release_lock_if_idle()
+        if not self.db.call(store.try_run_lock):
+            holder = self.db.call(store.running_run)
+            raise Busy(task_from_run(holder) if holder else _unknown_holder(task_type))
+        self.db.lock_held = True
+        task = Task(run_id=new_run_id(), task_type=task_type, requested_by=requested_by, start_time=self.now_iso(),
+                    start_date=start.isoformat(), end_date=end.isoformat(), total_days=(end - start).days + 1,
+                    request_id=request_id)
+        self.state.begin(task)
+        self.submit(SyncJob(run_id=task.run_id, task_type=task_type, requested_by=requested_by, request_id=request_id,
+                            start_date=start, end_date=end, total_days=task.total_days, start_time=task.start_time,
+                            days=only_days))
+        if request_id:
+            self._last_request_id = (request_id, task)
+        get_logger(run_id=task.run_id, task_type=task_type).info(
+            "sync_lock_acquired", start_date=task.start_date, end_date=task.end_date, requested_by=requested_by)
+        return task
+
+    def release_lock_if_idle(self) -> None:
+        """After a run ends: give the database run lock back (logged as sync_lock_released)."""
+        state, _, last = self.state.snapshot()
+        if state == "idle" and self.db.lock_held:
+            try:
+                self.db.call(store.release_run_lock)
+            except RequestError:
+                pass  # the session is gone, and its lock with it
+            self.db.lock_held = False
+            get_logger(run_id=last.run_id if last else None, task_type=last.task_type if last else None).info(
+                "sync_lock_released", status=last.status if last else None)
+
+    def _current_or(self, task: Task) -> Task:
+        _, current, _ = self.state.snapshot()
+        return current if current is not None and current.run_id == task.run_id else task
+
+    # --- status, cancel, days --------------------------------------------------------------
+    def status(self) -> StatusReply:
+        state, task, last = self.state.snapshot()
+        return StatusReply(state=state, current_task=task, last_run=last, schedule=self.schedule_jobs(),
+                           daemon=DaemonInfo(version=__version__, pid=os.getpid(), uptime_s=self.uptime(),
+                                             endpoint=self.config.daemon.endpoint, source=self.config.source.name,
+                                             database=self.database_kind))
+
+    def cancel(self, request: Cancel) -> CancelReply:
+        _, task, _ = self.state.snapshot()
+        if task is None:
+            raise RequestError("not_running", "no sync is running")
+        if request.run_id is not None and request.run_id != task.run_id:
+            raise RequestError("not_running", f"run {request.run_id} is not running (the current run is {task.run_id})")
+        self.state.request_cancel()
+        get_logger(run_id=task.run_id, task_type=task.task_type).info("cancel_requested")
+        return CancelReply(run_id=task.run_id, state="cancelling")
+
+    def days(self, start: dt.date, end: dt.date) -> list[Day]:
+        """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
+        check_range(start, end, self.config.sync.max_days)
+        recorded = {d.date: d for d in self.db.call(lambda c: store.days(c, start, end))}
+        out = []
+        for day in calendar_days(start, end):
+            key = day.isoformat()
+            out.append(recorded.get(key) or Day(date=key, status="pending" if self.calendar.is_trading_day(day) else "skipped",
+                                                rows=0, run_id=None, error=None))
+        return out
+
+    def missing_days(self, start: dt.date, end: dt.date) -> list[dt.date]:
+        statuses = self.db.call(lambda c: store.day_statuses(c, start, end))
+        return [d for d in calendar_days(start, end) if self.calendar.is_trading_day(d) and statuses.get(d) != "success"]
+
+    def now_iso(self) -> str:
+        return dt.datetime.now(self.zone).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def task_from_run(run: Run) -> Task:
+    return Task(run_id=run.run_id, task_type=run.task_type, requested_by=run.requested_by, start_time=run.started_at,
+                start_date=run.start_date, end_date=run.end_date, total_days=run.total_days, trading_days=run.trading_days,
+                days_done=run.days_done, days_failed=run.days_failed, rows=run.rows,
+                progress=round(run.days_done / run.trading_days, 4) if run.trading_days else 0.0)
+
+
+def _unknown_holder(task_type: str) -> Task:
+    return Task(run_id="unknown", task_type="unknown", requested_by="another daemon", start_time="", start_date="",
+                end_date="", total_days=0)

@@ -1,0 +1,223 @@
+"""The syncd process: start-up, the single-threaded control loop, and shutdown.
+
+This module wires the parts together and owns their lifetimes: the instance lock, the
+database (embedded or external) and its migrations and crash recovery, the REP socket, the
+worker thread, the schedule, signals and sd_notify. The loop serves one request at a time;
+its poll timeout comes from the scheduler's idle time and the watchdog interval, so an idle
+daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import store
+from .calendar import TradingCalendar
+from .config import Config, ConfigError, ipc_path, redact_dsn
+from .control import Control, ControlDb
+from .embedded import EmbeddedPostgres
+from .instance import InstanceLock
+from .logs import get_logger
+from .notify import Notifier
+from .protocol import MAX_FRAME_BYTES, encode
+from .runstate import RunState
+from .scheduling import DailySchedule
+from .security import apply_server_curve, check_endpoint
+from .sources import load_source
+from .sync import Syncer, pid_alive
+from .worker import Worker
+
+HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
+SHUTDOWN_GRACE_S = 8.0
+
+
+class Daemon:
+    def __init__(self, config: Config, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.env = os.environ if env is None else env
+        self.log = get_logger()
+        self.instance = InstanceLock(config.daemon.state_dir)
+        self.embedded: EmbeddedPostgres | None = None
+        self.notifier = Notifier.from_env(self.env)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._signalled: list[int] = []
+        self._stopping = False
+
+    # --- start-up ----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the process exit code."""
+        check_endpoint(self.config.daemon.endpoint, self.config.daemon.curve_public_key, self.config.daemon.curve_secret_key)
+        self.instance.acquire()
+        try:
+            return self._run_locked()
+        finally:
+            self.instance.release()
+
+    def _run_locked(self) -> int:
+        source = load_source(self.config.source)
+        dsn = self._database_dsn()
+        try:
+            calendar, last_run = self._prepare_database(dsn)
+            state = RunState(last_run)
+            syncer = Syncer(self.config, dsn, source, calendar)
+            worker = Worker(syncer.run, state, self._wake)
+            db = ControlDb(dsn, self.config)
+            control = Control(self.config, state, worker.submit, db, calendar, lambda: [],
+                              "embedded" if self.embedded else "external")
+            sched = DailySchedule(self.config.schedule, control.start_scheduled, calendar.is_trading_day, control.missing_days)
+            control.schedule_jobs = sched.jobs
+            with zmq.Context() as context:
+                rep = self._bind(context)
+                worker.start()
+                self._install_signals()
+                self.log.info("daemon_started", endpoint=self.config.daemon.endpoint, pid=os.getpid(),
+                              source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
+                self.notifier.ready()
+                self.notifier.status("idle")
+                sched.catch_up()
+                self._loop(rep, control, sched, state)
+                self._shutdown(rep, control, state, worker, syncer)
+        finally:
+            source.close()
+            if self.embedded is not None:
+                self.embedded.stop()
+        self.log.info("daemon_stopped")
+        return 0
+
+    def _database_dsn(self) -> str:
+        if self.config.database.dsn:
+            return self.config.database.dsn
+        self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
+        dsn = self.embedded.start()
+        self.log.info("embedded_database_ready", pgdata=str(self.embedded.pgdata))
+        return dsn
+
+    def _prepare_database(self, dsn: str) -> tuple[TradingCalendar, Any]:
+        conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
+        try:
+            version = store.migrate(conn, self.config.database.compat_view)
+            recovered = store.recover_interrupted(conn, socket.gethostname(), pid_alive)
+            for run_id in recovered:
+                self.log.warning("run_interrupted", run_id=run_id)
+            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
+            runs = store.history(conn, 1)
+            self.log.info("database_ready", schema_version=version, database=redact_dsn(self.config.database.dsn))
+            return calendar, (runs[0] if runs else None)
+        finally:
+            conn.close()
+
+    def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
+        rep = context.socket(zmq.REP)
+        rep.setsockopt(zmq.LINGER, 0)
+        rep.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_LIMIT)
+        if self.config.daemon.curve_secret_key:
+            apply_server_curve(rep, self.config.daemon.curve_public_key, self.config.daemon.curve_secret_key)
+        endpoint = self.config.daemon.endpoint
+        path = ipc_path(endpoint)
+        if path is None:
+            rep.bind(endpoint)
+            return rep
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = self.config.daemon.socket_mode_bits
+        old_umask = os.umask(0o777 & ~mode)  # the socket file is born with its final mode: no window
+        try:
+            rep.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"daemon.endpoint: cannot bind {endpoint}: {exc}") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, mode)
+        self.log.debug("socket_bound", path=str(path), mode=oct(stat.S_IMODE(path.stat().st_mode)))
+        return rep
+
+    def _install_signals(self) -> None:
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signalled.append(signum)  # the wake-up fd already woke the loop; it does the work
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except BlockingIOError:
+            pass  # already full of wake-ups: the loop will wake anyway
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _loop(self, rep: zmq.Socket[Any], control: Control, sched: DailySchedule, state: RunState) -> None:
+        poller = zmq.Poller()
+        poller.register(rep, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        watchdog = self.notifier.watchdog_interval_s
+        last_status = ""
+        while not self._signalled:
+            events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
+            if self._wake_r.fileno() in events or self._wake_r in events:
+                self._drain_wake()
+                control.release_lock_if_idle()
+            if rep in events:
+                self._serve_one(rep, control)
+            sched.run_pending()
+            if watchdog:
+                self.notifier.watchdog()
+            last_status = self._report_status(state, last_status)
+
+    def _timeout_ms(self, sched: DailySchedule, watchdog: float | None) -> int | None:
+        candidates = [t for t in (sched.idle_seconds(), watchdog) if t is not None]
+        if not candidates:
+            return None
+        return max(0, int(min(candidates) * 1000) + 1)
+
+    def _serve_one(self, rep: zmq.Socket[Any], control: Control) -> None:
+        try:
+            frame = rep.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        reply = control.handle(frame)
+        rep.send(encode(reply))
+
+    def _drain_wake(self) -> None:
+        self._wake_r.setblocking(False)
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _report_status(self, state: RunState, last: str) -> str:
+        kind, task, _ = state.snapshot()
+        text = "idle" if task is None else (
+            f"{kind} {task.task_type} {task.run_id}: {task.days_done}/{task.trading_days} days, {task.rows} rows")
+        if text != last:
+            self.notifier.status(text)
+        return text
+
+    # --- shutdown ----------------------------------------------------------------------------
+    def _shutdown(self, rep: zmq.Socket[Any], control: Control, state: RunState, worker: Worker, syncer: Syncer) -> None:
+        self.notifier.stopping()
+        signum = self._signalled[0] if self._signalled else None
+        self.log.info("daemon_stopping", signal=signal.Signals(signum).name if signum else None)
+        rep.close(linger=0)
+        run_id = state.request_cancel()
+        if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
+            self.log.error("worker_did_not_stop", run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
+            try:  # record it ourselves; the worker's open transaction dies with the process
+                control.db.call(lambda c: store.finish_run(c, run_id, "cancelled", "daemon stopped (SIGTERM) before the day in flight finished"))
+            except Exception as exc:
+                self.log.error("run_record_failed", run_id=run_id, error=str(exc))
+        worker.stop(timeout=0.5)
+        control.release_lock_if_idle()
+        control.db.close()
+        syncer.close()
+        path = ipc_path(self.config.daemon.endpoint)
+        if path is not None:
+            Path(path).unlink(missing_ok=True)

@@ -1,0 +1,240 @@
+"""The wire contract between syncd and its clients: every request and reply as msgspec Structs.
+
+This module owns the shape of the JSON that crosses the ZeroMQ socket (DESIGN.md, "Wire
+protocol"): one tagged Struct per request (tag field `op`), one Struct per reply, and the
+Task/Run/Day records they carry. It validates what can be validated without state (types,
+real dates, start <= end). It must import nothing but msgspec and the standard library:
+`syncctl` and web backends import it without psycopg, pgserver or a source library.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+MAX_FRAME_BYTES = 64 * 1024  # a request is a few hundred bytes; anything bigger is refused
+
+TaskType = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
+    """Base of every request; `op` names the operation."""
+
+
+class Ping(Request, tag="ping"):
+    pass
+
+
+class Start(Request, tag="start"):
+    start_date: dt.date
+    end_date: dt.date
+    task_type: TaskType = "manual"
+    requested_by: ShortText = ""
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+
+class Status(Request, tag="status"):
+    pass
+
+
+class Cancel(Request, tag="cancel"):
+    run_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class History(Request, tag="history"):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
+class Days(Request, tag="days"):
+    start_date: dt.date
+    end_date: dt.date
+
+
+AnyRequest = Ping | Start | Status | Cancel | History | Days
+OPS = ("ping", "start", "status", "cancel", "history", "days")
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """A run as it is in flight: what `start` returns and `status`/busy replies carry."""
+
+    run_id: str
+    task_type: str
+    requested_by: str
+    start_time: str
+    start_date: str
+    end_date: str
+    total_days: int
+    trading_days: int = 0
+    days_done: int = 0
+    days_failed: int = 0
+    rows: int = 0
+    current_date: str | None = None
+    progress: float = 0.0
+    eta_s: float | None = None
+    request_id: str | None = None
+
+
+class Run(msgspec.Struct, kw_only=True):
+    """A run as recorded in sync_runs (history, last_run)."""
+
+    run_id: str
+    task_type: str
+    requested_by: str
+    status: str
+    start_date: str
+    end_date: str
+    total_days: int
+    trading_days: int
+    days_done: int
+    days_failed: int
+    rows: int
+    started_at: str
+    finished_at: str | None
+    error: str | None
+    host: str
+    pid: int
+
+
+class Day(msgspec.Struct, kw_only=True):
+    date: str
+    status: str
+    rows: int
+    run_id: str | None
+    error: str | None
+
+
+class ScheduledJob(msgspec.Struct, kw_only=True):
+    job: str
+    next_run: str | None
+
+
+class DaemonInfo(msgspec.Struct, kw_only=True):
+    version: str
+    pid: int
+    uptime_s: float
+    endpoint: str
+    source: str
+    database: str
+
+
+class PingReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    version: str
+    pid: int
+    uptime_s: float
+
+
+class StartReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    run_id: str
+    task: Task
+
+
+class StatusReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    state: Literal["idle", "running", "cancelling"]
+    current_task: Task | None
+    last_run: Run | None
+    schedule: list[ScheduledJob]
+    daemon: DaemonInfo
+
+
+class CancelReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    run_id: str
+    state: str
+
+
+class HistoryReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    runs: list[Run]
+
+
+class DaysReply(msgspec.Struct, kw_only=True):
+    status: Literal["ok"] = "ok"
+    days: list[Day]
+
+
+class BusyReply(msgspec.Struct, kw_only=True):
+    status: Literal["rejected"] = "rejected"
+    code: Literal["busy"] = "busy"
+    message: str
+    current_task: Task
+
+
+class ErrorReply(msgspec.Struct, kw_only=True):
+    status: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+OkReply = PingReply | StartReply | StatusReply | CancelReply | HistoryReply | DaysReply
+REPLY_TYPES: dict[str, type] = {
+    "ping": PingReply,
+    "start": StartReply,
+    "status": StatusReply,
+    "cancel": CancelReply,
+    "history": HistoryReply,
+    "days": DaysReply,
+}
+
+
+class RequestError(Exception):
+    """A request that cannot be served; becomes an ErrorReply with `code`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def reply(self) -> ErrorReply:
+        return ErrorReply(code=self.code, message=self.message)
+
+
+_request_decoder = msgspec.json.Decoder(AnyRequest)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(frame: bytes) -> AnyRequest:
+    """Decode and validate one request frame; raise RequestError naming the problem."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise RequestError("bad_request", f"request of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        request = _request_decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise RequestError("bad_request", _explain_validation(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise RequestError("bad_request", f"request is not a JSON object: {exc}") from None
+    if isinstance(request, (Start, Days)):
+        check_range(request.start_date, request.end_date)
+    return request
+
+
+def _explain_validation(detail: str) -> str:
+    if ("Invalid value" in detail and "`$.op`" in detail) or "Missing required field `op`" in detail:
+        return f"{detail}; op must be one of: {', '.join(OPS)}"
+    return detail
+
+
+def check_range(start: dt.date, end: dt.date, max_days: int | None = None) -> int:
+    """Return the number of calendar days in [start, end]; raise RequestError if invalid."""
+    if start > end:
+        raise RequestError("invalid_range", f"start_date {start} is after end_date {end}")
+    total = (end - start).days + 1
+    if max_days is not None and total > max_days:
+        raise RequestError(
+            "invalid_range",
+            f"range {start}..{end} has {total} days, more than sync.max_days = {max_days}",
+        )
+    return total
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message)
+
+
+def encode_request(request: Request) -> bytes:
+    return _encoder.encode(request)

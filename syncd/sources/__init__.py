@@ -1,0 +1,34 @@
+"""Data sources: where daily bars come from. `load_source` picks one by config name.
+
+Each source module imports its third-party library lazily, so importing any of them (and
+this package) works without the optional extras installed.
+"""
+
+from __future__ import annotations
+
+from .base import DayFailure, Row, Source, SourceError, SourceUnavailable
+
+
+def load_source(config: "SourceConfig") -> Source:  # noqa: F821 - avoids importing config at runtime
+    """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing."""
+    match config.name:
+        case "demo":
+            from .demo import DemoSource
+
+            return DemoSource(config.demo)
+        case "csv":
+            from .csvdir import CsvSource
+
+            return CsvSource(config.csv)
+        case "akshare":
+            from .akshare import AkshareSource
+
+            return AkshareSource(config.akshare)
+        case "baostock":
+            from .baostock import BaostockSource
+
+            return BaostockSource(config.baostock)
+    raise SourceUnavailable(f"unknown source {config.name!r}")
+
+
+__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "load_source"]

@@ -1,0 +1,111 @@
+"""The csv source: one file per trading day, DIR/YYYY-MM-DD.csv, in the contract's units.
+
+Header `code,open,high,low,close,pre_close,volume,amount,turnover,pct_change` (any order, a
+UTF-8 BOM tolerated). A trading day without its file, or a file with any bad row, becomes a
+DayFailure naming the file and line; nothing of that day is loaded. Empty numeric cells are
+missing values (NULL); code is required and unique within a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..config import CsvConfig
+from .base import COLUMNS, DayFailure, Row, ShouldStop, StockInfo
+
+_INT_COLUMNS = {"volume"}
+
+
+class CsvRowError(Exception):
+    pass
+
+
+class CsvSource:
+    name = "csv"
+    window_days = 1
+
+    def __init__(self, config: CsvConfig) -> None:
+        self.root = Path(config.path)
+
+    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+        for day in days:
+            if should_stop():
+                return
+            yield day, self.read_day(day)
+
+    def read_day(self, day: dt.date) -> list[Row] | DayFailure:
+        path = self.root / f"{day.isoformat()}.csv"
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                return _parse(path, handle)
+        except FileNotFoundError:
+            return DayFailure(f"{path}: no file for trading day {day}")
+        except UnicodeDecodeError as exc:
+            return DayFailure(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})")
+        except CsvRowError as exc:
+            return DayFailure(str(exc))
+        except (OSError, csv.Error) as exc:
+            return DayFailure(f"{path}: cannot read: {exc}")
+
+    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
+        return None
+
+    def stock_list(self) -> list[StockInfo] | None:
+        return None
+
+    def requests_for(self, days: Sequence[dt.date]) -> int:
+        return len(days)
+
+    def close(self) -> None:
+        pass
+
+
+def _parse(path: Path, handle) -> list[Row]:  # type: ignore[no-untyped-def]
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        raise CsvRowError(f"{path} line 1: empty file, expected the header {','.join(COLUMNS)}")
+    names = [h.strip() for h in header]
+    if sorted(names) != sorted(COLUMNS):
+        missing = [c for c in COLUMNS if c not in names]
+        extra = [c for c in names if c not in COLUMNS]
+        raise CsvRowError(f"{path} line 1: bad header (missing: {', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'}); "
+                          f"expected {','.join(COLUMNS)}")
+    order = [names.index(c) for c in COLUMNS]
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for line_no, record in enumerate(reader, start=2):
+        if not record or all(not cell.strip() for cell in record):
+            continue
+        if len(record) != len(COLUMNS):
+            raise CsvRowError(f"{path} line {line_no}: expected {len(COLUMNS)} fields, got {len(record)}")
+        cells = [record[i].strip() for i in order]
+        code = cells[0]
+        if not code:
+            raise CsvRowError(f"{path} line {line_no}: code is empty")
+        if code in seen:
+            raise CsvRowError(f"{path} line {line_no}: code {code} already appears on line {seen[code]}")
+        seen[code] = line_no
+        values = [_number(path, line_no, name, cell) for name, cell in zip(COLUMNS[1:], cells[1:])]
+        rows.append((code, *values))  # type: ignore[arg-type]
+    return rows
+
+
+def _number(path: Path, line_no: int, column: str, cell: str) -> float | int | None:
+    if cell == "":
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        raise CsvRowError(f"{path} line {line_no}: {column} {cell!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CsvRowError(f"{path} line {line_no}: {column} {cell!r} is not a finite number")
+    if column in _INT_COLUMNS:
+        if not value.is_integer():
+            raise CsvRowError(f"{path} line {line_no}: {column} {cell!r} is not a whole number of shares")
+        return int(value)
+    return value

@@ -1,0 +1,299 @@
+"""Everything syncd reads from and writes to PostgreSQL, as plain functions over a connection.
+
+This module owns the SQL: versioned migrations, the atomic per-day replace (DELETE + binary
+COPY + sync_days/sync_runs bookkeeping in one transaction), run and day records, crash
+recovery, the advisory lock that makes the database the arbiter between hosts, and the reads
+behind `history` and `days`. Connections are autocommit; every multi-statement change runs
+in an explicit transaction. It knows nothing about sockets, threads or sources.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from .protocol import Day, Run
+from .sources.base import Row, StockInfo
+
+RUN_LOCK_KEY = 0x53594E4344  # "SYNCD": one sync at a time across every daemon on this database
+MIGRATION_LOCK_KEY = 0x53594E4345
+
+BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
+BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8")
+COPY_BARS = f"COPY daily_bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "daily_bars, stocks, sync_runs, sync_days, trade_calendar", """
+        CREATE TABLE IF NOT EXISTS daily_bars (
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            open double precision, high double precision, low double precision,
+            close double precision, pre_close double precision,
+            volume bigint, amount double precision,
+            turnover double precision, pct_change double precision,
+            PRIMARY KEY (trade_date, code)
+        );
+        CREATE TABLE IF NOT EXISTS stocks (
+            code text PRIMARY KEY,
+            name text,
+            exchange text,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS sync_runs (
+            run_id text PRIMARY KEY,
+            task_type text NOT NULL,
+            requested_by text NOT NULL DEFAULT '',
+            request_id text,
+            status text NOT NULL,
+            start_date date NOT NULL,
+            end_date date NOT NULL,
+            total_days integer NOT NULL,
+            trading_days integer NOT NULL DEFAULT 0,
+            days_done integer NOT NULL DEFAULT 0,
+            days_failed integer NOT NULL DEFAULT 0,
+            rows bigint NOT NULL DEFAULT 0,
+            started_at timestamptz NOT NULL,
+            finished_at timestamptz,
+            error text,
+            host text NOT NULL,
+            pid integer NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS sync_runs_started_at ON sync_runs (started_at DESC);
+        CREATE INDEX IF NOT EXISTS sync_runs_running ON sync_runs (status) WHERE status = 'running';
+        CREATE TABLE IF NOT EXISTS sync_days (
+            date date PRIMARY KEY,
+            status text NOT NULL,
+            rows integer NOT NULL DEFAULT 0,
+            run_id text,
+            error text,
+            prev_status text,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS trade_calendar (
+            date date PRIMARY KEY,
+            is_open boolean NOT NULL,
+            source text NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+    """),
+]
+
+COMPAT_VIEW = """
+    CREATE OR REPLACE VIEW daily_stock_data AS
+    SELECT b.code AS stock_code, s.name AS stock_name, b.trade_date,
+           b.open AS open_price, b.close AS close_price, b.high AS high_price, b.low AS low_price,
+           b.volume::numeric / 100 AS volume, b.amount, b.pct_change AS change_pct,
+           b.close - b.pre_close AS change_amount, b.turnover AS turnover_rate,
+           (b.high - b.low) / NULLIF(b.pre_close, 0) * 100 AS amplitude
+    FROM daily_bars b LEFT JOIN stocks s USING (code)
+"""
+
+
+class StoreError(Exception):
+    """A schema or data problem an operator must fix (not a lost connection)."""
+
+
+def connect(dsn: str, timeout_s: float = 10.0, **settings: str) -> psycopg.Connection[Any]:
+    """An autocommit connection; `settings` become session parameters (statement_timeout...)."""
+    options = " ".join(f"-c {k}={v}" for k, v in settings.items())
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
+                           application_name="syncd", options=options or None)
+
+
+def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
+    """Apply missing migrations (serialised across daemons); return the schema version."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute("CREATE TABLE IF NOT EXISTS syncd_migrations (version integer PRIMARY KEY, "
+                     "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations").fetchone()[0]
+        for version, description, sql in MIGRATIONS:
+            if version > current:
+                conn.execute(sql)
+                conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
+                current = version
+        if compat_view:
+            _ensure_compat_view(conn)
+    return current
+
+
+def _ensure_compat_view(conn: psycopg.Connection[Any]) -> None:
+    kind = conn.execute("SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('daily_stock_data')").fetchone()
+    if kind is not None and kind[0] != "v":
+        raise StoreError("database.compat_view: a table named daily_stock_data already exists; "
+                         "rename it (or set compat_view = false) so syncd can create the view")
+    conn.execute(COMPAT_VIEW)
+
+
+# --- the per-day write path -------------------------------------------------------------
+
+def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row], run_id: str) -> int:
+    """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("DELETE FROM daily_bars WHERE trade_date = %s", (day,))
+        count = 0
+        with cur.copy(COPY_BARS) as copy:
+            copy.set_types(BAR_TYPES)
+            for row in rows:
+                copy.write_row((day, *row))
+                count += 1
+        cur.execute(
+            "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, updated_at) "
+            "VALUES (%s, 'success', %s, %s, NULL, NULL, now()) ON CONFLICT (date) DO UPDATE SET "
+            "status = 'success', rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, error = NULL, "
+            "prev_status = NULL, updated_at = now()", (day, count, run_id))
+        cur.execute("UPDATE sync_runs SET days_done = days_done + 1, rows = rows + %s WHERE run_id = %s", (count, run_id))
+    return count
+
+
+def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str) -> None:
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'failed', 0, %s, %s, now()) "
+            "ON CONFLICT (date) DO UPDATE SET status = 'failed', run_id = EXCLUDED.run_id, error = EXCLUDED.error, "
+            "prev_status = NULL, updated_at = now()", (day, run_id, error))
+        conn.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + 1 WHERE run_id = %s", (run_id,))
+
+
+def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date]) -> None:
+    """Record closed days as skipped and never-seen trading days as pending."""
+    with conn.transaction(), conn.cursor() as cur:
+        if closed:
+            cur.executemany(
+                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'skipped', 0, %s, now()) "
+                "ON CONFLICT (date) DO UPDATE SET status = 'skipped', rows = 0, run_id = EXCLUDED.run_id, error = NULL, updated_at = now()",
+                [(d, run_id) for d in closed])
+        if trading:
+            cur.executemany(
+                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'pending', 0, %s, now()) "
+                "ON CONFLICT (date) DO NOTHING", [(d, run_id) for d in trading])
+
+
+def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str) -> None:
+    """Mark the days of a window as being synced, remembering each one's status to restore on cancel."""
+    conn.execute(
+        "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
+        "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
+
+
+def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
+    """After a cancel: days this run had marked syncing get their previous status back."""
+    conn.execute(
+        "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
+        "WHERE status = 'syncing' AND run_id = %s", (run_id,))
+
+
+# --- runs --------------------------------------------------------------------------------
+
+def insert_run(conn: psycopg.Connection[Any], run: Run, request_id: str | None) -> None:
+    conn.execute(
+        "INSERT INTO sync_runs (run_id, task_type, requested_by, request_id, status, start_date, end_date, total_days, "
+        "trading_days, started_at, host, pid) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s, %s, %s)",
+        (run.run_id, run.task_type, run.requested_by, request_id, run.start_date, run.end_date, run.total_days,
+         run.trading_days, run.started_at, run.host, run.pid))
+
+
+def set_trading_days(conn: psycopg.Connection[Any], run_id: str, trading_days: int) -> None:
+    conn.execute("UPDATE sync_runs SET trading_days = %s WHERE run_id = %s", (trading_days, run_id))
+
+
+def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> Run | None:
+    runs = _fetch_runs(conn, "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE run_id = %s RETURNING *",
+                       (status, error, run_id))
+    return runs[0] if runs else None
+
+
+def recover_interrupted(conn: psycopg.Connection[Any], host: str, is_alive: Any) -> list[str]:
+    """Runs of this host left `running` by a dead daemon become interrupted; their syncing days failed."""
+    rows = conn.execute("SELECT run_id, pid FROM sync_runs WHERE status = 'running' AND host = %s", (host,)).fetchall()
+    dead = [run_id for run_id, pid in rows if not is_alive(pid)]
+    if dead:
+        with conn.transaction():
+            conn.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = now(), "
+                         "error = 'the daemon stopped during the run (killed or crashed)' WHERE run_id = ANY(%s)", (dead,))
+            conn.execute("UPDATE sync_days SET status = 'failed', prev_status = NULL, updated_at = now(), "
+                         "error = 'interrupted: the daemon stopped while this day was syncing' "
+                         "WHERE status = 'syncing' AND run_id = ANY(%s)", (dead,))
+    return dead
+
+
+def try_run_lock(conn: psycopg.Connection[Any]) -> bool:
+    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()[0])
+
+
+def release_run_lock(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+
+
+def running_run(conn: psycopg.Connection[Any]) -> Run | None:
+    """The newest run recorded as running (the holder of the run lock, possibly on another host)."""
+    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE status = 'running' ORDER BY started_at DESC LIMIT 1", ())
+    return runs[0] if runs else None
+
+
+def run_by_request_id(conn: psycopg.Connection[Any], request_id: str) -> Run | None:
+    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE request_id = %s ORDER BY started_at DESC LIMIT 1", (request_id,))
+    return runs[0] if runs else None
+
+
+def history(conn: psycopg.Connection[Any], limit: int) -> list[Run]:
+    return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY started_at DESC, run_id DESC LIMIT %s", (limit,))
+
+
+def _fetch_runs(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> list[Run]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_run_from_row(r) for r in cur.execute(sql, params).fetchall()]
+
+
+def _run_from_row(r: dict[str, Any]) -> Run:
+    return Run(
+        run_id=r["run_id"], task_type=r["task_type"], requested_by=r["requested_by"], status=r["status"],
+        start_date=r["start_date"].isoformat(), end_date=r["end_date"].isoformat(), total_days=r["total_days"],
+        trading_days=r["trading_days"], days_done=r["days_done"], days_failed=r["days_failed"], rows=r["rows"],
+        started_at=r["started_at"].isoformat(), finished_at=r["finished_at"].isoformat() if r["finished_at"] else None,
+        error=r["error"], host=r["host"], pid=r["pid"])
+
+
+def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT date, status, rows, run_id, error FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date",
+                           (start, end)).fetchall()
+    return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"]) for r in rows]
+
+
+def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, str]:
+    rows = conn.execute("SELECT date, status FROM sync_days WHERE date BETWEEN %s AND %s", (start, end)).fetchall()
+    return dict(rows)
+
+
+def day_row_counts(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, int]:
+    rows = conn.execute("SELECT trade_date, count(*) FROM daily_bars WHERE trade_date BETWEEN %s AND %s GROUP BY 1",
+                        (start, end)).fetchall()
+    return dict(rows)
+
+
+# --- calendar and stock list from a source ----------------------------------------------------
+
+def save_calendar(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, open_days: Sequence[dt.date], source: str) -> None:
+    """Store a source's authoritative calendar for [start, end]: every day open or closed."""
+    open_set = set(open_days)
+    values = [(start + dt.timedelta(days=i), (start + dt.timedelta(days=i)) in open_set, source)
+              for i in range((end - start).days + 1)]
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany("INSERT INTO trade_calendar (date, is_open, source) VALUES (%s, %s, %s) ON CONFLICT (date) "
+                        "DO UPDATE SET is_open = EXCLUDED.is_open, source = EXCLUDED.source, updated_at = now()", values)
+
+
+def load_calendar(conn: psycopg.Connection[Any]) -> dict[dt.date, bool]:
+    return dict(conn.execute("SELECT date, is_open FROM trade_calendar").fetchall())
+
+
+def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany("INSERT INTO stocks (code, name, exchange) VALUES (%s, %s, %s) ON CONFLICT (code) DO UPDATE SET "
+                        "name = EXCLUDED.name, exchange = EXCLUDED.exchange, updated_at = now()",
+                        [(s.code, s.name, s.exchange) for s in stocks])

@@ -1,0 +1,204 @@
+"""The one sync method: plan a date range into trading days, fetch them in windows, write each day atomically.
+
+`Syncer.run(job, state)` runs on the worker thread and only there. It owns the worker's
+database connection (reopened when lost, the day retried), retries with backoff, per-day
+failure handling (the run goes on and ends `partial`), cooperative cancel between days and
+fetch batches, and the run's record in sync_runs. Progress goes to the RunState; events to
+the log with run_id and task_type bound.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import psycopg
+
+from . import store
+from .calendar import TradingCalendar, calendar_days
+from .config import Config
+from .logs import get_logger
+from .protocol import Run
+from .runstate import RunState
+from .sources.base import DayFailure, Row, Source
+
+
+class SyncJob(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    task_type: str
+    requested_by: str
+    request_id: str | None
+    start_date: dt.date
+    end_date: dt.date
+    total_days: int
+    start_time: str
+    # Only these days (the missing-data job); None means every day of start_date..end_date.
+    days: tuple[dt.date, ...] | None = None
+
+
+class DatabaseDown(Exception):
+    """The database could not be reached after the configured retries."""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Syncer:
+    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
+                 connect: Callable[[str], psycopg.Connection[Any]] | None = None) -> None:
+        self.config = config
+        self.dsn = dsn
+        self.source = source
+        self.calendar = calendar
+        self._connect = connect or (lambda d: store.connect(d, config.database.connect_timeout_s, TimeZone=config.schedule.timezone))
+        self._conn: psycopg.Connection[Any] | None = None
+        self._stocks_saved: object = None
+
+    # --- the run ---------------------------------------------------------------------------
+    def run(self, job: SyncJob, state: RunState) -> Run | None:
+        log = get_logger(run_id=job.run_id, task_type=job.task_type)
+        error: str | None = None
+        try:
+            trading = self._begin(job, state)
+            failed = self._sync_days(job, trading, state, log)
+            status = "cancelled" if state.cancel_requested else _outcome(len(trading), failed)
+            if failed:
+                error = f"{failed} of {len(trading)} trading days failed"
+        except Exception as exc:  # a run must always end recorded; the loop boundary is here
+            log.exception("run_error", error=str(exc))
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        run = self._finish(job, status, error, log)
+        return run
+
+    def _begin(self, job: SyncJob, state: RunState) -> list[dt.date]:
+        conn = self._db()
+        store.recover_interrupted(conn, socket.gethostname(), lambda pid: pid != os.getpid() and pid_alive(pid))
+        self._refresh_reference_data(conn, job)
+        days = sorted(job.days) if job.days is not None else list(calendar_days(job.start_date, job.end_date))
+        trading = [d for d in days if self.calendar.is_trading_day(d)]
+        closed = [d for d in days if not self.calendar.is_trading_day(d)]
+        store.insert_run(conn, Run(
+            run_id=job.run_id, task_type=job.task_type, requested_by=job.requested_by, status="running",
+            start_date=job.start_date.isoformat(), end_date=job.end_date.isoformat(), total_days=job.total_days,
+            trading_days=len(trading), days_done=0, days_failed=0, rows=0, started_at=job.start_time,
+            finished_at=None, error=None, host=socket.gethostname(), pid=os.getpid()), job.request_id)
+        store.plan_days(conn, job.run_id, trading, closed)
+        state.planned(len(trading))
+        return trading
+
+    def _refresh_reference_data(self, conn: psycopg.Connection[Any], job: SyncJob) -> None:
+        """Let a source with an authoritative calendar or stock list override the built-in ones."""
+        open_days = self.source.trading_days(job.start_date, job.end_date)
+        if open_days is not None:
+            store.save_calendar(conn, job.start_date, job.end_date, open_days, self.source.name)
+            open_set = set(open_days)
+            self.calendar.update({d: d in open_set for d in calendar_days(job.start_date, job.end_date)})
+        stocks = self.source.stock_list()
+        if stocks is not None and stocks is not self._stocks_saved:
+            store.save_stocks(conn, stocks)
+            self._stocks_saved = stocks
+
+    def _sync_days(self, job: SyncJob, trading: Sequence[dt.date], state: RunState, log: Any) -> int:
+        failed = 0
+        window = max(1, self.source.window_days)
+        for i in range(0, len(trading), window):
+            if state.cancel_requested:
+                break
+            failed += self._sync_window(job, trading[i:i + window], state, log)
+        return failed
+
+    def _sync_window(self, job: SyncJob, window: Sequence[dt.date], state: RunState, log: Any) -> int:
+        """Fetch and write one window, retrying what failed; return how many days ended failed."""
+        self._with_db(lambda c: store.mark_syncing(c, window, job.run_id))
+        pending = list(window)
+        errors: dict[dt.date, str] = {}
+        for attempt in range(self.config.sync.retries + 1):
+            if attempt and state.wait_cancel(self.config.sync.retry_backoff_s * 2 ** (attempt - 1)):
+                break
+            try:
+                for day, result in self.source.fetch_window(list(pending), lambda: state.cancel_requested):
+                    state.day_started(day.isoformat())
+                    if isinstance(result, DayFailure):
+                        errors[day] = result.error
+                        continue
+                    self._write_day(job, day, result, state, log)
+                    pending.remove(day)
+                    errors.pop(day, None)
+            except Exception as exc:  # a source's whole-window failure: retry the window
+                log.warning("fetch_failed", days=len(pending), attempt=attempt + 1, error=str(exc))
+                for day in pending:
+                    errors.setdefault(day, f"{type(exc).__name__}: {exc}")
+            if not pending or state.cancel_requested:
+                break
+            log.info("fetch_retry", days=[d.isoformat() for d in pending], attempt=attempt + 1)
+        if state.cancel_requested:
+            self._with_db(lambda c: store.unmark_syncing(c, job.run_id))
+            return 0
+        for day in pending:
+            error = errors.get(day, "source returned no data for this day")
+            self._with_db(lambda c, day=day, error=error: store.fail_day(c, day, job.run_id, error))
+            state.day_finished(0, failed=True)
+            log.warning("day_failed", date=day.isoformat(), error=error)
+        return len(pending)
+
+    def _write_day(self, job: SyncJob, day: dt.date, rows: list[Row], state: RunState, log: Any) -> None:
+        started = time.perf_counter()
+        count = self._with_db(lambda c: store.replace_day(c, day, rows, job.run_id))
+        state.day_finished(count, failed=False)
+        log.info("day_synced", date=day.isoformat(), rows=count, ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def _finish(self, job: SyncJob, status: str, error: str | None, log: Any) -> Run | None:
+        try:
+            run = self._with_db(lambda c: store.finish_run(c, job.run_id, status, error))
+        except Exception as exc:
+            log.error("run_record_failed", error=str(exc))
+            run = None
+        log.info("run_finished", status=status, error=error,
+                 days_done=run.days_done if run else None, rows=run.rows if run else None)
+        return run
+
+    # --- the connection --------------------------------------------------------------------
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = self._connect(self.dsn)
+        return self._conn
+
+    def _with_db(self, action: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        """Run `action` on the worker's connection; a lost connection is reopened and `action` retried."""
+        attempts = self.config.sync.retries + 1
+        for attempt in range(attempts):
+            try:
+                return action(self._db())
+            except psycopg.OperationalError as exc:
+                self.close()
+                if attempt + 1 == attempts:
+                    raise DatabaseDown(f"database unreachable after {attempts} attempts: {exc}") from None
+                get_logger().warning("db_reconnect", attempt=attempt + 1, error=str(exc).strip())
+                time.sleep(min(self.config.sync.retry_backoff_s * 2 ** attempt, 30.0))
+        return None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+
+def _outcome(trading_days: int, failed: int) -> str:
+    if failed == 0:
+        return "succeeded"
+    return "failed" if failed == trading_days else "partial"
