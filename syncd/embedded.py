@@ -8,6 +8,7 @@ survives and is adopted), and stops it when the last process using it exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         logging.getLogger("pgserver").setLevel(logging.WARNING)  # its INFO chatter is not ours to print
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs' note via pgserver
         try:
             import pgserver
         except ImportError:
