@@ -93,7 +93,9 @@ def _cwd():  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out, err = Console(), Console(stderr=True)
+    # piped output is for grep and awk: wide rows instead of wrapped, truncated cells
+    out = Console() if sys.stdout.isatty() else Console(width=250)
+    err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=250)
     if args.command == "history" and not 1 <= args.limit <= 1000:
         err.print("syncctl: --limit must be between 1 and 1000")
         return EXIT_BAD_INPUT
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = SyncClient(find_endpoint(args), timeout=args.timeout, server_public_key=args.server_key)
         return COMMANDS[args.command](client, args, out)
+    except ValueError as exc:  # a malformed --server-key, an empty endpoint
+        err.print(f"syncctl: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
     except ConfigError as exc:
         err.print(f"syncctl: {exc}", markup=False, highlight=False)
         return EXIT_BAD_INPUT

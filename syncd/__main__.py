@@ -1,16 +1,20 @@
 """`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon.
 
 Owns only the process edge: start-up errors become one line on stderr and a non-zero exit
-code (2 for a bad config, 1 for anything else, such as "already running"), never a traceback.
+code, never a traceback: 78 (EX_CONFIG) for a bad config or "already running" — systemd's
+RestartPreventExitStatus=78 keeps those from restart loops — and 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import sys
 
 from . import __version__
 from .config import ConfigError, load_config
+
+EXIT_CONFIG = 78
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
+    faulthandler.enable()  # a watchdog SIGABRT then dumps every thread's stack to the journal
     from .daemon import Daemon  # imported after config so `syncd --help` stays fast
     from .embedded import EmbeddedDatabaseError
     from .instance import AlreadyRunning
@@ -34,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log.format, config.log.level)
     try:
         return Daemon(config).run()
-    except ConfigError as exc:
+    except (ConfigError, AlreadyRunning, SourceUnavailable) as exc:
         print(f"syncd: {exc}", file=sys.stderr)
-        return 2
-    except (AlreadyRunning, SourceUnavailable, EmbeddedDatabaseError, StoreError) as exc:
+        return EXIT_CONFIG
+    except (EmbeddedDatabaseError, StoreError) as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # the process edge: one clear line, the details in the log

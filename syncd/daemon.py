@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ class Daemon:
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
+            self.notifier.close()
         self.log.info("daemon_stopped")
         return 0
 
@@ -158,6 +160,7 @@ class Daemon:
         poller.register(rep, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         watchdog = self.notifier.watchdog_interval_s
+        next_ping = 0.0
         last_status = ""
         while not self._signalled:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
@@ -167,8 +170,9 @@ class Daemon:
             if rep in events:
                 self._serve_one(rep, control)
             sched.run_pending()
-            if watchdog:
+            if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
+                next_ping = time.monotonic() + watchdog
             last_status = self._report_status(state, last_status)
 
     def _timeout_ms(self, sched: DailySchedule, watchdog: float | None) -> int | None:
