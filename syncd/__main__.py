@@ -12,7 +12,7 @@ import faulthandler
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, scrub
 
 EXIT_CONFIG = 78
 
@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the process edge: one clear line, the details in the log
         from .logs import get_logger
 
-        get_logger().exception("daemon_failed", error=str(exc))
-        print(f"syncd: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = scrub(str(exc), config.database.dsn)
+        get_logger().error("daemon_failed", error=message, error_type=type(exc).__name__)
+        print(f"syncd: failed: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
 
 

@@ -214,3 +214,17 @@ def redact_dsn(dsn: str) -> str:
         return "embedded"
     dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a DSN (URI or key=value form), if any."""
+    match = re.search(r"://[^:/@]*:([^@]*)@", dsn) or re.search(r"(?i)password\s*=\s*'([^']*)'|(?i:password)\s*=\s*(\S+)", dsn)
+    if not match:
+        return None
+    return next((g for g in match.groups() if g), None)
+
+
+def scrub(text: str, dsn: str) -> str:
+    """`text` with the DSN's password masked (for error messages that quote a connection string)."""
+    password = dsn_password(dsn)
+    return text.replace(password, "***") if password else text

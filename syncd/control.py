@@ -22,7 +22,7 @@ import psycopg
 
 from . import __version__, store
 from .calendar import TradingCalendar, calendar_days
-from .config import Config
+from .config import Config, scrub
 from .logs import get_logger
 from .protocol import (
     AnyRequest, BusyReply, Cancel, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorReply, History,
@@ -54,7 +54,7 @@ class ControlDb:
             except psycopg.OperationalError as exc:
                 self.close()
                 if attempt == 2:
-                    raise RequestError("database_unavailable", f"database unreachable: {str(exc).strip()}") from None
+                    raise RequestError("database_unavailable", f"database unreachable: {scrub(str(exc).strip(), self._dsn)}") from None
         return None
 
     def close(self) -> None:
