@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+import msgspec.inspect
 
 DEFAULT_CONFIG_NAME = "config.toml"
 IPC_PATH_MAX = 107  # sun_path limit for ipc:// endpoints
@@ -166,7 +167,20 @@ def parse_config(raw: bytes, name: str = "config.toml") -> Config:
 
 def _readable(detail: str) -> str:
     """msgspec says `$.schedule.daily_at`; operators know the key as schedule.daily_at."""
-    return re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(top level)'}`", detail)
+    text = re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(top level)'}`", detail)
+    key = re.search(r"Invalid enum value .* - at `\$\.([^`]*)`", detail)
+    if key and (choices := _literal_choices(key.group(1))):
+        text += f"; expected one of: {', '.join(map(str, choices))}"
+    return text
+
+
+def _literal_choices(path: str) -> tuple[object, ...] | None:
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(Config)
+    for name in path.split("."):
+        if not isinstance(info, msgspec.inspect.StructType):
+            return None
+        info = next((f.type for f in info.fields if f.name == name), None)  # type: ignore[assignment]
+    return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
 def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) -> Config:

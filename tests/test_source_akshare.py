@@ -327,7 +327,7 @@ def test_akshare_rate_limiter_is_thread_safe() -> None:
         thread.join(timeout=10)
     slots.sort()
     assert len(slots) == 80
-    assert min(b - a for a, b in zip(slots, slots[1:])) >= limiter.interval * 0.999
+    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= limiter.interval * 0.999
 
 
 def test_akshare_retry_helper_names_what_failed() -> None:

@@ -3,7 +3,7 @@
 Owns the mapping of akshare's frames onto Row tuples in the contract's units and the fetch
 plan. A window of trading days costs one `stock_zh_a_hist` request per stock (all days at
 once, regrouped by day here, memory bounded by the window) plus one `stock_info_a_code_name`
-a day; a window of only today, after the 15:00 close, costs one `stock_zh_a_spot_em`
+a day; a window of only today, after the close (15:30), costs one `stock_zh_a_spot_em`
 snapshot for the whole market. Requests run on `concurrency` threads behind one shared
 `requests_per_second` limiter, each with a few retries of its own.
 
@@ -37,7 +37,7 @@ from .base import DayFailure, Row, ShouldStop, SourceError, SourceUnavailable, S
 from .ratelimit import DailyCache, RateLimiter, call_with_retries
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-MARKET_CLOSE = dt.time(15, 0)
+MARKET_CLOSE = dt.time(15, 30)  # STAR/ChiNext after-hours fixed-price trading ends 15:30
 # stock_zh_a_hist: 成交量 in lots of 100 shares; 涨跌额 = close - pre_close.
 HIST_COLUMNS = ("日期", "开盘", "最高", "最低", "收盘", "涨跌额", "成交量", "成交额", "换手率", "涨跌幅")
 # stock_zh_a_spot_em: 成交量 in lots; 昨收 is pre_close; 最新价 is the close after 15:00.
@@ -45,6 +45,7 @@ SPOT_COLUMNS = ("代码", "今开", "最高", "最低", "最新价", "昨收", "
 _CODE = re.compile(r"(?:(?:sh|sz|bj)\.?)?(\d{6})(?:\.(?:sh|sz|bj))?", re.IGNORECASE)
 
 Clock = Callable[[], dt.datetime]
+DayResults = Iterator[tuple[dt.date, list[Row] | DayFailure]]
 
 
 def plain_code(raw: object) -> str | None:
@@ -104,7 +105,7 @@ def hist_rows(code: str, frame: Any, wanted: set[dt.date]) -> list[tuple[dt.date
         return []
     out: list[tuple[dt.date, Row]] = []
     for day_value, open_, high, low, close, change, lots, amount, turnover, pct in zip(
-            *_columns(frame, HIST_COLUMNS, f"stock_zh_a_hist({code})")):
+            *_columns(frame, HIST_COLUMNS, f"stock_zh_a_hist({code})"), strict=True):
         day, open_price, close_price = as_date(day_value), number(open_), number(close)
         if day not in wanted or open_price is None or close_price is None:
             continue  # outside the window, or no trade that day
@@ -119,7 +120,7 @@ def spot_rows(frame: Any) -> list[Row]:
     """The stock_zh_a_spot_em snapshot -> Rows of the stocks that traded (suspended have no price)."""
     rows: list[Row] = []
     for raw_code, open_, high, low, close, pre_close, lots, amount, turnover, pct in zip(
-            *_columns(frame, SPOT_COLUMNS, "stock_zh_a_spot_em()")):
+            *_columns(frame, SPOT_COLUMNS, "stock_zh_a_spot_em()"), strict=True):
         code, open_price, close_price = plain_code(raw_code), number(open_), number(close)
         if code is None or open_price is None or close_price is None:
             continue
@@ -156,7 +157,7 @@ class AkshareSource:
         self._stocks: DailyCache[list[StockInfo]] = DailyCache(self._today)
         self._calendar: DailyCache[list[dt.date]] = DailyCache(self._today)
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
         closed = [day for day in days if self._session_closed(day)]
         by_day = self._fetch(closed, should_stop) if closed else {}
         if by_day is None:
@@ -167,12 +168,14 @@ class AkshareSource:
             yield day, self._day_result(day, by_day)
 
     def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
+        """Open days from Sina's calendar (fetched once a day); SourceError if it cannot be fetched."""
         calendar = self._calendar.get(self._fetch_calendar)
         if not calendar or start < calendar[0] or end > calendar[-1]:
             return None
         return calendar[bisect_left(calendar, start):bisect_right(calendar, end)]
 
     def stock_list(self) -> list[StockInfo]:
+        """Today's listed A-shares (fetched once a day); SourceError if the list cannot be fetched."""
         return self._stocks.get(self._fetch_stock_list)
 
     def requests_for(self, days: Sequence[dt.date]) -> int:
@@ -207,7 +210,7 @@ class AkshareSource:
 
     def _day_result(self, day: dt.date, by_day: dict[dt.date, list[Row]]) -> list[Row] | DayFailure:
         if not self._session_closed(day):
-            return DayFailure(f"the {day} session has not closed yet (15:00 Asia/Shanghai): sync it after the close")
+            return DayFailure(f"the {day} session has not closed yet ({MARKET_CLOSE:%H:%M} Asia/Shanghai): sync it after the close")
         rows = by_day.get(day)
         if not rows:
             return DayFailure(f"akshare returned no bars for {day} (not published yet, or not a trading day)")
@@ -262,7 +265,7 @@ class AkshareSource:
             clear()
         frame = self._request(function, "stock_info_a_code_name()")
         stocks: dict[str, StockInfo] = {}
-        for raw_code, name in zip(*_columns(frame, ("code", "name"), "stock_info_a_code_name()")):
+        for raw_code, name in zip(*_columns(frame, ("code", "name"), "stock_info_a_code_name()"), strict=True):
             code = plain_code(raw_code)
             if code is not None:
                 stocks[code] = StockInfo(code=code, name=str(name).strip(), exchange=exchange_of(code))

@@ -46,6 +46,7 @@ MARKET_DAILY = "query_daily_history_k_AStock"  # baostock >= 0.9.3
 _A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")
 
 Record = dict[str, str]
+DayResults = Iterator[tuple[dt.date, list[Row] | DayFailure]]
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def read_result(result: Any, what: str) -> list[Record]:
         raise SourceError(f"{what}: the library returned no result (bad arguments?)")
     records: list[Record] = []
     while result.error_code == "0" and result.next():
-        records.append(dict(zip(result.fields, result.get_row_data())))
+        records.append(dict(zip(result.fields, result.get_row_data(), strict=True)))
     if result.error_code != "0":
         raise SourceError(f"{what}: error {result.error_code}: {result.error_msg}")
     return records
@@ -158,7 +159,7 @@ class BaostockSource:
         self._logged_in = False
         self._listings: DailyCache[list[Listing]] = DailyCache(self._today)
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
         if not days:
             return
         if self.market_daily:
@@ -200,14 +201,14 @@ class BaostockSource:
     def _today(self) -> dt.date:
         return self._now().astimezone(SHANGHAI).date()
 
-    def _fetch_market_daily(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def _fetch_market_daily(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
         for day in days:
             if should_stop():
                 return
             records = self._query(MARKET_DAILY, day.isoformat())
             yield day, _day_result(day, bars_by_day(records, {day})[day])
 
-    def _fetch_per_stock(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def _fetch_per_stock(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
         first, last = min(days), max(days)
         by_day: dict[dt.date, list[Row]] = {day: [] for day in days}
         for code in self._codes_within(first, last):
