@@ -194,7 +194,7 @@ def test_baostock_request_count_for_20_days_of_5300_stocks() -> None:
     days = [dt.date(2024, 1, 2) + dt.timedelta(days=n) for n in range(20)]
     assert make(fake, window_days=20)[0].requests_for(days) == 5_301
     assert make(fake, window_days=1)[0].requests_for(days) == 106_000 + 1
-    assert make(FakeBaostockWithMarketDaily())[0].requests_for(days) == 20
+    assert make(FakeBaostockWithMarketDaily())[0].requests_for(days) == 21  # + query_stock_basic
 
 
 def test_baostock_suspended_day_is_skipped_and_empty_fields_become_none() -> None:
@@ -210,11 +210,21 @@ def test_baostock_market_daily_is_one_request_per_day_for_the_whole_market() -> 
     source, fake = make(FakeBaostockWithMarketDaily())
     assert source.market_daily and source.window_days == 1
     days = {day: by_code(rows) for day, rows in source.fetch_window(WINDOW, never)}
-    assert [name for name, _ in fake.calls] == ["query_daily_history_k_AStock"] * 4
+    assert [name for name, _ in fake.calls] == ["query_stock_basic"] + ["query_daily_history_k_AStock"] * 4
     assert "000001" in days[dt.date(2024, 1, 2)] and "600000" in days[dt.date(2024, 1, 2)]
     assert all(len(code) == 6 for rows in days.values() for code in rows)
     assert days[dt.date(2024, 1, 2)]["000001"][0:2] == ("000001", 9.4)  # sz.000001 the bank, not sh.000001 the index
     assert "000004" not in days[dt.date(2024, 1, 4)]
+
+
+def test_baostock_market_day_missing_many_listed_stocks_is_incomplete() -> None:
+    fake = FakeBaostockWithMarketDaily()
+    thin = fake.daily["2024-01-03"]
+    fake.daily["2024-01-03"] = {"fields": thin["fields"], "rows": thin["rows"][:2]}  # 2 of 5 stocks
+    days = dict(make(fake)[0].fetch_window(WINDOW, never))
+    failure = days[dt.date(2024, 1, 3)]
+    assert isinstance(failure, DayFailure) and "2 of the 5 stocks" in failure.error
+    assert isinstance(days[dt.date(2024, 1, 2)], list)
 
 
 def test_baostock_per_stock_plan_when_prices_are_adjusted_or_disabled() -> None:

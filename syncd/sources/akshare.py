@@ -210,7 +210,8 @@ class AkshareSource:
 
     def _day_result(self, day: dt.date, by_day: dict[dt.date, list[Row]]) -> list[Row] | DayFailure:
         if not self._session_closed(day):
-            return DayFailure(f"the {day} session has not closed yet ({MARKET_CLOSE:%H:%M} Asia/Shanghai): sync it after the close")
+            return DayFailure(f"the {day} session has not closed yet ({MARKET_CLOSE:%H:%M} Asia/Shanghai): "
+                              "sync it after the close")
         rows = by_day.get(day)
         if not rows:
             return DayFailure(f"akshare returned no bars for {day} (not published yet, or not a trading day)")

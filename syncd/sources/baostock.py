@@ -3,7 +3,8 @@
 Owns the mapping of baostock's string records onto Row tuples in the contract's units, the
 fetch plan and the library's one session. Plan: with baostock >= 0.9.3 and unadjusted prices
 (adjustflag "3"), one `query_daily_history_k_AStock(date)` per trading day brings the whole
-market (window_days is then 1); otherwise one `query_history_k_data_plus` per stock per
+market (window_days is then 1; a day answering for under 90% of the listed stocks is
+incomplete and fails); otherwise one `query_history_k_data_plus` per stock per
 window (window_days trading days, regrouped by day here, memory bounded by the window) over
 the stocks listed during the window (`query_stock_basic`, fetched at most once a day).
 
@@ -42,6 +43,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 # volume is in shares, amount in yuan, turn and pctChg in percent: no conversion needed.
 HISTORY_FIELDS = "date,code,open,high,low,close,preclose,volume,amount,turn,tradestatus,pctChg"
 MARKET_DAILY = "query_daily_history_k_AStock"  # baostock >= 0.9.3
+MIN_COVERAGE = 0.9  # a whole-market day answering for fewer of the listed stocks is incomplete
 # A-share stocks: Shanghai 60xxxx/68xxxx, Shenzhen 00xxxx/30xxxx (no indexes, B-shares, funds).
 _A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")
 
@@ -177,15 +179,16 @@ class BaostockSource:
         return sorted(day for day, open_ in is_open.items() if open_ and start <= day <= end)
 
     def stock_list(self) -> list[StockInfo]:
+        """Listed A-shares from query_stock_basic (fetched once a day); SourceError if it cannot be fetched."""
         return [StockInfo(code=item.code[3:], name=item.name, exchange=item.code[:2])
                 for item in self._all_listings() if item.listed]
 
     def requests_for(self, days: Sequence[dt.date]) -> int:
-        """Market-daily: one per day. Per-stock: one per stock listed in each window, plus the stock list."""
+        """One per day (market-daily) or one per stock listed in each window (per-stock), plus the stock list."""
         if not days:
             return 0
         if self.market_daily:
-            return len(days)
+            return len(days) + 1
         windows = [days[i:i + self.window_days] for i in range(0, len(days), self.window_days)]
         return 1 + sum(len(self._codes_within(min(window), max(window))) for window in windows)
 
@@ -205,8 +208,9 @@ class BaostockSource:
         for day in days:
             if should_stop():
                 return
+            listed = len(self._codes_within(day, day))
             records = self._query(MARKET_DAILY, day.isoformat())
-            yield day, _day_result(day, bars_by_day(records, {day})[day])
+            yield day, _market_day_result(day, records, listed)
 
     def _fetch_per_stock(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
         first, last = min(days), max(days)
@@ -270,6 +274,16 @@ class BaostockSource:
         sock = getattr(context, "default_socket", None)
         if sock is not None and hasattr(sock, "settimeout"):
             sock.settimeout(self._config.request_timeout_s)
+
+
+def _market_day_result(day: dt.date, records: list[Record], listed: int) -> list[Row] | DayFailure:
+    """A whole-market answer is used only if it covers most stocks listed that day."""
+    answered = {record["code"] for record in records
+                if _A_SHARE.fullmatch(record.get("code", "")) and day_of(record.get("date")) == day}
+    if answered and len(answered) < MIN_COVERAGE * listed:
+        return DayFailure(f"baostock answered for {len(answered)} of the {listed} stocks listed on {day}: "
+                          "incomplete, try again later")
+    return _day_result(day, bars_by_day(records, {day})[day])
 
 
 def _day_result(day: dt.date, rows: list[Row]) -> list[Row] | DayFailure:

@@ -1,0 +1,212 @@
+"""syncctl.web: an HTTP face for syncd — a FastAPI router that forwards to the daemon, and a status page.
+
+This module owns the HTTP contract of DESIGN.md "Web (contract)": the routes under
+`/api/v1/sync-status`, the mapping of syncd's replies and SyncClient's typed errors to HTTP
+status codes (busy -> 409 with the seed's body, bad dates -> 422, daemon unreachable -> 503),
+and serving the one static status page. It never syncs anything and keeps no state of its
+own: every call is one SyncClient request to the daemon, which alone decides. SyncClient
+blocks (zmq), so every route is a plain `def` that FastAPI runs in its threadpool; no request
+waits longer than the client's timeout. The client comes from `app.state.syncd_client` (set by
+`configure` or `create_app`), or from `make_router(client)`, or else $SYNCD_ENDPOINT per call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import os
+import re
+from collections.abc import Callable
+from importlib import resources
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+
+from syncd import __version__
+from syncd.protocol import DaysReply, HistoryReply
+
+from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
+
+PREFIX = "/api/v1/sync-status"
+BUSY_MESSAGE = "已有同步任务正在运行，请等待当前任务完成后再试"
+STATE_KEY = "syncd_client"
+WEB_TASK_TYPE = "web_batch"
+_API_PLACEHOLDER = "__SYNCD_API__"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
+HTTP_STATUS_FOR_CODE: dict[str, int] = {
+    "bad_request": 422,
+    "invalid_range": 422,
+    "not_running": 409,
+    "database_unavailable": 503,
+    "not_configured": 503,
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "a sync is already running (start), or nothing to cancel (cancel)"},
+    422: {"description": "bad dates: unparseable, impossible, start after end, or range too long"},
+    502: {"description": "syncd answered with an internal error or an unintelligible reply"},
+    503: {"description": "syncd unreachable within the timeout, its database unavailable, or no endpoint configured"},
+}
+
+
+class BatchSync(BaseModel):
+    """Body of POST /sync/batch: an inclusive range of calendar days."""
+
+    start_date: str = Field(examples=["2025-10-01"], description="first day, YYYY-MM-DD")
+    end_date: str = Field(examples=["2025-10-10"], description="last day, YYYY-MM-DD (inclusive)")
+
+
+class CancelBody(BaseModel):
+    """Optional body of POST /cancel: cancel only if this run is the current one."""
+
+    run_id: str | None = None
+
+
+# --- configuration ---------------------------------------------------------------------------
+def configure(app: FastAPI, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *,
+              client: SyncClient | None = None) -> SyncClient:
+    """Give `app`'s sync-status routes their SyncClient (stored in app.state); return it.
+
+    `client` wins; else a SyncClient on `endpoint` (default $SYNCD_ENDPOINT) with `timeout`
+    seconds per call. Raises ValueError when there is no endpoint at all.
+    """
+    chosen = client or SyncClient(endpoint, timeout=timeout)
+    setattr(app.state, STATE_KEY, chosen)
+    return chosen
+
+
+class NotConfigured(SyncdRequestError):
+    def __init__(self) -> None:
+        super().__init__("not_configured", "no syncd endpoint configured: call syncctl.web.configure(app, "
+                                           "endpoint=...) or set SYNCD_ENDPOINT", {})
+
+
+def client_for(app: Any) -> SyncClient:
+    """The app's configured SyncClient, else a fresh one from $SYNCD_ENDPOINT (cheap: no socket is kept)."""
+    configured = getattr(app.state, STATE_KEY, None)
+    if configured is not None:
+        return configured
+    if not os.environ.get("SYNCD_ENDPOINT"):
+        raise NotConfigured()
+    return SyncClient()
+
+
+# --- replies ---------------------------------------------------------------------------------
+def _json(status_code: int, body: Any) -> Response:
+    return Response(content=msgspec.json.encode(body), status_code=status_code, media_type="application/json")
+
+
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"status": "error", "code": code, "message": message}
+
+
+def forward(call: Callable[[], Any]) -> Response:
+    """Run one SyncClient call; its reply -> 200, each typed error -> its HTTP status and JSON body."""
+    try:
+        return _json(200, call())
+    except SyncdBusy as busy:
+        return _json(409, {"status": "error", "message": BUSY_MESSAGE, "current_task": busy.current_task})
+    except SyncdRequestError as exc:
+        return _json(HTTP_STATUS_FOR_CODE.get(exc.code, 502), _error(exc.code, exc.message))
+    except SyncdUnreachable as exc:
+        return _json(503, _error("unreachable", f"{exc}; is syncd started?"))
+    except SyncdProtocolError as exc:
+        return _json(502, _error("bad_reply", str(exc)))
+
+
+def parse_date(field: str, value: str) -> dt.date:
+    """A strict YYYY-MM-DD calendar date, or SyncdRequestError(bad_request) naming the field and the reason."""
+    if not _ISO_DATE.match(value):
+        raise SyncdRequestError("bad_request", f"{field} {value!r} is not a date (expected YYYY-MM-DD)", {})
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise SyncdRequestError("bad_request", f"{field} {value!r} is not a real date: {exc}", {}) from None
+
+
+def requester(request: Request) -> str:
+    return f"web:{request.client.host}"[:200] if request.client else "web"
+
+
+# --- the router ------------------------------------------------------------------------------
+def make_router(client: SyncClient | None = None) -> APIRouter:
+    """The sync-status routes; they use `client` if given, else the app's (see `client_for`)."""
+    router = APIRouter(tags=["sync-status"], responses=ERROR_RESPONSES)
+
+    def pick(request: Request) -> SyncClient:
+        return client if client is not None else client_for(request.app)
+
+    @router.post("/sync/batch", summary="Start a sync of a date range (task_type web_batch)")
+    def sync_batch(body: BatchSync, request: Request) -> Response:
+        def call() -> Any:
+            start, end = parse_date("start_date", body.start_date), parse_date("end_date", body.end_date)
+            return pick(request).start(start, end, task_type=WEB_TASK_TYPE, requested_by=requester(request))
+        return forward(call)
+
+    @router.get("/status", summary="The current run with its progress, the last run, the schedule")
+    def status(request: Request) -> Response:
+        return forward(lambda: pick(request).status())
+
+    @router.get("/history", summary="Recent runs, newest first")
+    def history(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
+        return forward(lambda: HistoryReply(runs=pick(request).history(limit)))
+
+    @router.get("/days", summary="Each calendar day's sync status in a range")
+    def days(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
+             end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
+        def call() -> Any:
+            start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
+            return DaysReply(days=pick(request).days(start, end))
+        return forward(call)
+
+    @router.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")
+    def cancel(request: Request, body: Annotated[CancelBody | None, Body()] = None) -> Response:
+        return forward(lambda: pick(request).cancel(body.run_id if body else None))
+
+    @router.get("/page", response_class=HTMLResponse, include_in_schema=False)
+    def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(status_page(request.url.path.removesuffix("/page")))
+
+    return router
+
+
+router = make_router()
+"""Mount with `app.include_router(router, prefix=PREFIX)`; configure its client with `configure(app, ...)`."""
+
+
+# --- the page and the app --------------------------------------------------------------------
+@functools.cache
+def _page_template() -> str:
+    return (resources.files("syncctl") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def status_page(api_base: str) -> str:
+    """The status page's HTML, talking to the routes mounted at `api_base`."""
+    return _page_template().replace(_API_PLACEHOLDER, html.escape(api_base.rstrip("/"), quote=True))
+
+
+def create_app(endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> FastAPI:
+    """A FastAPI app: the router at PREFIX and the status page at `/`.
+
+    `endpoint` defaults to $SYNCD_ENDPOINT, so `uvicorn --factory syncctl.web:create_app`
+    works; raises ValueError when neither is set.
+    """
+    app = FastAPI(title="syncd sync status", version=__version__,
+                  description="Start, watch and inspect syncd's syncs. Forwards to syncd; never syncs itself.")
+    configure(app, endpoint, timeout)
+    app.include_router(router, prefix=PREFIX)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(status_page(PREFIX))
+
+    return app
+
+
+__all__ = ["BUSY_MESSAGE", "PREFIX", "configure", "create_app", "make_router", "router", "status_page"]
