@@ -16,7 +16,7 @@ BaostockSource per process.
 Failure policy: a request that still fails after its retries raises SourceError from
 `fetch_window` (sync.py retries the window with backoff). A day is a DayFailure only when
 baostock has no bar of any stock for it (not published yet: baostock publishes a day's bars
-in the evening, or not a trading day). Suspended stocks (tradestatus 0) and records without
+in the evening, or not a trading day) or its whole-market answer is incomplete. Suspended stocks (tradestatus 0) and records without
 prices have no row; empty fields become None. `should_stop` is checked before every request.
 The library is imported when the source is built; a missing extra raises SourceUnavailable.
 """
