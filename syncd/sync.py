@@ -25,7 +25,7 @@ from .config import Config
 from .logs import get_logger
 from .protocol import Run
 from .runstate import RunState
-from .sources.base import DayFailure, Row, Source
+from .sources.base import DayFailure, Row, Source, SourceError
 
 
 class SyncJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,8 +79,7 @@ class Syncer:
         except Exception as exc:  # a run must always end recorded; the loop boundary is here
             log.exception("run_error", error=str(exc))
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-        run = self._finish(job, status, error, log)
-        return run
+        return self._finish(job, state, status, error, log)
 
     def _begin(self, job: SyncJob, state: RunState) -> list[dt.date]:
         conn = self._db()
@@ -100,6 +99,12 @@ class Syncer:
 
     def _refresh_reference_data(self, conn: psycopg.Connection[Any], job: SyncJob) -> None:
         """Let a source with an authoritative calendar or stock list override the built-in ones."""
+        try:
+            self._refresh_calendar_and_stocks(conn, job)
+        except SourceError as exc:  # the built-in calendar still plans the run; the list can wait a day
+            get_logger(run_id=job.run_id, task_type=job.task_type).warning("reference_data_unavailable", error=str(exc))
+
+    def _refresh_calendar_and_stocks(self, conn: psycopg.Connection[Any], job: SyncJob) -> None:
         open_days = self.source.trading_days(job.start_date, job.end_date)
         if open_days is not None:
             store.save_calendar(conn, job.start_date, job.end_date, open_days, self.source.name)
@@ -159,14 +164,16 @@ class Syncer:
         state.day_finished(count, failed=False)
         log.info("day_synced", date=day.isoformat(), rows=count, ms=round((time.perf_counter() - started) * 1000, 1))
 
-    def _finish(self, job: SyncJob, status: str, error: str | None, log: Any) -> Run | None:
+    def _finish(self, job: SyncJob, state: RunState, status: str, error: str | None, log: Any) -> Run:
         try:
             run = self._with_db(lambda c: store.finish_run(c, job.run_id, status, error))
-        except Exception as exc:
+        except Exception as exc:  # the database is gone: report the run from memory; restart recovery fixes the row
             log.error("run_record_failed", error=str(exc))
             run = None
-        log.info("run_finished", status=status, error=error,
-                 days_done=run.days_done if run else None, rows=run.rows if run else None)
+        if run is None:
+            run = _run_from_memory(job, state, status, error)
+        log.info("run_finished", status=status, error=error, trading_days=run.trading_days,
+                 days_done=run.days_done, days_failed=run.days_failed, rows=run.rows)
         return run
 
     # --- the connection --------------------------------------------------------------------
@@ -196,6 +203,16 @@ class Syncer:
             except Exception:
                 pass
             self._conn = None
+
+
+def _run_from_memory(job: SyncJob, state: RunState, status: str, error: str | None) -> Run:
+    _, task, _ = state.snapshot()
+    return Run(run_id=job.run_id, task_type=job.task_type, requested_by=job.requested_by, status=status,
+               start_date=job.start_date.isoformat(), end_date=job.end_date.isoformat(), total_days=job.total_days,
+               trading_days=task.trading_days if task else 0, days_done=task.days_done if task else 0,
+               days_failed=task.days_failed if task else 0, rows=task.rows if task else 0, started_at=job.start_time,
+               finished_at=dt.datetime.now().astimezone().isoformat(timespec="seconds"), error=error,
+               host=socket.gethostname(), pid=os.getpid())
 
 
 def _outcome(trading_days: int, failed: int) -> str:
