@@ -1,0 +1,152 @@
+"""Benchmark 1, the load path: N full-market days through a real syncd, against psql \\copy and executemany.
+
+Every method loads the same rows (the demo source's 5,300 stocks, seed 1, N trading days)
+into a fresh database whose tables syncd's own migrations created, so the target table is
+identical. syncd is timed from its `start` request to the run's end (run set-up, per-day
+DELETE + binary COPY + bookkeeping, commit per day, and generating the rows included). The
+psql ceilings load files written beforehand (text CSV and PostgreSQL binary, one \\copy of
+all N days each, psql start-up included). executemany inserts each day's rows in one
+transaction; only its database calls are timed. The methods alternate round by round, and
+each ratio is the median of the rounds' paired ratios.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from syncd import store
+from syncd.config import DemoConfig
+from syncd.sources.demo import DemoSource
+
+from .harness import (PSQL, SEED, STOCKS, Postgres, Syncd, emit, first_trading_days, median, note, print_table,
+                      run_to_end, syncd_config)
+
+FIRST_DAY = dt.date(2024, 1, 2)
+METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany")
+COLUMNS = ", ".join(store.BAR_COLUMNS)
+INSERT = f"INSERT INTO daily_bars ({COLUMNS}) VALUES ({', '.join(['%s'] * len(store.BAR_COLUMNS))})"
+
+
+def run(pg: Postgres, days_count: int, rounds: int) -> dict[str, Any]:
+    days = first_trading_days(FIRST_DAY, days_count)
+    rows_total = len(days) * STOCKS
+    note(f"load: {len(days)} trading days {days[0]}..{days[-1]} x {STOCKS} stocks = {rows_total:,} rows, {rounds} rounds")
+    rates: dict[str, list[float]] = {m: [] for m in METHODS}
+    extra: dict[str, list[float]] = {"syncd_steady": [], "syncd_resync": []}
+    with tempfile.TemporaryDirectory(prefix="sdb-load-", dir="/tmp") as tmp:
+        csv_path, bin_path = _write_files(pg, days, Path(tmp))
+        for r in range(rounds):
+            order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
+            for method in order:
+                seconds = _measure(method, pg, days, rows_total, csv_path, bin_path, extra)
+                rates[method].append(rows_total / seconds)
+            note(f"round {r + 1}: " + ", ".join(f"{m} {rates[m][-1]:,.0f} rows/s" for m in METHODS))
+    return _report(rates, extra, len(days), rows_total)
+
+
+def _report(rates: dict[str, list[float]], extra: dict[str, list[float]], days: int, rows_total: int) -> dict[str, Any]:
+    table = [(m, median(v), min(v), max(v), median(rates["syncd"]) / median(v)) for m, v in rates.items()]
+    table += [("syncd, steady state (between day_synced events)", median(extra["syncd_steady"]),
+               min(extra["syncd_steady"]), max(extra["syncd_steady"]), median(rates["syncd"]) / median(extra["syncd_steady"])),
+              ("syncd re-sync of the same days (DELETE + COPY)", median(extra["syncd_resync"]),
+               min(extra["syncd_resync"]), max(extra["syncd_resync"]), median(rates["syncd"]) / median(extra["syncd_resync"]))]
+    print_table(f"Load path: {days} days x {STOCKS} stocks = {rows_total:,} rows into an empty daily_bars",
+                ("method", "rows/s median", "min", "max", "syncd / this"), table)
+
+    def paired(other: str) -> float:
+        return round(median([s / o for s, o in zip(rates["syncd"], rates[other])]), 3)
+
+    ceiling = max(("psql_copy_text", "psql_copy_binary"), key=lambda m: median(rates[m]))
+    result = {
+        "days": days, "rows": rows_total, "rounds": len(rates["syncd"]),
+        "rows_per_s": {m: round(median(v)) for m, v in rates.items()},
+        "syncd_vs_psql_copy_text": paired("psql_copy_text"),
+        "syncd_vs_psql_copy_binary": paired("psql_copy_binary"),
+        "syncd_vs_executemany": paired("executemany"),
+        "resync_vs_first_sync": round(median([r / s for r, s in zip(extra["syncd_resync"], rates["syncd"])]), 3),
+        "ceiling": ceiling,
+    }
+    result["goal_ceiling_0.8x"] = result[f"syncd_vs_{ceiling}"] >= 0.8
+    result["goal_executemany_4x"] = result["syncd_vs_executemany"] >= 4.0
+    return emit("load", result)
+
+
+def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, csv_path: Path, bin_path: Path,
+             extra: dict[str, list[float]]) -> float:
+    with pg.database() as dsn:
+        if method == "syncd":
+            return _syncd(dsn, days, rows_total, extra)
+        with store.connect(dsn) as conn:
+            store.migrate(conn)
+        if method == "executemany":
+            seconds = _executemany(dsn, days)
+        else:
+            path, fmt = (csv_path, "csv") if method == "psql_copy_text" else (bin_path, "binary")
+            seconds = _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{path}' (FORMAT {fmt})")
+        _check_count(dsn, rows_total, method)
+        return seconds
+
+
+def _syncd(dsn: str, days: list[dt.date], rows_total: int, extra: dict[str, list[float]]) -> float:
+    with Syncd(syncd_config(dsn)) as daemon:
+        client = daemon.client()
+        run, seconds = run_to_end(client, days[0], days[-1])
+        if run.rows != rows_total:
+            raise RuntimeError(f"syncd synced {run.rows} rows, expected {rows_total}")
+        stamps = [dt.datetime.fromisoformat(e["timestamp"]).timestamp() for e in daemon.events("day_synced")]
+        if len(stamps) > 1:
+            extra["syncd_steady"].append((len(stamps) - 1) * STOCKS / (stamps[-1] - stamps[0]))
+        _, again = run_to_end(client, days[0], days[-1])
+        extra["syncd_resync"].append(rows_total / again)
+    _check_count(dsn, rows_total, "syncd")
+    return seconds
+
+
+def _executemany(dsn: str, days: list[dt.date]) -> float:
+    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
+    spent = 0.0
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        for day in days:
+            params = [(day, *row) for row in source.rows_for(day)]  # not timed: only the inserts are
+            started = time.perf_counter()
+            with conn.transaction():
+                cur.executemany(INSERT, params)
+            spent += time.perf_counter() - started
+    return spent
+
+
+def _psql(dsn: str, command: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([PSQL, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _check_count(dsn: str, expected: int, method: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM daily_bars").fetchone()[0]
+    if count != expected:
+        raise RuntimeError(f"{method} loaded {count} rows, expected {expected}")
+
+
+def _write_files(pg: Postgres, days: list[dt.date], folder: Path) -> tuple[Path, Path]:
+    """The demo rows as CSV (what people \\copy) and as PostgreSQL binary COPY (the tightest ceiling)."""
+    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
+    csv_path, bin_path = folder / "bars.csv", folder / "bars.bin"
+    with csv_path.open("w", encoding="utf-8") as out:
+        for day in days:
+            prefix = day.isoformat() + ","
+            out.writelines(prefix + ",".join("" if v is None else str(v) for v in row) + "\n" for row in source.rows_for(day))
+    with pg.database() as dsn:
+        with store.connect(dsn) as conn:
+            store.migrate(conn)
+        _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{csv_path}' (FORMAT csv)")
+        _psql(dsn, f"\\copy (SELECT {COLUMNS} FROM daily_bars ORDER BY trade_date, code) TO '{bin_path}' (FORMAT binary)")
+    return csv_path, bin_path
