@@ -5,9 +5,10 @@ This module owns the HTTP contract of DESIGN.md "Web (contract)": the routes und
 status codes (busy -> 409 with the seed's body, bad dates -> 422, daemon unreachable -> 503),
 and serving the one static status page. It never syncs anything and keeps no state of its
 own: every call is one SyncClient request to the daemon, which alone decides. SyncClient
-blocks (zmq), so every route is a plain `def` that FastAPI runs in its threadpool; no request
-waits longer than the client's timeout. The client comes from `app.state.syncd_client` (set by
-`configure` or `create_app`), or from `make_router(client)`, or else $SYNCD_ENDPOINT per call.
+blocks (zmq), so every route that calls syncd is a plain `def` that FastAPI runs in its
+threadpool (the event loop never waits on zmq) and waits at most the client's timeout; the
+page routes touch no socket and are `async`. The client comes from `make_router(client)`, else
+from `app.state.syncd_client` (set by `configure` or `create_app`), else $SYNCD_ENDPOINT per call.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def make_router(client: SyncClient | None = None) -> APIRouter:
         return forward(lambda: pick(request).cancel(body.run_id if body else None))
 
     @router.get("/page", response_class=HTMLResponse, include_in_schema=False)
-    def page(request: Request) -> HTMLResponse:
+    async def page(request: Request) -> HTMLResponse:
         return HTMLResponse(status_page(request.url.path.removesuffix("/page")))
 
     return router
@@ -203,7 +204,7 @@ def create_app(endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) 
     app.include_router(router, prefix=PREFIX)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
+    async def index() -> HTMLResponse:  # async: no syncd call, so it answers even when the threadpool is full
         return HTMLResponse(status_page(PREFIX))
 
     return app

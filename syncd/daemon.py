@@ -164,7 +164,7 @@ class Daemon:
         last_status = ""
         while not self._signalled:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
-            if self._wake_r.fileno() in events or self._wake_r in events:
+            if self._wake_r in events:
                 self._drain_wake()
                 control.release_lock_if_idle()
             if rep in events:

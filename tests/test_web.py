@@ -14,19 +14,19 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import msgspec
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'syncd[web]'")
 
-import uvicorn  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import httpx
+import uvicorn
+from conftest import wait_until
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from conftest import wait_until  # noqa: E402
-from syncctl.web import PREFIX, configure, create_app, router  # noqa: E402
-from syncd.protocol import Task  # noqa: E402
+from syncctl.web import PREFIX, configure, create_app, router
+from syncd.protocol import Task
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.5}}}
 TASK_FIELDS = {field.name for field in msgspec.structs.fields(Task)}

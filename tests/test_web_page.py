@@ -18,8 +18,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'syncd[web]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 
-from syncctl.web import create_app  # noqa: E402
-from test_web import DEAD_ENDPOINT, serve  # noqa: E402
+from test_web import DEAD_ENDPOINT, serve
+
+from syncctl.web import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

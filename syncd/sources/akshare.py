@@ -20,7 +20,6 @@ SourceUnavailable with the pip command. This module never touches the database.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import math
 import re
 import threading
@@ -30,13 +29,11 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import ModuleType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from ..config import AkshareConfig
-from .base import DayFailure, Row, ShouldStop, SourceError, SourceUnavailable, StockInfo
+from .base import SHANGHAI, DayFailure, Row, ShouldStop, SourceError, StockInfo, import_extra, shanghai_now
 from .ratelimit import DailyCache, RateLimiter, call_with_retries
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 MARKET_CLOSE = dt.time(15, 30)  # STAR/ChiNext after-hours fixed-price trading ends 15:30
 # stock_zh_a_hist: 成交量 in lots of 100 shares; 涨跌额 = close - pre_close.
 HIST_COLUMNS = ("日期", "开盘", "最高", "最低", "收盘", "涨跌额", "成交量", "成交额", "换手率", "涨跌幅")
@@ -129,17 +126,6 @@ def spot_rows(frame: Any) -> list[Row]:
     return rows
 
 
-def _import_library() -> ModuleType:
-    try:
-        return importlib.import_module("akshare")
-    except ImportError as exc:
-        raise SourceUnavailable(
-            f"source 'akshare' needs the akshare extra: pip install 'syncd[akshare]' ({type(exc).__name__}: {exc})") from None
-
-
-def _shanghai_now() -> dt.datetime:
-    return dt.datetime.now(SHANGHAI)
-
 
 class AkshareSource:
     """Daily bars from akshare; see the module docstring for the fetch plan and failure policy."""
@@ -148,10 +134,10 @@ class AkshareSource:
 
     def __init__(self, config: AkshareConfig, *, library: ModuleType | None = None, clock: Clock | None = None,
                  sleep: Callable[[float], None] = time.sleep, limiter: RateLimiter | None = None) -> None:
-        self._ak = library if library is not None else _import_library()
+        self._ak = library if library is not None else import_extra("akshare")
         self._config = config
         self.window_days = config.window_days
-        self._now = clock or _shanghai_now
+        self._now = clock or shanghai_now
         self._sleep = sleep
         self._limiter = limiter or RateLimiter(config.requests_per_second, sleep=sleep)
         self._stocks: DailyCache[list[StockInfo]] = DailyCache(self._today)

@@ -24,7 +24,6 @@ The library is imported when the source is built; a missing extra raises SourceU
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import math
 import re
 import threading
@@ -33,13 +32,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from ..config import BaostockConfig
-from .base import DayFailure, Row, ShouldStop, SourceError, SourceUnavailable, StockInfo
+from .base import SHANGHAI, DayFailure, Row, ShouldStop, SourceError, StockInfo, import_extra, shanghai_now
 from .ratelimit import DailyCache, RateLimiter, call_with_retries
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 # volume is in shares, amount in yuan, turn and pctChg in percent: no conversion needed.
 HISTORY_FIELDS = "date,code,open,high,low,close,preclose,volume,amount,turn,tradestatus,pctChg"
 MARKET_DAILY = "query_daily_history_k_AStock"  # baostock >= 0.9.3
@@ -130,17 +127,6 @@ def read_result(result: Any, what: str) -> list[Record]:
     return records
 
 
-def _import_library() -> ModuleType:
-    try:
-        return importlib.import_module("baostock")
-    except ImportError as exc:
-        raise SourceUnavailable(
-            f"source 'baostock' needs the baostock extra: pip install 'syncd[baostock]' ({type(exc).__name__}: {exc})") from None
-
-
-def _shanghai_now() -> dt.datetime:
-    return dt.datetime.now(SHANGHAI)
-
 
 class BaostockSource:
     """Daily bars from baostock; see the module docstring for the plan, session and failures."""
@@ -150,11 +136,11 @@ class BaostockSource:
     def __init__(self, config: BaostockConfig, *, library: ModuleType | None = None,
                  clock: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], None] = time.sleep,
                  limiter: RateLimiter | None = None) -> None:
-        self._bs = library if library is not None else _import_library()
+        self._bs = library if library is not None else import_extra("baostock")
         self._config = config
         self.market_daily = config.market_daily and config.adjustflag == "3" and hasattr(self._bs, MARKET_DAILY)
         self.window_days = 1 if self.market_daily else config.window_days
-        self._now = clock or _shanghai_now
+        self._now = clock or shanghai_now
         self._sleep = sleep
         self._limiter = limiter or RateLimiter(config.requests_per_second, sleep=sleep)
         self._lock = threading.Lock()  # one library call at a time, login and logout included

@@ -10,9 +10,14 @@ whole window failed and sync.py retries it with backoff.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the exchanges' clock
 
 # (code, open, high, low, close, pre_close, volume, amount, turnover, pct_change)
 # code is the 6-digit A-share code ("600000"); numeric fields may be None (missing upstream).
@@ -77,3 +82,16 @@ class Source(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def shanghai_now() -> dt.datetime:
+    return dt.datetime.now(SHANGHAI)
+
+
+def import_extra(module: str) -> ModuleType:
+    """Import a source's optional library, or raise SourceUnavailable with the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise SourceUnavailable(
+            f"source '{module}' needs the {module} extra: pip install 'syncd[{module}]' ({type(exc).__name__}: {exc})") from None

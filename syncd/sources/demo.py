@@ -78,9 +78,11 @@ class DemoSource:
         append = rows.append
         for code, c, p, shares, a, b, d, e, f in zip(self.codes, closes, pre_closes, self._float_shares,
                                                      r[0::5], r[1::5], r[2::5], r[3::5], r[4::5]):
-            spread = c * a // 1_638_400  # up to 4 % of the close
-            low = max(1, (c if c < p else p) - (spread * b >> 16))
-            high = (c if c > p else p) + (spread * d >> 16)
+            spread = c * a // 1_638_400  # up to 4 % of the close (c and p differ by < 8 %, so low stays > 0)
+            if c < p:
+                low, high = c - (spread * b >> 16), p + (spread * d >> 16)
+            else:
+                low, high = p - (spread * b >> 16), c + (spread * d >> 16)
             volume = shares * (2000 + (f * 48000 >> 16)) // 100_000_000 * 100  # 0.2 %..5 % of the float, whole lots
             append((code, (low + ((high - low) * e >> 16)) / 100, high / 100, low / 100, c / 100, p / 100, volume,
                     volume * (low + high) // 2 / 100, volume * 1_000_000 // shares / 10_000,
