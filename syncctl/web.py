@@ -37,7 +37,7 @@ BUSY_MESSAGE = "已有同步任务正在运行，请等待当前任务完成后�
 STATE_KEY = "syncd_client"
 WEB_TASK_TYPE = "web_batch"
 _API_PLACEHOLDER = "__SYNCD_API__"
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
 HTTP_STATUS_FOR_CODE: dict[str, int] = {
@@ -116,14 +116,14 @@ def forward(call: Callable[[], Any]) -> Response:
     except SyncdRequestError as exc:
         return _json(HTTP_STATUS_FOR_CODE.get(exc.code, 502), _error(exc.code, exc.message))
     except SyncdUnreachable as exc:
-        return _json(503, _error("unreachable", f"{exc}; is syncd started?"))
+        return _json(503, _error("unreachable", str(exc)))
     except SyncdProtocolError as exc:
         return _json(502, _error("bad_reply", str(exc)))
 
 
 def parse_date(field: str, value: str) -> dt.date:
     """A strict YYYY-MM-DD calendar date, or SyncdRequestError(bad_request) naming the field and the reason."""
-    if not _ISO_DATE.match(value):
+    if not _ISO_DATE.fullmatch(value):
         raise SyncdRequestError("bad_request", f"{field} {value!r} is not a date (expected YYYY-MM-DD)", {})
     try:
         return dt.date.fromisoformat(value)
