@@ -33,6 +33,8 @@ from .runstate import RunState
 from .scheduling import Busy
 from .sync import SyncJob
 
+LOCK_ATTEMPTS, LOCK_RETRY_S = 4, 0.025  # at most ~75 ms in the rare finishing-holder case
+
 
 class ControlDb:
     """The control loop's own connection: run lock and reads. Reopened once when lost."""
@@ -137,10 +139,7 @@ class Control:
         if current is not None:
             raise Busy(current)
         self.release_lock_if_idle()
-        if not self.db.call(store.try_run_lock):
-            holder = self.db.call(store.running_run)
-            raise Busy(task_from_run(holder) if holder else _unknown_holder(task_type))
-        self.db.lock_held = True
+        self._take_run_lock()
         task = Task(run_id=new_run_id(), task_type=task_type, requested_by=requested_by, start_time=self.now_iso(),
                     start_date=start.isoformat(), end_date=end.isoformat(), total_days=(end - start).days + 1,
                     request_id=request_id)
@@ -153,6 +152,19 @@ class Control:
         get_logger(run_id=task.run_id, task_type=task_type).info(
             "sync_lock_acquired", start_date=task.start_date, end_date=task.end_date, requested_by=requested_by)
         return task
+
+    def _take_run_lock(self) -> None:
+        """Take the database run lock, or raise Busy with the holder's task from sync_runs."""
+        for attempt in range(LOCK_ATTEMPTS):
+            if self.db.call(store.try_run_lock):
+                self.db.lock_held = True
+                return
+            holder = self.db.call(store.running_run)
+            if holder is not None:
+                raise Busy(task_from_run(holder))
+            # Locked, yet no run recorded as running: the holder is finishing and about to let go.
+            time.sleep(LOCK_RETRY_S)
+        raise Busy(_unknown_holder())
 
     def release_lock_if_idle(self) -> None:
         """After a run ends: give the database run lock back (logged as sync_lock_released)."""
@@ -218,6 +230,6 @@ def task_from_run(run: Run) -> Task:
                 progress=round(run.days_done / run.trading_days, 4) if run.trading_days else 0.0)
 
 
-def _unknown_holder(task_type: str) -> Task:
+def _unknown_holder() -> Task:
     return Task(run_id="unknown", task_type="unknown", requested_by="another daemon", start_time="", start_date="",
                 end_date="", total_days=0)

@@ -158,13 +158,14 @@ class Daemon:
     def _loop(self, rep: zmq.Socket[Any], control: Control, sched: DailySchedule, state: RunState) -> None:
         poller = zmq.Poller()
         poller.register(rep, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        wake_fd = self._wake_r.fileno()
+        poller.register(wake_fd, zmq.POLLIN)  # raw fds come back from poll() as ints
         watchdog = self.notifier.watchdog_interval_s
         next_ping = 0.0
         last_status = ""
         while not self._signalled:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
-            if self._wake_r in events:
+            if wake_fd in events:
                 self._drain_wake()
                 control.release_lock_if_idle()
             if rep in events:

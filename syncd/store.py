@@ -80,6 +80,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             updated_at timestamptz NOT NULL DEFAULT now()
         );
     """),
+    (2, "sync_runs.seq: insertion order (started_at has second precision)", """
+        ALTER TABLE sync_runs ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
+        CREATE INDEX IF NOT EXISTS sync_runs_seq ON sync_runs (seq DESC);
+    """),
 ]
 
 COMPAT_VIEW = """
@@ -231,17 +235,17 @@ def release_run_lock(conn: psycopg.Connection[Any]) -> None:
 
 def running_run(conn: psycopg.Connection[Any]) -> Run | None:
     """The newest run recorded as running (the holder of the run lock, possibly on another host)."""
-    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE status = 'running' ORDER BY started_at DESC LIMIT 1", ())
+    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE status = 'running' ORDER BY seq DESC LIMIT 1", ())
     return runs[0] if runs else None
 
 
 def run_by_request_id(conn: psycopg.Connection[Any], request_id: str) -> Run | None:
-    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE request_id = %s ORDER BY started_at DESC LIMIT 1", (request_id,))
+    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE request_id = %s ORDER BY seq DESC LIMIT 1", (request_id,))
     return runs[0] if runs else None
 
 
 def history(conn: psycopg.Connection[Any], limit: int) -> list[Run]:
-    return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY started_at DESC, run_id DESC LIMIT %s", (limit,))
+    return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY seq DESC LIMIT %s", (limit,))
 
 
 def _fetch_runs(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> list[Run]:

@@ -55,6 +55,16 @@ def test_non_trading_days_are_skipped_and_never_fetched(syncd_factory):
     assert {e["date"] for e in daemon.events("day_synced")} == {"2025-09-29", "2025-09-30", "2025-10-09", "2025-10-10"}
 
 
+def test_history_is_newest_first_even_within_one_second(syncd_factory):
+    daemon = syncd_factory()
+    client = daemon.client()
+    ids = []
+    for _ in range(4):
+        ids.append(client.start("2025-10-11", "2025-10-12").run_id)  # a weekend: each run ends at once
+        daemon.wait_idle()
+    assert [run.run_id for run in client.history()] == ids[::-1]
+
+
 def test_history_records_every_run_field(syncd_factory):
     daemon = syncd_factory()
     client = daemon.client()
@@ -89,6 +99,7 @@ def test_two_daemons_on_one_database_arbitrate_by_advisory_lock(syncd_factory):
     assert reply["current_task"]["run_id"] == run.run_id
     first.client().cancel()
     first.wait_idle()
+    wait_until(lambda: first.events("sync_lock_released"), what="first daemon to release the run lock\n" + first.log_text())
     assert second.client().start("2025-10-09", "2025-10-10").run_id
 
 
