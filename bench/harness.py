@@ -127,13 +127,16 @@ def syncd_config(dsn: str, **sections: dict[str, Any]) -> dict[str, Any]:
 class Syncd:
     """A real `python -m syncd` process on its own temporary folder; use as a context manager."""
 
-    def __init__(self, config: dict[str, Any], python_flags: Sequence[str] = ()) -> None:
+    def __init__(self, config: dict[str, Any], switch_interval_s: float | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="sdb-", dir="/tmp"))
         self.config_path = self.folder / "config.toml"
         self.config_path.write_text(toml_dumps(config))
         self.log_path = self.folder / "syncd.log"
         self.endpoint = resolve_endpoint(config["daemon"]["endpoint"], self.folder)
-        self.python_flags = list(python_flags)
+        # A what-if for the lead: the daemon with a shorter GIL switch interval (syncd itself is unchanged).
+        self.launch = (["-m", "syncd"] if switch_interval_s is None else
+                       ["-c", f"import sys, runpy; sys.setswitchinterval({switch_interval_s!r}); "
+                              "runpy.run_module('syncd', run_name='__main__', alter_sys=True)"])
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> "Syncd":
@@ -141,7 +144,7 @@ class Syncd:
         env.pop("SYNCD_DSN", None)
         env.pop("SYNCD_ENDPOINT", None)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, *self.python_flags, "-m", "syncd", "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([sys.executable, *self.launch, "--config", str(self.config_path)],
                                          cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=env)
         self._wait_ready(60.0)
         return self
@@ -307,17 +310,25 @@ def median(values: Sequence[float]) -> float:
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Columns of numbers right-aligned; the first column and a last `note` column left-aligned."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    left = {0} | ({len(headers) - 1} if headers[-1] == "note" else set())
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))))
+    print(line(headers))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        print(line(row))
     sys.stdout.flush()
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         if value >= 1000:
             return f"{value:,.0f}"

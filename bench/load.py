@@ -25,11 +25,12 @@ from syncd import store
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 
+from . import pipeline
 from .harness import (PSQL, SEED, STOCKS, Postgres, Syncd, emit, first_trading_days, median, note, print_table,
                       run_to_end, syncd_config)
 
 FIRST_DAY = dt.date(2024, 1, 2)
-METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany")
+METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany", "inproc_serial", "inproc_prefetch")
 COLUMNS = ", ".join(store.BAR_COLUMNS)
 INSERT = f"INSERT INTO daily_bars ({COLUMNS}) VALUES ({', '.join(['%s'] * len(store.BAR_COLUMNS))})"
 
@@ -71,6 +72,9 @@ def _report(rates: dict[str, list[float]], extra: dict[str, list[float]], days: 
         "syncd_vs_psql_copy_binary": paired("psql_copy_binary"),
         "syncd_vs_executemany": paired("executemany"),
         "resync_vs_first_sync": round(median([r / s for r, s in zip(extra["syncd_resync"], rates["syncd"])]), 3),
+        "prefetch_vs_serial_inproc": round(median([p / s for p, s in zip(rates["inproc_prefetch"], rates["inproc_serial"])]), 3),
+        "inproc_prefetch_vs_psql_copy_text": round(median([p / c for p, c in zip(rates["inproc_prefetch"], rates["psql_copy_text"])]), 3),
+        "inproc_prefetch_vs_executemany": round(median([p / c for p, c in zip(rates["inproc_prefetch"], rates["executemany"])]), 3),
         "ceiling": ceiling,
     }
     result["goal_ceiling_0.8x"] = result[f"syncd_vs_{ceiling}"] >= 0.8
@@ -83,6 +87,11 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
     with pg.database() as dsn:
         if method == "syncd":
             return _syncd(dsn, days, rows_total, extra)
+        if method.startswith("inproc_"):
+            pipeline.prepare(dsn)
+            seconds = pipeline.serial(dsn, days) if method == "inproc_serial" else pipeline.prefetch(dsn, days)
+            pipeline.check(dsn, rows_total)
+            return seconds
         with store.connect(dsn) as conn:
             store.migrate(conn)
         if method == "executemany":

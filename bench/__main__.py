@@ -1,0 +1,75 @@
+"""`python -m bench [--quick] [--only NAMES] [...]`: run the benchmarks and print their tables and JSON lines.
+
+Run from the repository root with the project's Python (syncd importable). The default run
+takes about ten minutes on a 2-core machine; `--quick` a couple of minutes, for smoke use.
+The last line is one JSON object with the machine and every benchmark's ratios and goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from . import control, fetchplan, idle, load, scale
+from .harness import Postgres, machine_info
+
+BENCHES = ("load", "control", "scale", "idle", "fetchplan")
+FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0}
+QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="syncd benchmarks: tables and JSON lines of ratios.")
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (a couple of minutes)")
+    parser.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--days", type=int, help=f"load: trading days synced (default {FULL['days']}, quick {QUICK['days']})")
+    parser.add_argument("--rounds", type=int, help=f"load: alternating rounds (default {FULL['rounds']}, quick {QUICK['rounds']})")
+    parser.add_argument("--requests", type=int, help=f"control: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
+    parser.add_argument("--years", type=int, help=f"scale: years backfilled from 2015 (default {FULL['years']}, quick {QUICK['years']})")
+    parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
+    parser.add_argument("--json-out", metavar="FILE", help="also write the final JSON object to FILE")
+    args = parser.parse_args(argv)
+    sizes = {**(QUICK if args.quick else FULL), **{k: v for k, v in vars(args).items() if k in FULL and v is not None}}
+    chosen = [name.strip() for name in args.only.split(",")] if args.only else list(BENCHES)
+    unknown = [name for name in chosen if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    started = time.monotonic()
+    with Postgres() as pg:
+        machine = machine_info(pg)
+        print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
+        summary: dict[str, Any] = {"bench": "summary", "machine": machine, "sizes": sizes}
+        for name in chosen:
+            summary[name] = _run(name, pg, sizes)
+    summary["seconds"] = round(time.monotonic() - started)
+    summary["goals"] = {f"{name}.{key[5:]}": value for name in chosen for key, value in summary[name].items()
+                        if key.startswith("goal_")}
+    line = json.dumps(summary)
+    print(line, flush=True)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as out:
+            out.write(line + "\n")
+    return 0
+
+
+def _run(name: str, pg: Postgres, sizes: dict[str, Any]) -> dict[str, Any]:
+    print(f"\n== {name} ==", flush=True)
+    match name:
+        case "load":
+            return load.run(pg, sizes["days"], sizes["rounds"])
+        case "control":
+            return control.run(pg, sizes["requests"])
+        case "scale":
+            return scale.run(pg, sizes["years"])
+        case "idle":
+            return idle.run(pg, sizes["idle_seconds"])
+        case "fetchplan":
+            return fetchplan.run()
+    raise ValueError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

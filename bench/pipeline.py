@@ -1,0 +1,99 @@
+"""A what-if for the worker: fetch day N+1 while day N is written, measured in-process against the plain loop.
+
+Both loops use the real DemoSource.rows_for and store.replace_day on one connection, as
+syncd's worker does (bookkeeping rows included), without the daemon around them: `serial`
+is today's order (fetch a day, then write it); `prefetch` runs the fetches on one helper
+thread behind a one-slot queue (at most three days of rows exist at once: one being
+written, one waiting, one being generated). Generating
+rows is pure Python, but the writer spends most of a day waiting on PostgreSQL with the GIL
+released, so the two overlap. This is the design proposed for sync.py (see bench/README.md);
+nothing in syncd uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from syncd import store
+from syncd.config import DemoConfig
+from syncd.sources.demo import DemoSource
+
+from .harness import SEED, STOCKS
+
+RUN_ID = "bench-pipeline"
+
+
+def prepare(dsn: str) -> None:
+    """Schema by syncd's migrations, plus the sync_runs row replace_day updates."""
+    with store.connect(dsn) as conn:
+        store.migrate(conn)
+        conn.execute("INSERT INTO sync_runs (run_id, task_type, status, start_date, end_date, total_days, started_at, "
+                     "host, pid) VALUES (%s, 'manual', 'running', '2000-01-01', '2000-01-01', 1, now(), 'bench', 0)",
+                     (RUN_ID,))
+
+
+def serial(dsn: str, days: list[dt.date]) -> float:
+    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
+    with store.connect(dsn) as conn:
+        started = time.perf_counter()
+        for day in days:
+            store.replace_day(conn, day, source.rows_for(day), RUN_ID)
+        return time.perf_counter() - started
+
+
+def prefetch(dsn: str, days: list[dt.date]) -> float:
+    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
+    with store.connect(dsn) as conn:
+        started = time.perf_counter()
+        for day, rows in prefetched(source, days):
+            store.replace_day(conn, day, rows, RUN_ID)
+        return time.perf_counter() - started
+
+
+def prefetched(source: DemoSource, days: list[dt.date]) -> Any:
+    """Yield (day, rows) in order, fetching one day ahead on a helper thread; errors re-raised here."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for day in days:
+                if not offer((day, source.rows_for(day))):
+                    return
+            offer(end)
+        except Exception as exc:  # handed to the consumer, which raises it
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := slot.get()) is not end:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def check(dsn: str, expected: int) -> None:
+    with psycopg.connect(dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM daily_bars").fetchone()[0]
+    if count != expected:
+        raise RuntimeError(f"pipeline loaded {count} rows, expected {expected}")
