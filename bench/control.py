@@ -25,7 +25,16 @@ import zmq
 from syncctl import SyncClient, SyncdBusy, SyncdError
 from syncd.protocol import Status, encode_request
 
-from .harness import Postgres, Syncd, cpu_seconds, emit, note, percentile, print_table, syncd_config
+from .harness import (
+    Postgres,
+    Syncd,
+    cpu_seconds,
+    emit,
+    note,
+    percentile,
+    print_table,
+    syncd_config,
+)
 
 CLIENTS = 20
 LONG_RANGE = (dt.date(2010, 1, 1), dt.date(2024, 12, 31))  # far longer than the measurement: cancelled after
@@ -63,7 +72,7 @@ def _per_call_cpu(daemon: Syncd, calls: int = 1000) -> list[tuple[str, float, fl
     """CPU per `status` call, in ms, in this process and in the idle daemon: SyncClient vs a kept REQ socket."""
     client = daemon.client()
     frame = encode_request(Status())
-    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint)
 

@@ -101,7 +101,7 @@ class Result:
 
 
 class FakeBaostock:
-    K_FIELDS = ["date", "code", "open", "high", "low", "close", "preclose", "volume", "amount", "turn", "tradestatus", "pctChg"]
+    K_FIELDS = ("date", "code", "open", "high", "low", "close", "preclose", "volume", "amount", "turn", "tradestatus", "pctChg")
 
     def __init__(self, codes: list[str], open_days: list[dt.date]) -> None:
         self.codes = [("sh." if c.startswith("6") else "sz.") + c for c in codes]
@@ -124,7 +124,7 @@ class FakeBaostock:
                                   adjustflag: str) -> Result:
         self.calls.add("query_history_k_data_plus")
         first, last = dt.date.fromisoformat(start_date), dt.date.fromisoformat(end_date)
-        return Result(self.K_FIELDS, [self._bar(d, code) for d in self.open_days if first <= d <= last])
+        return Result(list(self.K_FIELDS), [self._bar(d, code) for d in self.open_days if first <= d <= last])
 
     def _bar(self, day: dt.date, code: str) -> list[str]:
         return [day.isoformat(), code, "10", "10.5", "9.5", "10.2", "10", "100000", "1020000", "0.5", "1", "2.0"]
@@ -134,7 +134,7 @@ class FakeBaostockMarketDaily(FakeBaostock):
     def query_daily_history_k_AStock(self, date: str) -> Result:
         self.calls.add("query_daily_history_k_AStock")
         day = dt.date.fromisoformat(date)
-        return Result(self.K_FIELDS, [self._bar(day, code) for code in self.codes])
+        return Result(list(self.K_FIELDS), [self._bar(day, code) for code in self.codes])
 
 
 class NoLimit:
@@ -183,16 +183,16 @@ def _akshare(days: list[dt.date], codes: list[str]) -> list[tuple[str, int, int 
         from syncd.sources.akshare import AkshareSource
     except ImportError as exc:
         return [("akshare", 0, None, f"skipped: {exc}")]
-    out = []
+    out: list[tuple[str, int, int | None, str]] = []
     default = AkshareConfig().window_days
     for window in (default, 5):
         counted_by: list[FakeAkshare] = []
 
-        def build() -> Any:
+        def build(window: int = window, counted_by: list[FakeAkshare] = counted_by) -> Any:
             fake = FakeAkshare(codes, days)
             counted_by.append(fake)
-            return AkshareSource(AkshareConfig(window_days=window), library=fake, clock=lambda: EVENING,
-                                 sleep=lambda s: None, limiter=NoLimit())  # type: ignore[arg-type]
+            return AkshareSource(AkshareConfig(window_days=window), library=fake,  # type: ignore[arg-type]
+                                 clock=lambda: EVENING, sleep=lambda s: None, limiter=NoLimit())
 
         planned = build().requests_for(days)
         _drain(build(), days)  # a fresh source: its stock list is fetched inside the run, as requests_for counts it
@@ -206,12 +206,12 @@ def _baostock(days: list[dt.date], codes: list[str]) -> list[tuple[str, int, int
         from syncd.sources.baostock import BaostockSource
     except ImportError as exc:
         return [("baostock", 0, None, f"skipped: {exc}")]
-    out = []
+    out: list[tuple[str, int, int | None, str]] = []
     for label, library, remark in (("baostock (market daily)", FakeBaostockMarketDaily, "baostock >= 0.9.3, unadjusted (default)"),
                                    ("baostock (per stock)", FakeBaostock, "older baostock or adjusted prices, window 60")):
         def build(fake: FakeBaostock) -> Any:
-            return BaostockSource(BaostockConfig(), library=fake, clock=lambda: EVENING, sleep=lambda s: None,
-                                  limiter=NoLimit())  # type: ignore[arg-type]
+            return BaostockSource(BaostockConfig(), library=fake,  # type: ignore[arg-type]
+                                  clock=lambda: EVENING, sleep=lambda s: None, limiter=NoLimit())
 
         planned = build(library(codes, days)).requests_for(days)
         fake = library(codes, days)

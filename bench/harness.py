@@ -48,7 +48,7 @@ class Postgres:
         self._server: Any = None
         self._folder: str | None = None
 
-    def __enter__(self) -> "Postgres":
+    def __enter__(self) -> Postgres:
         if os.environ.get("SYNCD_TEST_DSN"):
             self.admin_dsn = os.environ["SYNCD_TEST_DSN"]
             return self
@@ -135,11 +135,11 @@ class Syncd:
         self.endpoint = resolve_endpoint(config["daemon"]["endpoint"], self.folder)
         # A what-if for the lead: the daemon with a shorter GIL switch interval (syncd itself is unchanged).
         self.launch = (["-m", "syncd"] if switch_interval_s is None else
-                       ["-c", f"import sys, runpy; sys.setswitchinterval({switch_interval_s!r}); "
-                              "runpy.run_module('syncd', run_name='__main__', alter_sys=True)"])
+                       ["-c", (f"import sys, runpy; sys.setswitchinterval({switch_interval_s!r}); "
+                               "runpy.run_module('syncd', run_name='__main__', alter_sys=True)")])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Syncd":
+    def __enter__(self) -> Syncd:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         env.pop("SYNCD_DSN", None)
         env.pop("SYNCD_ENDPOINT", None)

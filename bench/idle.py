@@ -13,8 +13,17 @@ import time
 import zoneinfo
 from typing import Any
 
-from .harness import (Postgres, Syncd, context_switches, cpu_seconds, emit, note, print_table, proc_status_kb,
-                      syncd_config)
+from .harness import (
+    Postgres,
+    Syncd,
+    context_switches,
+    cpu_seconds,
+    emit,
+    note,
+    print_table,
+    proc_status_kb,
+    syncd_config,
+)
 
 SETTLE_S = 2.0
 ZONE = "Asia/Shanghai"

@@ -2,12 +2,15 @@
 
 Every method loads the same rows (the demo source's 5,300 stocks, seed 1, N trading days)
 into a fresh database whose tables syncd's own migrations created, so the target table is
-identical. syncd is timed from its `start` request to the run's end (run set-up, per-day
-DELETE + binary COPY + bookkeeping, commit per day, and generating the rows included). The
-psql ceilings load files written beforehand (text CSV and PostgreSQL binary, one \\copy of
-all N days each, psql start-up included). executemany inserts each day's rows in one
-transaction; only its database calls are timed. The methods alternate round by round, and
-each ratio is the median of the rounds' paired ratios.
+identical. `syncd` is timed from its `start` request to the run's end (run set-up, per-day
+DELETE + binary COPY + bookkeeping and a commit per day, and generating the rows: the demo
+source runs inside the daemon). The psql ceilings load files written beforehand (CSV text
+and PostgreSQL binary, one \\copy of all N days each, psql start-up included). executemany
+inserts each day's rows in one transaction; only its database calls are timed. Three
+in-process rows split syncd's time (bench/pipeline.py): `replace_day_only` is the write path
+alone (rows generated off the clock, as for executemany), `inproc_serial` the worker's
+fetch-then-write loop without the daemon, `inproc_prefetch` the proposed overlap. The
+methods alternate round by round, and each ratio is the median of the rounds' paired ratios.
 """
 
 from __future__ import annotations
@@ -26,11 +29,25 @@ from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 
 from . import pipeline
-from .harness import (PSQL, SEED, STOCKS, Postgres, Syncd, emit, first_trading_days, median, note, print_table,
-                      run_to_end, syncd_config)
+from .harness import (
+    PSQL,
+    SEED,
+    STOCKS,
+    Postgres,
+    Syncd,
+    emit,
+    first_trading_days,
+    median,
+    note,
+    print_table,
+    run_to_end,
+    syncd_config,
+)
 
 FIRST_DAY = dt.date(2024, 1, 2)
-METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany", "inproc_serial", "inproc_prefetch")
+METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany", "replace_day_only", "inproc_serial",
+           "inproc_prefetch")
+RUNNERS = {"replace_day_only": pipeline.write_only, "inproc_serial": pipeline.serial, "inproc_prefetch": pipeline.prefetch}
 COLUMNS = ", ".join(store.BAR_COLUMNS)
 INSERT = f"INSERT INTO daily_bars ({COLUMNS}) VALUES ({', '.join(['%s'] * len(store.BAR_COLUMNS))})"
 
@@ -64,21 +81,28 @@ def _report(rates: dict[str, list[float]], extra: dict[str, list[float]], days: 
     def paired(other: str) -> float:
         return round(median([s / o for s, o in zip(rates["syncd"], rates[other])]), 3)
 
-    ceiling = max(("psql_copy_text", "psql_copy_binary"), key=lambda m: median(rates[m]))
-    result = {
+    def paired_of(method: str, other: str) -> float:
+        return round(median([m / o for m, o in zip(rates[method], rates[other])]), 3)
+
+    result: dict[str, Any] = {
         "days": days, "rows": rows_total, "rounds": len(rates["syncd"]),
         "rows_per_s": {m: round(median(v)) for m, v in rates.items()},
         "syncd_vs_psql_copy_text": paired("psql_copy_text"),
         "syncd_vs_psql_copy_binary": paired("psql_copy_binary"),
         "syncd_vs_executemany": paired("executemany"),
         "resync_vs_first_sync": round(median([r / s for r, s in zip(extra["syncd_resync"], rates["syncd"])]), 3),
-        "prefetch_vs_serial_inproc": round(median([p / s for p, s in zip(rates["inproc_prefetch"], rates["inproc_serial"])]), 3),
-        "inproc_prefetch_vs_psql_copy_text": round(median([p / c for p, c in zip(rates["inproc_prefetch"], rates["psql_copy_text"])]), 3),
-        "inproc_prefetch_vs_executemany": round(median([p / c for p, c in zip(rates["inproc_prefetch"], rates["executemany"])]), 3),
-        "ceiling": ceiling,
+        "replace_day_vs_psql_copy_text": paired_of("replace_day_only", "psql_copy_text"),
+        "replace_day_vs_psql_copy_binary": paired_of("replace_day_only", "psql_copy_binary"),
+        "replace_day_vs_executemany": paired_of("replace_day_only", "executemany"),
+        "prefetch_vs_serial_inproc": paired_of("inproc_prefetch", "inproc_serial"),
+        "syncd_vs_inproc_serial": paired("inproc_serial"),
     }
-    result["goal_ceiling_0.8x"] = result[f"syncd_vs_{ceiling}"] >= 0.8
+    # The ceiling of the issue: psql \copy of a file in its usual (text) form; binary is reported beside it.
+    result["goal_ceiling_0.8x"] = result["syncd_vs_psql_copy_text"] >= 0.8
+    result["goal_ceiling_0.8x_binary"] = result["syncd_vs_psql_copy_binary"] >= 0.8
     result["goal_executemany_4x"] = result["syncd_vs_executemany"] >= 4.0
+    result["goal_write_path_ceiling_0.8x"] = result["replace_day_vs_psql_copy_text"] >= 0.8
+    result["goal_write_path_executemany_4x"] = result["replace_day_vs_executemany"] >= 4.0
     return emit("load", result)
 
 
@@ -87,9 +111,9 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
     with pg.database() as dsn:
         if method == "syncd":
             return _syncd(dsn, days, rows_total, extra)
-        if method.startswith("inproc_"):
+        if method in RUNNERS:
             pipeline.prepare(dsn)
-            seconds = pipeline.serial(dsn, days) if method == "inproc_serial" else pipeline.prefetch(dsn, days)
+            seconds = RUNNERS[method](dsn, days)
             pipeline.check(dsn, rows_total)
             return seconds
         with store.connect(dsn) as conn:

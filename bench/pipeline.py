@@ -1,7 +1,8 @@
 """A what-if for the worker: fetch day N+1 while day N is written, measured in-process against the plain loop.
 
 Both loops use the real DemoSource.rows_for and store.replace_day on one connection, as
-syncd's worker does (bookkeeping rows included), without the daemon around them: `serial`
+syncd's worker does (bookkeeping rows included), without the daemon around them; and
+`write_only` times replace_day alone (syncd's write path without its source). `serial`
 is today's order (fetch a day, then write it); `prefetch` runs the fetches on one helper
 thread behind a one-slot queue (at most three days of rows exist at once: one being
 written, one waiting, one being generated). Generating
@@ -36,6 +37,19 @@ def prepare(dsn: str) -> None:
         conn.execute("INSERT INTO sync_runs (run_id, task_type, status, start_date, end_date, total_days, started_at, "
                      "host, pid) VALUES (%s, 'manual', 'running', '2000-01-01', '2000-01-01', 1, now(), 'bench', 0)",
                      (RUN_ID,))
+
+
+def write_only(dsn: str, days: list[dt.date]) -> float:
+    """Only store.replace_day is timed; each day's rows are generated before its clock starts."""
+    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
+    spent = 0.0
+    with store.connect(dsn) as conn:
+        for day in days:
+            rows = source.rows_for(day)
+            started = time.perf_counter()
+            store.replace_day(conn, day, rows, RUN_ID)
+            spent += time.perf_counter() - started
+    return spent
 
 
 def serial(dsn: str, days: list[dt.date]) -> float:

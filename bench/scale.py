@@ -11,11 +11,22 @@ the comparison that says whether memory depends on the range's length.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections import defaultdict
 from typing import Any
 
-from .harness import Postgres, Syncd, emit, note, print_table, proc_status_kb, run_to_end, syncd_config, trading_days
+from .harness import (
+    Postgres,
+    Syncd,
+    emit,
+    note,
+    print_table,
+    proc_status_kb,
+    run_to_end,
+    syncd_config,
+    trading_days,
+)
 
 FIRST_YEAR = 2015
 
@@ -47,7 +58,7 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date) -> dict[str, Any]:
         peak = proc_status_kb(daemon.pid, "VmHWM")
         events = daemon.events("day_synced")
     per_year: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # year -> [rows, seconds]
-    for before, after in zip(events, events[1:]):
+    for before, after in itertools.pairwise(events):
         year = int(after["date"][:4])
         per_year[year][0] += after["rows"]
         per_year[year][1] += (dt.datetime.fromisoformat(after["timestamp"]) - dt.datetime.fromisoformat(before["timestamp"])).total_seconds()
@@ -59,6 +70,10 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date) -> dict[str, Any]:
             "per_year": {y: r / s for y, (r, s) in sorted(per_year.items()) if s > 0}, "rss_by_year": rss_by_year}
 
 
+def mb(kb: int) -> float:
+    return round(kb / 1024, 1)
+
+
 def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.date, dt.date],
             short_range: tuple[dt.date, dt.date]) -> dict[str, Any]:
     years = list(long["per_year"])
@@ -67,7 +82,6 @@ def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.da
     print_table(f"Backfill {long_range[0]}..{long_range[1]}: {long['rows']:,} rows, {long['days']} days in "
                 f"{long['seconds']:.0f} s ({long['rows'] / long['seconds']:,.0f} rows/s overall)",
                 ("year", "rows/s", "vs first year", "max RSS MB"), rows)
-    mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
     print_table("syncd memory (peak RSS = VmHWM, read at the end of the run)", ("run", "rows", "RSS at start MB", "peak RSS MB"),
                 [(f"{short_range[0]}..{short_range[1]}", short["rows"], mb(short["start_kb"]), mb(short["peak_kb"])),
                  (f"{long_range[0]}..{long_range[1]}", long["rows"], mb(long["start_kb"]), mb(long["peak_kb"]))])

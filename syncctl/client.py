@@ -1,8 +1,9 @@
 """SyncClient: the Python way to talk to syncd, safe from many threads, never hanging past its timeout.
 
-One REQ socket per call from a shared zmq Context (sockets are not thread-safe; contexts
-are), LINGER 0, and a poll with the timeout: a call either returns a typed reply or raises a
-typed error. A timed-out socket is simply closed, so the next call starts fresh. `start`
+One REQ socket per thread, kept between calls, from a shared zmq Context (sockets are not
+thread-safe; contexts are), LINGER 0, and a poll with the timeout: a call either returns a
+typed reply or raises a typed error. A socket that timed out is closed and replaced, so the
+next call starts fresh. `start`
 always carries a request_id, so retrying it after a timeout can never start a second run.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import uuid
 from typing import Any, TypeVar
 
@@ -85,6 +87,7 @@ class SyncClient:
         self.timeout = timeout
         self.server_public_key = server_public_key or os.environ.get("SYNCD_SERVER_KEY") or None
         self._context = context or zmq.Context.instance()
+        self._local = threading.local()
 
     # --- the ops -------------------------------------------------------------------------
     def ping(self) -> PingReply:
@@ -134,6 +137,28 @@ class SyncClient:
 
     def send_raw(self, frame: bytes) -> bytes:
         """One request frame out, one reply frame back, or SyncdUnreachable after `timeout`."""
+        sock = self._thread_socket()
+        try:
+            sock.send(frame)
+            if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+                raise SyncdUnreachable(self.endpoint, self.timeout)
+            return sock.recv()
+        except BaseException:
+            self.close()  # a REQ socket left mid-exchange is unusable: the next call gets a fresh one
+            raise
+
+    def close(self) -> None:
+        """Close this thread's socket (other threads' sockets close with their threads)."""
+        sock = getattr(self._local, "socket", None)
+        self._local.socket = None
+        if sock is not None:
+            sock.close(linger=0)
+
+    def _thread_socket(self) -> zmq.Socket[Any]:
+        """This thread's REQ socket, kept between calls (zmq sockets must not cross threads)."""
+        sock = getattr(self._local, "socket", None)
+        if sock is not None and self._local.pid == os.getpid():
+            return sock
         sock = self._context.socket(zmq.REQ)
         try:
             sock.setsockopt(zmq.LINGER, 0)
@@ -142,12 +167,11 @@ class SyncClient:
 
                 apply_client_curve(sock, self.server_public_key)
             sock.connect(self.endpoint)
-            sock.send(frame)
-            if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
-                raise SyncdUnreachable(self.endpoint, self.timeout)
-            return sock.recv()
-        finally:
+        except BaseException:
             sock.close(linger=0)
+            raise
+        self._local.socket, self._local.pid = sock, os.getpid()
+        return sock
 
 
 __all__ = ["SyncClient", "SyncdBusy", "SyncdError", "SyncdProtocolError", "SyncdRequestError", "SyncdUnreachable",

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ from .sources import load_source
 from .sync import Syncer, pid_alive
 from .worker import Worker
 
+# The worker's Python holds the GIL in long stretches; a request waiting on the control loop
+# would wait up to the default 5 ms switch interval for it, more than once (bench/control.py).
+GIL_SWITCH_INTERVAL_S = 0.0005
 HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
 SHUTDOWN_GRACE_S = 8.0
 
@@ -55,6 +59,7 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the process exit code."""
         check_endpoint(self.config.daemon.endpoint, self.config.daemon.curve_public_key, self.config.daemon.curve_secret_key)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.instance.acquire()
         try:
             return self._run_locked()

@@ -23,6 +23,7 @@ from . import store
 from .calendar import TradingCalendar, calendar_days
 from .config import Config
 from .logs import get_logger
+from .prefetch import read_ahead
 from .protocol import Run
 from .runstate import RunState
 from .sources.base import DayFailure, Row, Source, SourceError
@@ -133,7 +134,7 @@ class Syncer:
             if attempt and state.wait_cancel(self.config.sync.retry_backoff_s * 2 ** (attempt - 1)):
                 break
             try:
-                for day, result in self.source.fetch_window(list(pending), lambda: state.cancel_requested):
+                for day, result in read_ahead(self.source.fetch_window(list(pending), lambda: state.cancel_requested)):
                     state.day_started(day.isoformat())
                     if isinstance(result, DayFailure):
                         errors[day] = result.error

@@ -97,3 +97,36 @@ def test_syncctl_cancel_with_nothing_running_exits_2(syncd_factory):
     result = syncctl("--endpoint", daemon.endpoint, "cancel")
     assert result.returncode == 2
     assert "no sync is running" in result.stderr
+
+
+def test_one_client_shared_by_many_threads(syncd_factory):
+    import threading
+
+    daemon = syncd_factory()
+    client = daemon.client()
+    pids, errors = [], []
+
+    def work():
+        try:
+            for _ in range(25):
+                pids.append(client.ping().pid)
+        except Exception as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and pids == [daemon.proc.pid] * 200
+
+
+def test_client_recovers_after_a_timeout_when_the_daemon_returns(syncd_factory):
+    daemon = syncd_factory()
+    client = daemon.client(timeout=0.5)
+    assert client.ping()
+    daemon.stop()
+    with pytest.raises(SyncdUnreachable):
+        client.ping()
+    daemon.start()
+    assert client.ping().pid == daemon.proc.pid

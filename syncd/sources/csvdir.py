@@ -26,7 +26,7 @@ class CsvRowError(Exception):
 
 class CsvSource:
     name = "csv"
-    window_days = 1
+    window_days = 5  # read lazily, a file a day: a window only lets the read-ahead run a day ahead
 
     def __init__(self, config: CsvConfig) -> None:
         self.root = Path(config.path)

@@ -7,7 +7,7 @@ integer cents, and pre_close is the previous weekday's close computed the same w
 per-stock price wave plus daily noise keeps the series plausible. It is never real data.
 `day_delay_s` simulates upstream latency; `fail_dates` makes those days' fetch fail.
 
-It is also the benchmarks' source, so generation is kept cheap (about 1.5 µs a row): the
+It is also the benchmarks' source, so generation is kept cheap (about 2 µs a row): the
 random numbers of a day come from one `randbytes` call, per-stock constants are computed
 once, and the closes of the last few days are cached (a day's closes are the next day's
 pre_closes).
@@ -45,7 +45,7 @@ def demo_codes(count: int) -> list[str]:
 
 class DemoSource:
     name = "demo"
-    window_days = 1
+    window_days = 5  # lazily generated: a window only lets the read-ahead run a day ahead
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
