@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from .protocol import Day, Run
-from .sources.base import Row, StockInfo
+from .sources.base import EncodedRows, Row, StockInfo
 
 RUN_LOCK_KEY = 0x53594E4344  # "SYNCD": one sync at a time across every daemon on this database
 MIGRATION_LOCK_KEY = 0x53594E4345
@@ -135,16 +135,20 @@ def _ensure_compat_view(conn: psycopg.Connection[Any]) -> None:
 
 # --- the per-day write path -------------------------------------------------------------
 
-def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row], run_id: str) -> int:
+def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str) -> int:
     """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("DELETE FROM daily_bars WHERE trade_date = %s", (day,))
         count = 0
         with cur.copy(COPY_BARS) as copy:
-            copy.set_types(BAR_TYPES)
-            for row in rows:
-                copy.write_row((day, *row))
-                count += 1
+            if isinstance(rows, EncodedRows):
+                copy.write(rows.payload)
+                count = rows.count
+            else:
+                copy.set_types(BAR_TYPES)
+                for row in rows:
+                    copy.write_row((day, *row))
+                    count += 1
         cur.execute(
             "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, updated_at) "
             "VALUES (%s, 'success', %s, %s, NULL, NULL, now()) ON CONFLICT (date) DO UPDATE SET "

@@ -26,7 +26,7 @@ from .logs import get_logger
 from .prefetch import read_ahead
 from .protocol import Run
 from .runstate import RunState
-from .sources.base import DayFailure, Row, Source, SourceError
+from .sources.base import DayFailure, DayRows, Source, SourceError
 
 
 class SyncJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,7 +159,7 @@ class Syncer:
             log.warning("day_failed", date=day.isoformat(), error=error)
         return len(pending)
 
-    def _write_day(self, job: SyncJob, day: dt.date, rows: list[Row], state: RunState, log: Any) -> None:
+    def _write_day(self, job: SyncJob, day: dt.date, rows: DayRows, state: RunState, log: Any) -> None:
         started = time.perf_counter()
         count = self._with_db(lambda c: store.replace_day(c, day, rows, job.run_id))
         state.day_finished(count, failed=False)

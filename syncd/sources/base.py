@@ -43,6 +43,16 @@ class DayFailure:
 
 
 @dataclass(frozen=True)
+class EncodedRows:
+    """A day's rows already in PostgreSQL's binary COPY format for daily_bars' columns
+    (trade_date, code, open, ..., pct_change): header, tuples, trailer. A source that builds
+    its rows column-wise (numpy) hands them over this way and skips per-row encoding."""
+
+    payload: bytes
+    count: int
+
+
+@dataclass(frozen=True)
 class StockInfo:
     code: str
     name: str
@@ -50,6 +60,7 @@ class StockInfo:
 
 
 ShouldStop = Callable[[], bool]
+DayRows = list[Row] | EncodedRows
 
 
 class Source(Protocol):
@@ -60,7 +71,7 @@ class Source(Protocol):
     # for per-stock history APIs (one request per stock per window instead of per day).
     window_days: int
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayRows | DayFailure]]:
         """Yield (day, rows-or-failure) for each day in `days`, in order, each exactly once.
 
         `should_stop` returns True once the run is cancelled: check it between requests
