@@ -301,7 +301,12 @@ def load_calendar(conn: psycopg.Connection[Any]) -> dict[dt.date, bool]:
 
 
 def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo]) -> None:
+    """Upsert the stock list: COPY into a temporary table, then one INSERT ... ON CONFLICT."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany("INSERT INTO stocks (code, name, exchange) VALUES (%s, %s, %s) ON CONFLICT (code) DO UPDATE SET "
-                        "name = EXCLUDED.name, exchange = EXCLUDED.exchange, updated_at = now()",
-                        [(s.code, s.name, s.exchange) for s in stocks])
+        cur.execute("CREATE TEMPORARY TABLE incoming_stocks (code text, name text, exchange text) ON COMMIT DROP")
+        with cur.copy("COPY incoming_stocks (code, name, exchange) FROM STDIN") as copy:
+            for stock in stocks:
+                copy.write_row((stock.code, stock.name, stock.exchange))
+        cur.execute("INSERT INTO stocks (code, name, exchange) SELECT DISTINCT ON (code) code, name, exchange "
+                    "FROM incoming_stocks ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, "
+                    "exchange = EXCLUDED.exchange, updated_at = now()")
