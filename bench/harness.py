@@ -29,7 +29,7 @@ import psycopg
 
 from syncctl import SyncClient, SyncdUnreachable
 from syncd.calendar import TradingCalendar
-from syncd.config import resolve_endpoint
+from syncd.config import resolve_endpoint, toml_dumps
 from syncd.protocol import Run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,19 +96,6 @@ def with_dbname(dsn: str, name: str) -> str:
 
 
 # --- syncd processes ------------------------------------------------------------------------
-
-def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for bench configs: nested tables of str, bool, int, float and lists of those."""
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    out = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
-    for key, value in tables:
-        out += toml_dumps(value, f"{prefix}.{key}" if prefix else key)
-    return out
 
 
 def syncd_config(dsn: str, **sections: dict[str, Any]) -> dict[str, Any]:

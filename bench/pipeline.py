@@ -14,15 +14,13 @@ nothing in syncd uses it.
 from __future__ import annotations
 
 import datetime as dt
-import queue
-import threading
 import time
-from typing import Any
 
 import psycopg
 
 from syncd import store
 from syncd.config import DemoConfig
+from syncd.prefetch import read_ahead
 from syncd.sources.demo import DemoSource
 
 from .harness import SEED, STOCKS
@@ -65,45 +63,9 @@ def prefetch(dsn: str, days: list[dt.date]) -> float:
     source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
     with store.connect(dsn) as conn:
         started = time.perf_counter()
-        for day, rows in prefetched(source, days):
+        for day, rows in read_ahead((day, source.rows_for(day)) for day in days):
             store.replace_day(conn, day, rows, RUN_ID)
         return time.perf_counter() - started
-
-
-def prefetched(source: DemoSource, days: list[dt.date]) -> Any:
-    """Yield (day, rows) in order, fetching one day ahead on a helper thread; errors re-raised here."""
-    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    end = object()
-
-    def offer(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slot.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for day in days:
-                if not offer((day, source.rows_for(day))):
-                    return
-            offer(end)
-        except Exception as exc:  # handed to the consumer, which raises it
-            offer(exc)
-
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := slot.get()) is not end:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def check(dsn: str, expected: int) -> None:

@@ -9,11 +9,12 @@ library: syncctl loads config to find the endpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
@@ -242,3 +243,17 @@ def scrub(text: str, dsn: str) -> str:
     """`text` with the DSN's password masked (for error messages that quote a connection string)."""
     password = dsn_password(dsn)
     return text.replace(password, "***") if password else text
+
+
+def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
+    """Render a nested dict of str, bool, int, float and lists as config TOML (tests, benchmarks, examples)."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    out = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
+    for key, value in tables:
+        out += toml_dumps(value, f"{prefix}.{key}" if prefix else key)
+    return out

@@ -28,7 +28,7 @@ from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import get_logger
 from .notify import Notifier
-from .protocol import MAX_FRAME_BYTES, encode
+from .protocol import encode
 from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from syncctl import SyncClient, SyncdUnreachable
-from syncd.config import resolve_endpoint
+from syncd.config import resolve_endpoint, toml_dumps  # noqa: F401 - tests import it from here
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = "condition") -> Any:
@@ -38,20 +38,6 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for test configs: nested tables of str, bool, int, float and lists of those."""
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    out = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
-    for key, value in tables:
-        out += toml_dumps(value, f"{prefix}.{key}" if prefix else key)
-    return out
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

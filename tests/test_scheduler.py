@@ -85,7 +85,7 @@ def test_status_lists_each_job_with_its_next_run(syncd_factory):
 
 
 def test_daily_job_syncs_today_only_on_trading_days():
-    started, notes = [], []
+    started = []
     def start(job, days):
         started.append((job, list(days)))
         return "run-1"

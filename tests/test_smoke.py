@@ -1,6 +1,5 @@
 """A first end-to-end check: a real syncd on a real database syncs a small range."""
 
-from conftest import wait_until
 
 
 def test_start_wait_syncs_every_trading_day(syncd_factory):

@@ -6,10 +6,15 @@ this package) works without the optional extras installed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import DayFailure, Row, Source, SourceError, SourceUnavailable
 
+if TYPE_CHECKING:
+    from ..config import SourceConfig
 
-def load_source(config: "SourceConfig") -> Source:  # noqa: F821 - avoids importing config at runtime
+
+def load_source(config: "SourceConfig") -> Source:
     """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing."""
     match config.name:
         case "demo":
