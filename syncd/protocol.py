@@ -171,7 +171,6 @@ class ErrorReply(msgspec.Struct, kw_only=True):
     message: str
 
 
-OkReply = PingReply | StartReply | StatusReply | CancelReply | HistoryReply | DaysReply
 REPLY_TYPES: dict[str, type] = {
     "ping": PingReply,
     "start": StartReply,

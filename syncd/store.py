@@ -205,10 +205,6 @@ def insert_run(conn: psycopg.Connection[Any], run: Run, request_id: str | None) 
          run.trading_days, run.started_at, run.host, run.pid))
 
 
-def set_trading_days(conn: psycopg.Connection[Any], run_id: str, trading_days: int) -> None:
-    conn.execute("UPDATE sync_runs SET trading_days = %s WHERE run_id = %s", (trading_days, run_id))
-
-
 def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> Run | None:
     runs = _fetch_runs(conn, "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE run_id = %s RETURNING *",
                        (status, error, run_id))
@@ -243,11 +239,6 @@ def running_run(conn: psycopg.Connection[Any]) -> Run | None:
     return runs[0] if runs else None
 
 
-def run_by_request_id(conn: psycopg.Connection[Any], request_id: str) -> Run | None:
-    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE request_id = %s ORDER BY seq DESC LIMIT 1", (request_id,))
-    return runs[0] if runs else None
-
-
 def history(conn: psycopg.Connection[Any], limit: int) -> list[Run]:
     return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY seq DESC LIMIT %s", (limit,))
 
@@ -275,12 +266,6 @@ def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Da
 
 def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, str]:
     rows = conn.execute("SELECT date, status FROM sync_days WHERE date BETWEEN %s AND %s", (start, end)).fetchall()
-    return dict(rows)
-
-
-def day_row_counts(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, int]:
-    rows = conn.execute("SELECT trade_date, count(*) FROM daily_bars WHERE trade_date BETWEEN %s AND %s GROUP BY 1",
-                        (start, end)).fetchall()
     return dict(rows)
 
 
