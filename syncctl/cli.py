@@ -257,8 +257,10 @@ COMMANDS = {"ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel"
 def _print_busy(err: Console, exc: SyncdBusy) -> None:
     task = exc.current_task
     err.print("syncctl: rejected — a sync is already running; try again when it has finished", style="yellow")
+    where = f"  on {task.host} pid {task.pid}" if task.host else ""
     err.print(f"  run {task.run_id}  type {task.task_type}  range {task.start_date}..{task.end_date}  "
-              f"started {task.start_time}  progress {task.days_done}/{task.trading_days} days", markup=False, highlight=False)
+              f"started {task.start_time}  progress {task.days_done}/{task.trading_days} days{where}",
+              markup=False, highlight=False)
 
 
 def _print_run_summary(out: Console, run: Run) -> None:

@@ -4,8 +4,9 @@ This module owns the meaning of each op (ping/start/status/cancel/history/days) 
 place a run is admitted: `admit`, used by clients' starts and by scheduled jobs alike. It is
 called only from the control loop's thread, one request at a time, which is what makes
 "is a run active? then reject, else hand over" atomic. `status` reads only memory. The
-database is touched for the run lock (start), history and days, on the control connection
-with a short statement timeout so a slow database cannot wedge the loop.
+database is touched for the run lock and the new run's row (start, on the run's own lock
+session: see runlock.py), and for history and days on the control connection, always with a
+short statement timeout so a slow database cannot wedge the loop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+import socket
 import time
 import zoneinfo
 from collections.abc import Callable, Sequence
@@ -29,35 +31,42 @@ from .protocol import (
     HistoryReply, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply,
     Task, check_range, decode_request,
 )
+from .runlock import RunLock
 from .runstate import RunState
 from .scheduling import Busy
 from .sync import SyncJob
 
 LOCK_ATTEMPTS, LOCK_RETRY_S = 4, 0.025  # at most ~75 ms in the rare finishing-holder case
+HOST = socket.gethostname()
 
 
 class ControlDb:
-    """The control loop's own connection: run lock and reads. Reopened once when lost."""
+    """The control loop's own connection for reads (history, days, a holder's run). Reopened once when lost."""
 
     def __init__(self, dsn: str, config: Config) -> None:
-        self._dsn = dsn
+        self.dsn = dsn
         self._config = config
         self._conn: psycopg.Connection[Any] | None = None
-        self.lock_held = False
 
     def call(self, action: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         for attempt in (1, 2):
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
-                    self.lock_held = False  # a new session holds no advisory lock
-                    self._conn = store.connect(self._dsn, min(5.0, self._config.database.connect_timeout_s),
+                    self._conn = store.connect(self.dsn, self.connect_timeout_s,
                                                statement_timeout="5000", TimeZone=self._config.schedule.timezone)
                 return action(self._conn)
             except psycopg.OperationalError as exc:
                 self.close()
                 if attempt == 2:
-                    raise RequestError("database_unavailable", f"database unreachable: {scrub(str(exc).strip(), self._dsn)}") from None
+                    raise self.unavailable(exc) from None
         return None
+
+    @property
+    def connect_timeout_s(self) -> float:
+        return min(5.0, self._config.database.connect_timeout_s)
+
+    def unavailable(self, exc: Exception) -> RequestError:
+        return RequestError("database_unavailable", f"database unreachable: {scrub(str(exc).strip(), self.dsn)}")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -66,7 +75,7 @@ class ControlDb:
 
 
 class Control:
-    def __init__(self, config: Config, state: RunState, submit: Callable[[SyncJob], None], db: ControlDb,
+    def __init__(self, config: Config, state: RunState, submit: Callable[[SyncJob, RunLock], None], db: ControlDb,
                  calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str) -> None:
         self.config = config
         self.state = state
@@ -122,9 +131,7 @@ class Control:
             assert busy.task is not None
             self._log.warning("sync_rejected", task_type=request.task_type, requested_by=request.requested_by,
                               current_run_id=busy.task.run_id, current_task_type=busy.task.task_type)
-            return BusyReply(message=f"a sync is already running: {busy.task.task_type} {busy.task.run_id} "
-                                     f"({busy.task.start_date}..{busy.task.end_date}), try again when it has finished",
-                             current_task=busy.task)
+            return BusyReply(message=busy_message(busy.task), current_task=busy.task)
         return StartReply(run_id=task.run_id, task=task)
 
     def start_scheduled(self, task_type: str, days: Sequence[dt.date]) -> str:
@@ -138,45 +145,54 @@ class Control:
         _, current, _ = self.state.snapshot()
         if current is not None:
             raise Busy(current)
-        self.release_lock_if_idle()
-        self._take_run_lock()
-        task = Task(run_id=new_run_id(), task_type=task_type, requested_by=requested_by, start_time=self.now_iso(),
-                    start_date=start.isoformat(), end_date=end.isoformat(), total_days=(end - start).days + 1,
-                    request_id=request_id)
+        lock = self._take_run_lock()
+        try:
+            task = self._record_new_run(lock, task_type, start, end, requested_by, request_id, only_days)
+        except BaseException:
+            lock.release()
+            raise
         self.state.begin(task)
         self.submit(SyncJob(run_id=task.run_id, task_type=task_type, requested_by=requested_by, request_id=request_id,
                             start_date=start, end_date=end, total_days=task.total_days, start_time=task.start_time,
-                            days=only_days))
+                            days=only_days), lock)
         if request_id:
             self._last_request_id = (request_id, task)
         get_logger(run_id=task.run_id, task_type=task_type).info(
             "sync_lock_acquired", start_date=task.start_date, end_date=task.end_date, requested_by=requested_by)
         return task
 
-    def _take_run_lock(self) -> None:
-        """Take the database run lock, or raise Busy with the holder's task from sync_runs."""
+    def _take_run_lock(self) -> RunLock:
+        """The database run lock on a new session, or Busy with the holder's task from sync_runs."""
         for attempt in range(LOCK_ATTEMPTS):
-            if self.db.call(store.try_run_lock):
-                self.db.lock_held = True
-                return
+            try:
+                lock = RunLock.try_take(self.db.dsn, self.db.connect_timeout_s)
+            except psycopg.OperationalError as exc:
+                raise self.db.unavailable(exc) from None
+            if lock is not None:
+                return lock
             holder = self.db.call(store.running_run)
             if holder is not None:
                 raise Busy(task_from_run(holder))
-            # Locked, yet no run recorded as running: the holder is finishing and about to let go.
+            # Locked, yet no run recorded as running: the holder is between its row and its lock.
             time.sleep(LOCK_RETRY_S)
-        raise Busy(_unknown_holder())
+        raise Busy(task_from_lock_holder(self.db.call(store.run_lock_holder_name)))
 
-    def release_lock_if_idle(self) -> None:
-        """After a run ends: give the database run lock back (logged as sync_lock_released)."""
-        state, _, last = self.state.snapshot()
-        if state == "idle" and self.db.lock_held:
-            try:
-                self.db.call(store.release_run_lock)
-            except RequestError:
-                pass  # the session is gone, and its lock with it
-            self.db.lock_held = False
-            get_logger(run_id=last.run_id if last else None, task_type=last.task_type if last else None).info(
-                "sync_lock_released", status=last.status if last else None)
+    def _record_new_run(self, lock: RunLock, task_type: str, start: dt.date, end: dt.date, requested_by: str,
+                        request_id: str | None, only_days: tuple[dt.date, ...] | None) -> Task:
+        """Under the lock: mark runs orphaned by dead daemons interrupted, then insert this run's row."""
+        days = only_days if only_days is not None else tuple(calendar_days(start, end))
+        task = Task(run_id=new_run_id(), task_type=task_type, requested_by=requested_by, start_time="",
+                    start_date=start.isoformat(), end_date=end.isoformat(), total_days=(end - start).days + 1,
+                    trading_days=sum(map(self.calendar.is_trading_day, days)), request_id=request_id,
+                    host=HOST, pid=os.getpid())
+        try:
+            for run_id in store.recover_orphaned_runs(lock.conn):
+                self._log.warning("run_interrupted", run_id=run_id, found_by="run_lock")
+            started = store.insert_run(lock.conn, run_from_task(task), request_id)
+        except psycopg.OperationalError as exc:
+            raise self.db.unavailable(exc) from None
+        task.start_time = started.astimezone(self.zone).isoformat(timespec="seconds")
+        return task
 
     def _current_or(self, task: Task) -> Task:
         _, current, _ = self.state.snapshot()
@@ -215,8 +231,11 @@ class Control:
         statuses = self.db.call(lambda c: store.day_statuses(c, start, end))
         return [d for d in calendar_days(start, end) if self.calendar.is_trading_day(d) and statuses.get(d) != "success"]
 
-    def now_iso(self) -> str:
-        return dt.datetime.now(self.zone).isoformat(timespec="seconds")
+
+def busy_message(task: Task) -> str:
+    where = f" on {task.host} (pid {task.pid})" if task.host else ""
+    return (f"a sync is already running{where}: {task.task_type} {task.run_id} ({task.start_date}..{task.end_date}), "
+            "try again when it has finished")
 
 
 def new_run_id() -> str:
@@ -227,9 +246,20 @@ def task_from_run(run: Run) -> Task:
     return Task(run_id=run.run_id, task_type=run.task_type, requested_by=run.requested_by, start_time=run.started_at,
                 start_date=run.start_date, end_date=run.end_date, total_days=run.total_days, trading_days=run.trading_days,
                 days_done=run.days_done, days_failed=run.days_failed, rows=run.rows,
-                progress=round(run.days_done / run.trading_days, 4) if run.trading_days else 0.0)
+                progress=round(run.days_done / run.trading_days, 4) if run.trading_days else 0.0,
+                host=run.host, pid=run.pid)
 
 
-def _unknown_holder() -> Task:
+def run_from_task(task: Task) -> Run:
+    return Run(run_id=task.run_id, task_type=task.task_type, requested_by=task.requested_by, status="running",
+               start_date=task.start_date, end_date=task.end_date, total_days=task.total_days,
+               trading_days=task.trading_days, days_done=0, days_failed=0, rows=0, started_at=task.start_time,
+               finished_at=None, error=None, host=task.host or HOST, pid=task.pid or os.getpid())
+
+
+def task_from_lock_holder(application_name: str | None) -> Task:
+    """The little known of a holder whose run row is not (or no longer) `running`: its session's name."""
+    fields = dict(part.split("=", 1) for part in (application_name or "").split()[1:] if "=" in part)
+    pid = fields.get("pid", "")
     return Task(run_id="unknown", task_type="unknown", requested_by="another daemon", start_time="", start_date="",
-                end_date="", total_days=0)
+                end_date="", total_days=0, host=fields.get("host"), pid=int(pid) if pid.isdigit() else None)

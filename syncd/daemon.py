@@ -33,7 +33,8 @@ from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
 from .sources import load_source
-from .sync import Syncer, pid_alive
+from .runlock import RunLock
+from .sync import Syncer
 from .worker import Worker
 
 # The worker's Python holds the GIL in long stretches; a request waiting on the control loop
@@ -110,15 +111,26 @@ class Daemon:
         conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             version = store.migrate(conn, self.config.database.compat_view)
-            recovered = store.recover_interrupted(conn, socket.gethostname(), pid_alive)
-            for run_id in recovered:
-                self.log.warning("run_interrupted", run_id=run_id)
+            self._recover_orphaned_runs(dsn)
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
             runs = store.history(conn, 1)
             self.log.info("database_ready", schema_version=version, database=redact_dsn(self.config.database.dsn))
             return calendar, (runs[0] if runs else None)
         finally:
             conn.close()
+
+    def _recover_orphaned_runs(self, dsn: str) -> None:
+        """Runs left `running` by a dead daemon become interrupted, unless a live run (here or on
+        another host) holds the run lock: then the next daemon to take the lock does it."""
+        lock = RunLock.try_take(dsn, self.config.database.connect_timeout_s)
+        if lock is None:
+            self.log.info("recovery_deferred", reason="another daemon holds the run lock")
+            return
+        try:
+            for run_id in store.recover_orphaned_runs(lock.conn):
+                self.log.warning("run_interrupted", run_id=run_id, found_by="start-up")
+        finally:
+            lock.release()
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
         rep = context.socket(zmq.REP)
@@ -172,7 +184,6 @@ class Daemon:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
             if wake_fd in events:
                 self._drain_wake()
-                control.release_lock_if_idle()
             if rep in events:
                 self._serve_one(rep, control)
             sched.run_pending()
@@ -225,7 +236,6 @@ class Daemon:
             except Exception as exc:
                 self.log.error("run_record_failed", run_id=run_id, error=str(exc))
         worker.stop(timeout=0.5)
-        control.release_lock_if_idle()
         control.db.close()
         syncer.close()
         path = ipc_path(self.config.daemon.endpoint)

@@ -75,6 +75,8 @@ class Task(msgspec.Struct, kw_only=True):
     progress: float = 0.0
     eta_s: float | None = None
     request_id: str | None = None
+    host: str | None = None  # the daemon running it (another host's, when the run lock is held there)
+    pid: int | None = None
 
 
 class Run(msgspec.Struct, kw_only=True):

@@ -10,7 +10,7 @@ in an explicit transaction. It knows nothing about sockets, threads or sources.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -101,11 +101,16 @@ class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
 
-def connect(dsn: str, timeout_s: float = 10.0, **settings: str) -> psycopg.Connection[Any]:
+# The server drops a session whose client host vanished within ~25 s instead of the kernel's
+# two hours, so the run lock of a dead host frees in time (ignored on unix sockets).
+SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+
+
+def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", **settings: str) -> psycopg.Connection[Any]:
     """An autocommit connection; `settings` become session parameters (statement_timeout...)."""
     options = " ".join(f"-c {k}={v}" for k, v in settings.items())
     return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
-                           application_name="syncd", options=options or None)
+                           application_name=application_name, options=options or None)
 
 
 def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
@@ -135,9 +140,13 @@ def _ensure_compat_view(conn: psycopg.Connection[Any]) -> None:
 
 # --- the per-day write path -------------------------------------------------------------
 
-def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str) -> int:
-    """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count."""
+def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
+                fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> int:
+    """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count.
+    `fence`, called first inside the transaction, may raise to stop the write (the run lock check)."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.execute("DELETE FROM daily_bars WHERE trade_date = %s", (day,))
         count = 0
         with cur.copy(COPY_BARS) as copy:
@@ -197,28 +206,32 @@ def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
 
 # --- runs --------------------------------------------------------------------------------
 
-def insert_run(conn: psycopg.Connection[Any], run: Run, request_id: str | None) -> None:
-    conn.execute(
+def insert_run(conn: psycopg.Connection[Any], run: Run, request_id: str | None) -> dt.datetime:
+    """Record a new run as running; its started_at is the database's clock (as every finished_at is), returned."""
+    return conn.execute(
         "INSERT INTO sync_runs (run_id, task_type, requested_by, request_id, status, start_date, end_date, total_days, "
-        "trading_days, started_at, host, pid) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, %s, %s, %s)",
+        "trading_days, started_at, host, pid) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, now(), %s, %s) "
+        "RETURNING started_at",
         (run.run_id, run.task_type, run.requested_by, request_id, run.start_date, run.end_date, run.total_days,
-         run.trading_days, run.started_at, run.host, run.pid))
+         run.trading_days, run.host, run.pid)).fetchone()[0]
 
 
 def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> Run | None:
-    runs = _fetch_runs(conn, "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE run_id = %s RETURNING *",
-                       (status, error, run_id))
-    return runs[0] if runs else None
+    """Record a run's end. A row leaves `running` once: one already marked (interrupted) stays as it is."""
+    runs = _fetch_runs(conn, "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() "
+                             "WHERE run_id = %s AND status = 'running' RETURNING *", (status, error, run_id))
+    return runs[0] if runs else next(iter(_fetch_runs(conn, "SELECT * FROM sync_runs WHERE run_id = %s", (run_id,))), None)
 
 
-def recover_interrupted(conn: psycopg.Connection[Any], host: str, is_alive: Any) -> list[str]:
-    """Runs of this host left `running` by a dead daemon become interrupted; their syncing days failed."""
-    rows = conn.execute("SELECT run_id, pid FROM sync_runs WHERE status = 'running' AND host = %s", (host,)).fetchall()
-    dead = [run_id for run_id, pid in rows if not is_alive(pid)]
-    if dead:
-        with conn.transaction():
-            conn.execute("UPDATE sync_runs SET status = 'interrupted', finished_at = now(), "
-                         "error = 'the daemon stopped during the run (killed or crashed)' WHERE run_id = ANY(%s)", (dead,))
+def recover_orphaned_runs(conn: psycopg.Connection[Any]) -> list[str]:
+    """Runs left `running` become interrupted and their syncing days failed. Call only holding the run lock:
+    then no run is alive anywhere, so a `running` row belongs to a daemon that died under it."""
+    with conn.transaction():
+        dead = [r[0] for r in conn.execute(
+            "UPDATE sync_runs SET status = 'interrupted', finished_at = now(), "
+            "error = 'the daemon stopped during the run (killed, crashed or cut off from the database)' "
+            "WHERE status = 'running' RETURNING run_id").fetchall()]
+        if dead:
             conn.execute("UPDATE sync_days SET status = 'failed', prev_status = NULL, updated_at = now(), "
                          "error = 'interrupted: the daemon stopped while this day was syncing' "
                          "WHERE status = 'syncing' AND run_id = ANY(%s)", (dead,))
@@ -231,6 +244,34 @@ def try_run_lock(conn: psycopg.Connection[Any]) -> bool:
 
 def release_run_lock(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+
+
+# pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
+_RUN_LOCK_ROW = ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
+                 "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                 f"AND l.classid = {RUN_LOCK_KEY >> 32} AND l.objid = {RUN_LOCK_KEY & 0xFFFFFFFF}")
+
+
+def run_lock_holder_pid(conn: psycopg.Connection[Any]) -> int | None:
+    """The backend pid of the session holding the run lock, if any."""
+    row = conn.execute(f"SELECT l.pid FROM pg_locks l WHERE {_RUN_LOCK_ROW}").fetchone()
+    return row[0] if row else None
+
+
+def run_lock_holder_name(conn: psycopg.Connection[Any]) -> str | None:
+    """The application_name of the session holding the run lock (syncd-lock pid=N host=H), if any."""
+    row = conn.execute(f"SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                       f"WHERE {_RUN_LOCK_ROW}").fetchone()
+    return row[0] if row else None
+
+
+def run_status(conn: psycopg.Connection[Any], run_id: str) -> str | None:
+    row = conn.execute("SELECT status FROM sync_runs WHERE run_id = %s", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def set_trading_days(conn: psycopg.Connection[Any], run_id: str, trading_days: int) -> None:
+    conn.execute("UPDATE sync_runs SET trading_days = %s WHERE run_id = %s", (trading_days, run_id))
 
 
 def running_run(conn: psycopg.Connection[Any]) -> Run | None:

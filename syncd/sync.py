@@ -1,9 +1,10 @@
 """The one sync method: plan a date range into trading days, fetch them in windows, write each day atomically.
 
-`Syncer.run(job, state)` runs on the worker thread and only there. It owns the worker's
+`Syncer.run(job, state, lock)` runs on the worker thread and only there. It owns the worker's
 database connection (reopened when lost, the day retried), retries with backoff, per-day
 failure handling (the run goes on and ends `partial`), cooperative cancel between days and
-fetch batches, and the run's record in sync_runs. Progress goes to the RunState; events to
+fetch batches, and the run's record in sync_runs (inserted by the control loop at admission).
+Each day is written only while the run holds the run lock (`RunLock.fence`). Progress goes to the RunState; events to
 the log with run_id and task_type bound.
 """
 
@@ -25,6 +26,7 @@ from .config import Config
 from .logs import get_logger
 from .prefetch import read_ahead
 from .protocol import Run
+from .runlock import RunLock, RunLockLost
 from .runstate import RunState
 from .sources.base import DayFailure, DayRows, Source, SourceError
 
@@ -46,16 +48,6 @@ class DatabaseDown(Exception):
     """The database could not be reached after the configured retries."""
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Syncer:
     def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
                  connect: Callable[[str], psycopg.Connection[Any]] | None = None) -> None:
@@ -66,17 +58,22 @@ class Syncer:
         self._connect = connect or (lambda d: store.connect(d, config.database.connect_timeout_s, TimeZone=config.schedule.timezone))
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
+        self._fence: Callable[[psycopg.Connection[Any]], None] | None = None
 
     # --- the run ---------------------------------------------------------------------------
-    def run(self, job: SyncJob, state: RunState) -> Run | None:
+    def run(self, job: SyncJob, state: RunState, lock: RunLock | None = None) -> Run | None:
         log = get_logger(run_id=job.run_id, task_type=job.task_type)
         error: str | None = None
+        self._fence = (lambda conn: lock.fence(conn, job.run_id)) if lock is not None else None
         try:
             trading = self._begin(job, state)
             failed = self._sync_days(job, trading, state, log)
             status = "cancelled" if state.cancel_requested else _outcome(len(trading), failed)
             if failed:
                 error = f"{failed} of {len(trading)} trading days failed"
+        except RunLockLost as exc:
+            log.error("run_lock_lost", error=str(exc))
+            status, error = "failed", str(exc)
         except Exception as exc:  # a run must always end recorded; the loop boundary is here
             log.exception("run_error", error=str(exc))
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -84,16 +81,11 @@ class Syncer:
 
     def _begin(self, job: SyncJob, state: RunState) -> list[dt.date]:
         conn = self._db()
-        store.recover_interrupted(conn, socket.gethostname(), lambda pid: pid != os.getpid() and pid_alive(pid))
-        self._refresh_reference_data(conn, job)
+        self._refresh_reference_data(conn, job)  # a source's calendar may change which days trade
         days = sorted(job.days) if job.days is not None else list(calendar_days(job.start_date, job.end_date))
         trading = [d for d in days if self.calendar.is_trading_day(d)]
         closed = [d for d in days if not self.calendar.is_trading_day(d)]
-        store.insert_run(conn, Run(
-            run_id=job.run_id, task_type=job.task_type, requested_by=job.requested_by, status="running",
-            start_date=job.start_date.isoformat(), end_date=job.end_date.isoformat(), total_days=job.total_days,
-            trading_days=len(trading), days_done=0, days_failed=0, rows=0, started_at=job.start_time,
-            finished_at=None, error=None, host=socket.gethostname(), pid=os.getpid()), job.request_id)
+        store.set_trading_days(conn, job.run_id, len(trading))
         store.plan_days(conn, job.run_id, trading, closed)
         state.planned(len(trading))
         return trading
@@ -142,6 +134,8 @@ class Syncer:
                     self._write_day(job, day, result, state, log)
                     pending.remove(day)
                     errors.pop(day, None)
+            except (RunLockLost, DatabaseDown):
+                raise
             except Exception as exc:  # a source's whole-window failure: retry the window
                 log.warning("fetch_failed", days=len(pending), attempt=attempt + 1, error=str(exc))
                 for day in pending:
@@ -161,12 +155,13 @@ class Syncer:
 
     def _write_day(self, job: SyncJob, day: dt.date, rows: DayRows, state: RunState, log: Any) -> None:
         started = time.perf_counter()
-        count = self._with_db(lambda c: store.replace_day(c, day, rows, job.run_id))
+        count = self._with_db(lambda c: store.replace_day(c, day, rows, job.run_id, self._fence))
         state.day_finished(count, failed=False)
         log.info("day_synced", date=day.isoformat(), rows=count, ms=round((time.perf_counter() - started) * 1000, 1))
 
     def _finish(self, job: SyncJob, state: RunState, status: str, error: str | None, log: Any) -> Run:
         try:
+            self._with_db(lambda c: store.unmark_syncing(c, job.run_id))  # days left mid-window get their status back
             run = self._with_db(lambda c: store.finish_run(c, job.run_id, status, error))
         except Exception as exc:  # the database is gone: report the run from memory; restart recovery fixes the row
             log.error("run_record_failed", error=str(exc))

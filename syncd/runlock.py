@@ -1,0 +1,96 @@
+"""The run lock: one sync at a time across every daemon sharing a database, PostgreSQL as the arbiter.
+
+A `RunLock` is a session advisory lock (`pg_try_advisory_lock`) held on a dedicated, unpooled
+connection for the whole life of one run: the control loop takes it when it admits a run,
+the worker gives it back when the run has been recorded finished. If the holding daemon dies,
+its session ends and PostgreSQL frees the lock; whoever takes it next marks the orphaned
+`running` rows `interrupted` (see `store.recover_orphaned_runs`).
+
+A run also loses its lock when its session is cut (PostgreSQL restarted, a network drop, an
+administrator's pg_terminate_backend). `fence` is called inside each day's write transaction:
+it checks that our session still holds the lock, and otherwise re-takes it on a new session,
+which is only sound while the run's row is still `running` (any daemon that took the lock in
+between would have marked it interrupted). If either fails the run stops with `RunLockLost`
+before writing, so two runs never write at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import psycopg
+
+from . import store
+from .logs import get_logger
+
+
+class RunLockLost(Exception):
+    """This run no longer holds the run lock and cannot safely take it back."""
+
+
+class RunLock:
+    """The advisory lock of one run, on its own connection. Not thread-safe: one owner at a time."""
+
+    def __init__(self, dsn: str, connect_timeout_s: float) -> None:
+        self._dsn = dsn
+        self._timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection[Any] | None = None
+        self.backend_pid = 0
+
+    @classmethod
+    def try_take(cls, dsn: str, connect_timeout_s: float) -> RunLock | None:
+        """The lock on a new session, or None when another session holds it."""
+        lock = cls(dsn, connect_timeout_s)
+        return lock if lock._take() else None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self._conn is not None, "the run lock is not held"
+        return self._conn
+
+    def _take(self) -> bool:
+        self.release()
+        conn = store.connect(self._dsn, self._timeout_s, application_name=lock_application_name(),
+                             statement_timeout="5000", **store.SESSION_KEEPALIVES)
+        try:
+            taken = store.try_run_lock(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            return False
+        self._conn = conn
+        self.backend_pid = conn.info.backend_pid
+        return True
+
+    def fence(self, write_conn: psycopg.Connection[Any], run_id: str) -> None:
+        """Raise RunLockLost unless this run (still, or again) holds the lock. Called in each day's write."""
+        if self._conn is not None and store.run_lock_holder_pid(write_conn) == self.backend_pid:
+            return
+        if not self._take():
+            raise RunLockLost("the run lock was lost (its database session ended) and another daemon holds it now")
+        if store.run_status(self.conn, run_id) != "running":
+            self.release()
+            raise RunLockLost("the run lock was lost (its database session ended) and another daemon took over meanwhile")
+        get_logger(run_id=run_id).warning("run_lock_retaken", reason="the run lock's database session had ended")
+
+    def release(self) -> None:
+        """Give the lock back (closing the session frees it even if the unlock cannot be sent)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if not conn.broken:
+                store.release_run_lock(conn)
+        except psycopg.Error:
+            pass
+        finally:
+            conn.close()
+
+
+def lock_application_name() -> str:
+    """Who holds the lock, as other daemons see it in pg_stat_activity (PostgreSQL keeps 63 bytes)."""
+    return f"syncd-lock pid={os.getpid()} host={socket.gethostname()}"[:63]

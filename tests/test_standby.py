@@ -1,0 +1,151 @@
+"""Active/standby: several real syncd processes on one database, PostgreSQL's advisory lock the arbiter.
+
+Each daemon has its own state dir and endpoint; they share only the database. The run lock
+lives on a dedicated session per run, so a holder that dies frees it, and the next daemon to
+take it marks the orphaned run interrupted.
+"""
+
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from conftest import wait_until
+
+SLOW = {"source": {"demo": {"day_delay_s": 0.15}}}
+LONG_RANGE = ("2025-08-01", "2025-10-31")
+
+
+def _query(dsn: str, sql: str, *params):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _assert_no_overlapping_runs(dsn: str) -> None:
+    overlaps = _query(dsn, "SELECT a.run_id, b.run_id FROM sync_runs a JOIN sync_runs b ON a.run_id < b.run_id "
+                           "AND tstzrange(a.started_at, coalesce(a.finished_at, 'infinity')) "
+                           "&& tstzrange(b.started_at, coalesce(b.finished_at, 'infinity'))")
+    assert overlaps == []
+
+
+def _lock_sessions(dsn: str, daemon_pid: int) -> list[int]:
+    return [r[0] for r in _query(dsn, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                                 f"syncd-lock pid={daemon_pid} %")]
+
+
+@pytest.fixture
+def pair(syncd_factory):
+    return syncd_factory(SLOW, name="a"), syncd_factory(SLOW, name="b")
+
+
+def test_concurrent_starts_on_two_daemons_make_exactly_one_run(pair, database):
+    a, b = pair
+    replies: list[dict] = []
+    barrier = threading.Barrier(10)
+
+    def start(daemon) -> None:
+        client = daemon.client()
+        barrier.wait()
+        replies.append(client.request({"op": "start", "start_date": LONG_RANGE[0], "end_date": LONG_RANGE[1]}))
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in (a, b) * 5]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = [r for r in replies if r["status"] == "ok"]
+    assert len(accepted) == 1, replies
+    run_id = accepted[0]["run_id"]
+    holder = a if a.client().status().current_task else b
+    assert holder.client().status().current_task.run_id == run_id
+    for reply in replies:
+        if reply["status"] != "ok":
+            assert reply["code"] == "busy" and reply["current_task"]["run_id"] == run_id
+            assert reply["current_task"]["pid"] == holder.proc.pid and reply["current_task"]["host"]
+    assert _query(database, "SELECT count(*) FROM sync_runs") == [(1,)]
+
+
+def test_the_standby_rejects_with_the_holders_task_host_and_pid(pair):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    reply = b.client().request({"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"})
+    assert reply["status"] == "rejected" and reply["code"] == "busy"
+    task = reply["current_task"]
+    assert (task["run_id"], task["task_type"], task["pid"]) == (run.run_id, "manual", a.proc.pid)
+    assert task["start_date"] == LONG_RANGE[0] and task["trading_days"] > 0
+    assert f"pid {a.proc.pid}" in reply["message"] and task["host"] in reply["message"]
+    assert b.events("sync_rejected")[0]["current_run_id"] == run.run_id
+    assert b.client().status().state == "idle"  # the standby's own state: it runs nothing
+    cli = subprocess.run([sys.executable, "-m", "syncctl.cli", "--config", str(b.config_path), "start",
+                          "--from", "2025-10-09", "--to", "2025-10-10"], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 3 and f"on {task['host']} pid {a.proc.pid}" in cli.stderr
+
+
+def test_the_standbys_scheduled_job_skips_while_another_daemon_runs(syncd_factory):
+    a = syncd_factory(SLOW, name="a")
+    run = a.client().start(*LONG_RANGE)
+    b = syncd_factory({"schedule": {"enabled": True, "catch_up_on_start": True, "missing_lookback_days": 5}}, name="b")
+    skipped = wait_until(lambda: b.events("schedule_skipped_busy"), what="schedule_skipped_busy on the standby")[0]
+    assert skipped["current_task"]["run_id"] == run.run_id
+    assert b.client().status().state == "idle"
+
+
+def test_kill_9_of_the_holder_frees_the_lock_and_the_standby_takes_over(pair, database):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    wait_until(lambda: a.client().status().current_task.days_done >= 2, what="the run under way")
+    a.kill()
+    took_over = wait_until(lambda: (r := b.client().request(
+        {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}))["status"] == "ok" and r,
+        timeout=10, interval=0.1, what="the standby to take the run lock")
+    assert b.wait_idle().last_run.status == "succeeded"
+    runs = dict(_query(database, "SELECT run_id, status FROM sync_runs"))
+    assert runs == {run.run_id: "interrupted", took_over["run_id"]: "succeeded"}
+    assert [e["run_id"] for e in b.events("run_interrupted")] == [run.run_id]
+    assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
+    _assert_no_overlapping_runs(database)
+
+
+def test_a_restarting_standby_leaves_the_live_holders_run_alone(pair, database):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    b.stop()
+    b.start()  # start-up recovery must not take a live run on another daemon for an orphan
+    assert b.events("recovery_deferred")
+    assert _query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("running",)]
+    a.client().cancel()
+    assert a.wait_idle().last_run.status == "cancelled"
+
+
+def test_a_run_whose_lock_session_is_cut_takes_the_lock_back_and_finishes(syncd_factory, database):
+    daemon = syncd_factory(SLOW)
+    daemon.client().start("2025-09-01", "2025-09-30")
+    wait_until(lambda: daemon.client().status().current_task.days_done >= 1, what="the run under way")
+    [session] = _lock_sessions(database, daemon.proc.pid)
+    _query(database, "SELECT pg_terminate_backend(%s)", session)
+    last = daemon.wait_idle().last_run
+    assert last.status == "succeeded" and last.days_done == last.trading_days == 22
+    assert daemon.events("run_lock_retaken")
+
+
+def test_a_run_that_lost_its_lock_to_another_daemon_stops_before_writing(pair, database):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    [session] = _lock_sessions(database, a.proc.pid)
+    _query(database, "SELECT pg_terminate_backend(%s)", session)
+    took_over = wait_until(lambda: (r := b.client().request(
+        {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}))["status"] == "ok" and r,
+        timeout=10, interval=0.05, what="the other daemon to take the free lock")
+    lost = a.wait_idle().last_run
+    assert lost.run_id == run.run_id and lost.status == "interrupted"
+    assert a.events("run_lock_lost")
+    assert b.wait_idle().last_run.status == "succeeded"
+    written_by_a_after = _query(database, "SELECT count(*) FROM sync_days d JOIN sync_runs b ON b.run_id = %s "
+                                          "WHERE d.run_id = %s AND d.updated_at > b.started_at + interval '1 second'",
+                                took_over["run_id"], run.run_id)
+    assert written_by_a_after == [(0,)]
+    _assert_no_overlapping_runs(database)
