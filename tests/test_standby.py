@@ -8,6 +8,7 @@ take it marks the orphaned run interrupted.
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg
 import pytest
@@ -98,9 +99,11 @@ def test_kill_9_of_the_holder_frees_the_lock_and_the_standby_takes_over(pair, da
     run = a.client().start(*LONG_RANGE)
     wait_until(lambda: a.client().status().current_task.days_done >= 2, what="the run under way")
     a.kill()
+    killed_at = time.monotonic()
     took_over = wait_until(lambda: (r := b.client().request(
         {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}))["status"] == "ok" and r,
         timeout=10, interval=0.1, what="the standby to take the run lock")
+    print(f"standby took over {time.monotonic() - killed_at:.2f} s after kill -9 of the holder")
     assert b.wait_idle().last_run.status == "succeeded"
     runs = dict(_query(database, "SELECT run_id, status FROM sync_runs"))
     assert runs == {run.run_id: "interrupted", took_over["run_id"]: "succeeded"}
