@@ -57,15 +57,27 @@ class DatabaseConfig(_Section):
 
 
 class DemoConfig(_Section):
+    """[source.demo]: the synthetic market, and fault injection for tests and drills.
+
+    `fail_dates`: fetching these days fails (the day is reported failed, the run goes on).
+    `timeout_dates`: fetching these days raises TimeoutError naming the date after
+    `day_delay_s`, as a source library's request timeout does (the whole window fails and
+    is retried). `fail_times`: 0 means the listed days always fail; N > 0 means each listed
+    day fails only its first N fetches in this daemon process, then succeeds (a flaky upstream).
+    """
+
     stocks: Annotated[int, msgspec.Meta(ge=1, le=20000)] = 5300
     seed: int = 1
-    day_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    fail_dates: list[str] = []
+    day_delay_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0   # simulated upstream latency per day fetched
+    fail_dates: list[str] = []                                 # these days' fetches fail
+    timeout_dates: list[str] = []                              # these days' fetches raise TimeoutError
+    fail_times: Annotated[int, msgspec.Meta(ge=0)] = 0         # 0: always; N: only the first N fetches of each day
 
     def __post_init__(self) -> None:
-        for value in self.fail_dates:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-                raise ValueError(f"source.demo.fail_dates: expected YYYY-MM-DD dates, got {value!r}")
+        for key in ("fail_dates", "timeout_dates"):
+            for value in getattr(self, key):
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                    raise ValueError(f"source.demo.{key}: expected YYYY-MM-DD dates, got {value!r}")
 
 
 class CsvConfig(_Section):

@@ -125,6 +125,11 @@ class SyncdProcess:
 
         wait_until(answers, timeout, what="syncd to answer ping")
 
+    def reconfigure(self, changes: dict[str, Any]) -> None:
+        """Merge `changes` into the config file; they take effect at the next start."""
+        self.config = merge(self.config, changes)
+        self.config_path.write_text(toml_dumps(self.config))
+
     def client(self, timeout: float = 5.0) -> SyncClient:
         return SyncClient(self.endpoint, timeout=timeout)
 

@@ -5,7 +5,10 @@ fetched in: each day's numbers are the raw output of a PCG64 generator seeded by
 purpose) (a specified bit stream, the same everywhere), prices are worked out in integer
 cents, and pre_close is the previous weekday's close computed the same way. A slow per-stock
 price wave plus daily noise keeps the series plausible. It is never real data.
-`day_delay_s` simulates upstream latency; `fail_dates` makes those days' fetch fail.
+`day_delay_s` simulates upstream latency; `fail_dates` makes those days' fetch fail and
+`timeout_dates` makes it raise TimeoutError (a library's request timeout); with `fail_times`
+> 0 each listed day fails only its first `fail_times` fetches (a flaky upstream). A failed
+fetch changes nothing about the rows a later fetch of that day returns.
 
 It is also the benchmarks' source, so a day is generated with numpy, column by column, and
 handed over already encoded in PostgreSQL's binary COPY format (EncodedRows): about 1 ms for
@@ -76,6 +79,8 @@ class DemoSource:
         self._wave_offset = constants.integers(0, _PERIOD, n, dtype=np.int64)
         self._code_bytes = np.array([c.encode() for c in self.codes], dtype="S6")
         self._fail = {dt.date.fromisoformat(d) for d in config.fail_dates}
+        self._timeout = {dt.date.fromisoformat(d) for d in config.timeout_dates}
+        self._faults_seen: dict[dt.date, int] = {}  # fetches of a listed day that failed so far (fail_times)
         self._close_cache: dict[dt.date, np.ndarray] = {}
         self._stocks = [StockInfo(code, f"DEMO{code}", "sh" if code.startswith("6") else "sz") for code in self.codes]
 
@@ -85,10 +90,24 @@ class DemoSource:
                 return
             if should_stop():
                 return
-            if day in self._fail:
+            if self._faulty_now(day):
+                if day in self._timeout:
+                    raise TimeoutError(f"demo source: fetch of {day} timed out (listed in source.demo.timeout_dates)")
                 yield day, DayFailure(f"demo source: fetch of {day} failed (listed in source.demo.fail_dates)")
                 continue
             yield day, self.encoded(day)
+
+    def _faulty_now(self, day: dt.date) -> bool:
+        """Whether this fetch of `day` fails: always for a listed day, or its first `fail_times` fetches."""
+        if day not in self._fail and day not in self._timeout:
+            return False
+        if self.config.fail_times == 0:
+            return True
+        seen = self._faults_seen.get(day, 0)
+        if seen >= self.config.fail_times:
+            return False
+        self._faults_seen[day] = seen + 1
+        return True
 
     def columns(self, day: dt.date) -> dict[str, np.ndarray]:
         """The day's bars as columns, one entry per stock in code order (prices from integer cents)."""
