@@ -171,9 +171,6 @@ def _check_after_kill(daemon, database: str, run_id: str, seed: int, days: list[
     return {"delay": delay, "days_done": days_done, "status": status}
 
 
-@pytest.mark.xfail(strict=True, reason="product gap: the worker records the run in sync_runs only after `start` has "
-                   "replied; a daemon killed in that window (~10 ms, ~80 ms on a process's first run) leaves an "
-                   "accepted run_id that history never shows, instead of an `interrupted` run")
 def test_a_run_killed_right_after_its_start_reply_is_recorded_interrupted(syncd_factory):
     daemon = syncd_factory({"source": {"demo": {"stocks": KILL_STOCKS, "day_delay_s": KILL_DAY_DELAY_S}}})
     run = daemon.client().start(*KILL_RANGE)
