@@ -17,10 +17,9 @@ Warn = Callable[[str, dict[str, object]], None]
 
 
 def calendar_days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
-    day = start
-    while day <= end:
-        yield day
-        day += dt.timedelta(days=1)
+    # By offset, never past `end`: stepping a day beyond 9999-12-31 raises OverflowError.
+    for offset in range((end - start).days + 1):
+        yield start + dt.timedelta(days=offset)
 
 
 def builtin_horizon() -> tuple[int, int]:

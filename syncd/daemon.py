@@ -28,7 +28,7 @@ from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import get_logger
 from .notify import Notifier
-from .protocol import encode
+from .protocol import ErrorReply, encode
 from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
@@ -200,10 +200,16 @@ class Daemon:
 
     def _serve_one(self, rep: zmq.Socket[Any], control: Control) -> None:
         try:
-            frame = rep.recv(zmq.NOBLOCK)
+            # All parts: a REP socket that answers before the last part of a multi-part request
+            # raises EFSM, which would end the loop (and the daemon).
+            parts = rep.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        reply = control.handle(frame)
+        if len(parts) == 1:
+            reply = control.handle(parts[0])
+        else:
+            reply = ErrorReply(code="bad_request", message=f"request has {len(parts)} frames; send one JSON object in one frame")
+            self.log.info("request_refused", code=reply.code, message=reply.message)
         rep.send(encode(reply))
 
     def _drain_wake(self) -> None:

@@ -209,6 +209,8 @@ def decode_request(frame: bytes) -> AnyRequest:
         raise RequestError("bad_request", _explain_validation(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RequestError("bad_request", f"request is not a JSON object: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it, not DecodeError, for bad UTF-8 in a string it keeps
+        raise RequestError("bad_request", f"request is not valid UTF-8: {exc.reason} in a string") from None
     if isinstance(request, (Start, Days)):
         check_range(request.start_date, request.end_date)
     return request
