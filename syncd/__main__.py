@@ -7,12 +7,14 @@ config or DSN (malformed, unknown database or role, refused credentials), an unu
 state_dir or socket path, another syncd already running, a missing source extra; systemd's
 RestartPreventExitStatus=78 keeps those from restart loops. 1 is for anything else, notably a
 database that is unreachable or not yet accepting connections: systemd retries those.
+Ctrl-C before the daemon handles signals itself exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
 import re
 import sys
 
@@ -71,10 +73,12 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
     if isinstance(exc, psycopg.OperationalError):
         detail = str(exc).strip()
         if isinstance(exc, psycopg.errors.ConnectionTimeout):
-            detail += f" after {config.database.connect_timeout_s:g} s (database.connect_timeout_s; libpq waits at least 2 s)"
+            timeout = config.database.connect_timeout_s
+            detail += f" after {timeout:g} s per host (database.connect_timeout_s{'; libpq waits at least 2 s' if timeout < 2 else ''})"
         where = redact_dsn(config.database.dsn)
         if _DSN_REFUSED.search(detail):
-            return EXIT_CONFIG, f"database.dsn: the database refused the connection ({where}): {detail}"
+            key = "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn"
+            return EXIT_CONFIG, f"{key}: the database refused the connection ({where}): {detail}"
         return 1, f"cannot connect to the database ({where}): {detail}"
     return 1, f"failed: {type(exc).__name__}: {exc}"
 

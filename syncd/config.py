@@ -164,6 +164,8 @@ def parse_config(raw: bytes, name: str = "config.toml") -> Config:
         raise ConfigError(f"{name}: {_readable(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes the bytes before parsing
+        raise ConfigError(f"{name}: not valid TOML: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
 
 def _readable(detail: str) -> str:
