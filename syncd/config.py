@@ -192,7 +192,7 @@ def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) 
     endpoint = env.get("SYNCD_ENDPOINT") or daemon.endpoint
     daemon = msgspec.structs.replace(
         daemon,
-        endpoint=resolve_endpoint(endpoint, base),
+        endpoint=resolve_endpoint(endpoint, base, "SYNCD_ENDPOINT" if env.get("SYNCD_ENDPOINT") else "daemon.endpoint"),
         state_dir=str((base / daemon.state_dir).resolve()),
     )
     database = config.database
@@ -203,10 +203,11 @@ def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) 
     return msgspec.structs.replace(config, daemon=daemon, database=database, source=source)
 
 
-def resolve_endpoint(endpoint: str, base: Path) -> str:
-    """ipc://relative/path -> ipc:///abs/path; checks the socket path fits sun_path."""
+def resolve_endpoint(endpoint: str, base: Path, key: str = "daemon.endpoint") -> str:
+    """ipc://relative/path -> ipc:///abs/path; checks the socket path fits sun_path. `key` names the
+    endpoint's origin in errors."""
     if not endpoint.startswith(("ipc://", "tcp://")):
-        raise ConfigError(f"daemon.endpoint: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
+        raise ConfigError(f"{key}: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
     if not endpoint.startswith("ipc://"):
         return endpoint
     raw = endpoint[len("ipc://"):]
@@ -214,7 +215,7 @@ def resolve_endpoint(endpoint: str, base: Path) -> str:
         return endpoint
     path = (base / raw).resolve() if not raw.startswith("/") else Path(raw)
     if len(str(path)) > IPC_PATH_MAX:
-        raise ConfigError(f"daemon.endpoint: socket path {path} is {len(str(path))} bytes, over the {IPC_PATH_MAX}-byte limit of unix sockets; use a shorter path")
+        raise ConfigError(f"{key}: socket path {path} is {len(str(path))} bytes, over the {IPC_PATH_MAX}-byte limit of unix sockets; use a shorter path")
     return f"ipc://{path}"
 
 

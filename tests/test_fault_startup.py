@@ -364,7 +364,7 @@ def test_unreadable_config_file(short_tmp, obey_modes):
 
 def test_bad_endpoint_from_the_environment(short_tmp, database):
     outcome = run_syncd(short_tmp, config_for(database), env={"SYNCD_ENDPOINT": "syncd.sock"})
-    assert_refused(outcome, EX_CONFIG, "daemon.endpoint", "ipc://PATH")
+    assert_refused(outcome, EX_CONFIG, "SYNCD_ENDPOINT", "ipc://PATH", "'syncd.sock'")
 
 
 def test_ctrl_c_while_waiting_for_the_database(short_tmp):
