@@ -1,20 +1,36 @@
 """`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon.
 
-Owns only the process edge: start-up errors become one line on stderr and a non-zero exit
-code, never a traceback: 78 (EX_CONFIG) for a bad config or "already running" — systemd's
-RestartPreventExitStatus=78 keeps those from restart loops — and 1 for anything else.
+Owns only the process edge: a start-up failure becomes exactly one line on stderr,
+`syncd: <what is wrong, naming the key or path>`, and a non-zero exit code, never a traceback
+and never the database password. 78 (EX_CONFIG) is for what only an operator can fix: a bad
+config or DSN (malformed, unknown database or role, refused credentials), an unusable
+state_dir or socket path, another syncd already running, a missing source extra; systemd's
+RestartPreventExitStatus=78 keeps those from restart loops. 1 is for anything else, notably a
+database that is unreachable or not yet accepting connections: systemd retries those.
+Ctrl-C before the daemon handles signals itself exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import os
+import re
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config, scrub
+from .config import Config, ConfigError, load_config, redact_dsn, scrub
 
 EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+# libpq's words (English server messages) for a server that answered but refused this DSN.
+# A server speaking another language, or a transient refusal ("the database system is
+# starting up", "too many clients"), falls through to exit code 1: retrying is the safe side.
+_DSN_REFUSED = re.compile(
+    r'database "[^"]*" does not exist|role "[^"]*" does not exist|authentication failed|'
+    r"no pg_hba\.conf entry|no password supplied|permission denied for database|"
+    r"server does not support SSL", re.IGNORECASE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,33 +41,51 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(EXIT_CONFIG, str(exc))
 
     faulthandler.enable()  # a watchdog SIGABRT then dumps every thread's stack to the journal
     from .daemon import Daemon  # imported after config so `syncd --help` stays fast
-    from .embedded import EmbeddedDatabaseError
-    from .instance import AlreadyRunning
     from .logs import configure_logging
-    from .sources import SourceUnavailable
-    from .store import StoreError
 
     configure_logging(config.log.format, config.log.level)
     try:
         return Daemon(config).run()
-    except (ConfigError, AlreadyRunning, SourceUnavailable) as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (EmbeddedDatabaseError, StoreError) as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # the process edge: one clear line, the details in the log
-        from .logs import get_logger
+    except KeyboardInterrupt:  # Ctrl-C before the loop's own signal handling is installed
+        return _fail(EXIT_INTERRUPTED, "interrupted during start-up")
+    except Exception as exc:  # the process edge
+        code, message = failure(exc, config)
+        return _fail(code, scrub(message, config.database.dsn))
 
-        message = scrub(str(exc), config.database.dsn)
-        get_logger().error("daemon_failed", error=message, error_type=type(exc).__name__)
-        print(f"syncd: failed: {type(exc).__name__}: {message}", file=sys.stderr)
-        return 1
+
+def failure(exc: Exception, config: Config) -> tuple[int, str]:
+    """The exit code and the message for an exception that ended the daemon."""
+    import psycopg
+
+    from .embedded import EmbeddedDatabaseError
+    from .instance import AlreadyRunning
+    from .sources import SourceUnavailable
+    from .store import StoreError
+
+    if isinstance(exc, (ConfigError, AlreadyRunning, SourceUnavailable)):
+        return EXIT_CONFIG, str(exc)
+    if isinstance(exc, (EmbeddedDatabaseError, StoreError)):
+        return 1, str(exc)
+    if isinstance(exc, psycopg.OperationalError):
+        detail = str(exc).strip()
+        if isinstance(exc, psycopg.errors.ConnectionTimeout):
+            timeout = config.database.connect_timeout_s
+            detail += f" after {timeout:g} s per host (database.connect_timeout_s{'; libpq waits at least 2 s' if timeout < 2 else ''})"
+        where = redact_dsn(config.database.dsn)
+        if _DSN_REFUSED.search(detail):
+            key = "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn"
+            return EXIT_CONFIG, f"{key}: the database refused the connection ({where}): {detail}"
+        return 1, f"cannot connect to the database ({where}): {detail}"
+    return 1, f"failed: {type(exc).__name__}: {exc}"
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"syncd: {' '.join(message.split())}", file=sys.stderr, flush=True)  # one line, whatever libpq wrote
+    return code
 
 
 if __name__ == "__main__":

@@ -176,6 +176,8 @@ def parse_config(raw: bytes, name: str = "config.toml") -> Config:
         raise ConfigError(f"{name}: {_readable(str(exc))}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes the bytes before parsing
+        raise ConfigError(f"{name}: not valid TOML: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
 
 def _readable(detail: str) -> str:
@@ -202,7 +204,7 @@ def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) 
     endpoint = env.get("SYNCD_ENDPOINT") or daemon.endpoint
     daemon = msgspec.structs.replace(
         daemon,
-        endpoint=resolve_endpoint(endpoint, base),
+        endpoint=resolve_endpoint(endpoint, base, "SYNCD_ENDPOINT" if env.get("SYNCD_ENDPOINT") else "daemon.endpoint"),
         state_dir=str((base / daemon.state_dir).resolve()),
     )
     database = config.database
@@ -213,10 +215,11 @@ def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) 
     return msgspec.structs.replace(config, daemon=daemon, database=database, source=source)
 
 
-def resolve_endpoint(endpoint: str, base: Path) -> str:
-    """ipc://relative/path -> ipc:///abs/path; checks the socket path fits sun_path."""
+def resolve_endpoint(endpoint: str, base: Path, key: str = "daemon.endpoint") -> str:
+    """ipc://relative/path -> ipc:///abs/path; checks the socket path fits sun_path. `key` names the
+    endpoint's origin in errors."""
     if not endpoint.startswith(("ipc://", "tcp://")):
-        raise ConfigError(f"daemon.endpoint: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
+        raise ConfigError(f"{key}: expected ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
     if not endpoint.startswith("ipc://"):
         return endpoint
     raw = endpoint[len("ipc://"):]
@@ -224,7 +227,7 @@ def resolve_endpoint(endpoint: str, base: Path) -> str:
         return endpoint
     path = (base / raw).resolve() if not raw.startswith("/") else Path(raw)
     if len(str(path)) > IPC_PATH_MAX:
-        raise ConfigError(f"daemon.endpoint: socket path {path} is {len(str(path))} bytes, over the {IPC_PATH_MAX}-byte limit of unix sockets; use a shorter path")
+        raise ConfigError(f"{key}: socket path {path} is {len(str(path))} bytes, over the {IPC_PATH_MAX}-byte limit of unix sockets; use a shorter path")
     return f"ipc://{path}"
 
 

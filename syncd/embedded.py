@@ -37,8 +37,10 @@ class EmbeddedPostgres:
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises CalledProcessError, TimeoutExpired, AssertionError...
             log = self.pgdata / "log"
-            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-            raise EmbeddedDatabaseError(f"embedded PostgreSQL in {self.pgdata} failed to start: {exc!r}\n{tail}") from None
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            detail = " | ".join(line.strip() for line in tail)  # one line: the caller prints it as such
+            raise EmbeddedDatabaseError(f"embedded PostgreSQL in {self.pgdata} failed to start: {exc!r}"
+                                        + (f"; its log ends: {detail}" if detail else "")) from None
         return self._server.get_uri()
 
     def stop(self) -> None:
