@@ -10,7 +10,6 @@ daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import stat
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import zmq
 
 from . import store
@@ -27,9 +25,10 @@ from .calendar import TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .control import Control, ControlDb
 from .embedded import EmbeddedPostgres
-from .instance import AlreadyRunning, InstanceLock
+from .instance import InstanceLock
 from .logs import get_logger
 from .notify import Notifier
+from .preflight import check_dsn, claim_ipc_path
 from .protocol import ErrorReply, encode
 from .runstate import RunState
 from .scheduling import DailySchedule
@@ -260,63 +259,3 @@ class Daemon:
         path = ipc_path(self.config.daemon.endpoint)
         if path is not None:
             Path(path).unlink(missing_ok=True)
-
-
-def check_dsn(dsn: str, key: str) -> None:
-    """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password)."""
-    try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"{key}: not a valid PostgreSQL connection string: {_mask_secret_fragments(str(exc), dsn)}") from None
-
-
-def _mask_secret_fragments(detail: str, dsn: str) -> str:
-    """libpq quotes the token it choked on, which may be part of a password: mask those."""
-    secret = re.search(r"(?i)password\s*=|://[^/@]*:[^@]*@", dsn)
-    if secret is None:
-        return detail
-    tail = dsn[secret.start():]
-    return re.sub(r'"([^"]+)"', lambda q: '"***"' if q.group(1) in tail else q.group(0), detail)
-
-
-def claim_ipc_path(endpoint: str) -> None:
-    """Make sure binding an ipc:// endpoint takes nothing from anyone.
-
-    libzmq's ipc bind silently unlinks whatever is at the path: a file, or the socket of a
-    live daemon (which then serves no one). So: nothing there, or a stale socket (connect
-    refused: its daemon died), is fine and the bind replaces it; anything that is not a
-    socket, or a socket someone is listening on, is refused.
-    """
-    path = ipc_path(endpoint)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"daemon.endpoint: cannot use socket path {path}: {exc.strerror} ({exc.filename})") from None
-    if not stat.S_ISSOCK(mode):
-        raise ConfigError(f"daemon.endpoint: {path} exists and is {_file_kind(mode)}, not a socket; "
-                          "syncd will not replace it (remove it or choose another endpoint)")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return  # stale: left by a daemon that died
-    except (BlockingIOError, TimeoutError):
-        pass  # a full backlog: someone is listening
-    except OSError as exc:
-        raise ConfigError(f"daemon.endpoint: cannot tell whether socket {path} is in use: {exc.strerror}") from None
-    finally:
-        probe.close()
-    raise AlreadyRunning(f"daemon.endpoint: another process is listening on {path} (another syncd with a "
-                         "different state_dir?); syncd will not take it over")
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"),
-             (stat.S_ISFIFO, "a fifo"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
