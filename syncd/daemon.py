@@ -50,7 +50,8 @@ class Daemon:
         self.config = config
         self.env = os.environ if env is None else env
         self.log = get_logger()
-        self.instance = InstanceLock(config.daemon.state_dir)
+        self.instance = InstanceLock.for_state_dir(config.daemon.state_dir)
+        self.socket_lock: InstanceLock | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.notifier = Notifier.from_env(self.env)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -64,9 +65,11 @@ class Daemon:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._acquire_instance()
         try:
-            claim_ipc_path(self.config.daemon.endpoint)  # before the database: a refused start touches nothing
+            self._claim_socket_path()  # before the database: a refused start touches nothing
             return self._run_locked()
         finally:
+            if self.socket_lock is not None:
+                self.socket_lock.release()
             self.instance.release()
 
     def _run_locked(self) -> int:
@@ -109,6 +112,19 @@ class Daemon:
             reason = "it exists and is not a directory" if state_dir.exists() and not state_dir.is_dir() else exc.strerror
             where = f" ({exc.filename})" if exc.filename and exc.filename != str(state_dir) else ""
             raise ConfigError(f"daemon.state_dir: cannot use {state_dir}: {reason}{where}") from None
+
+    def _claim_socket_path(self) -> None:
+        """Hold `<socket>.lock` (another state_dir's syncd on the same path then refuses), then check the path."""
+        path = ipc_path(self.config.daemon.endpoint)
+        if path is None:
+            return
+        lock = InstanceLock.for_socket(path)
+        try:
+            lock.acquire()
+        except OSError as exc:
+            raise ConfigError(f"daemon.endpoint: cannot use {lock.path}: {exc.strerror}") from None
+        self.socket_lock = lock
+        claim_ipc_path(self.config.daemon.endpoint)
 
     def _database_dsn(self) -> str:
         if self.config.database.dsn:

@@ -217,6 +217,23 @@ def test_socket_of_a_live_syncd_is_not_stolen(syncd_factory):
     first.wait_idle()
 
 
+def test_two_daemons_racing_for_one_socket_path_leave_exactly_one_serving(syncd_factory):
+    """Different state_dirs, the same ipc path, started together: the socket's lock file decides."""
+    first = syncd_factory({"daemon": {"state_dir": "s1"}}, start=False, name="first")
+    endpoint = first.endpoint
+    second = syncd_factory({"daemon": {"endpoint": endpoint, "state_dir": "s2"}}, start=False, name="second")
+    procs = [first.spawn(), second.spawn()]
+    loser = wait_until(lambda: next((p for p in procs if p.poll() is not None), None), timeout=DEADLINE_S,
+                       what="one of the two daemons to refuse")
+    winner = procs[1 - procs.index(loser)]
+    assert loser.returncode == EX_CONFIG
+    lines = [line for line in (first if loser is procs[0] else second).log_text().splitlines() if line.startswith("syncd:")]
+    assert len(lines) == 1 and "daemon.endpoint" in lines[0] and f"pid {winner.pid}" in lines[0], lines
+    serving = first if winner is procs[0] else second
+    serving.wait_ready()
+    assert serving.client().ping().pid == winner.pid
+
+
 def test_socket_with_any_live_listener_is_not_stolen(short_tmp, database):
     path = short_tmp / "syncd.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
