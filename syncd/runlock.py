@@ -37,7 +37,7 @@ class RunLock:
         self._dsn = dsn
         self._timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
-        self.backend_pid = 0
+        self.session: store.SessionId | None = None
 
     @classmethod
     def try_take(cls, dsn: str, connect_timeout_s: float) -> RunLock | None:
@@ -62,13 +62,17 @@ class RunLock:
         if not taken:
             conn.close()
             return False
+        try:
+            self.session = store.session_id(conn)
+        except BaseException:
+            conn.close()  # the session's end frees the lock
+            raise
         self._conn = conn
-        self.backend_pid = conn.info.backend_pid
         return True
 
     def fence(self, write_conn: psycopg.Connection[Any], run_id: str) -> None:
         """Raise RunLockLost unless this run (still, or again) holds the lock. Called in each day's write."""
-        if self._conn is not None and store.run_lock_holder_pid(write_conn) == self.backend_pid:
+        if self._conn is not None and store.run_lock_holder(write_conn) == self.session:
             return
         if not self._take():
             raise RunLockLost("the run lock was lost (its database session ended) and another daemon holds it now")

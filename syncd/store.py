@@ -252,10 +252,19 @@ _RUN_LOCK_ROW = ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l
                  f"AND l.classid = {RUN_LOCK_KEY >> 32} AND l.objid = {RUN_LOCK_KEY & 0xFFFFFFFF}")
 
 
-def run_lock_holder_pid(conn: psycopg.Connection[Any]) -> int | None:
-    """The backend pid of the session holding the run lock, if any."""
-    row = conn.execute(f"SELECT l.pid FROM pg_locks l WHERE {_RUN_LOCK_ROW}").fetchone()
-    return row[0] if row else None
+SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone may be reused after a restart
+
+
+def session_id(conn: psycopg.Connection[Any]) -> SessionId:
+    row = conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
+    return (row[0], row[1])
+
+
+def run_lock_holder(conn: psycopg.Connection[Any]) -> SessionId | None:
+    """The session holding the run lock, if any (its backend_start is NULL to a role that may not see it)."""
+    row = conn.execute(f"SELECT l.pid, a.backend_start FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid) "
+                       f"WHERE {_RUN_LOCK_ROW}").fetchone()
+    return (row[0], row[1]) if row else None
 
 
 def run_lock_holder_name(conn: psycopg.Connection[Any]) -> str | None:

@@ -399,6 +399,8 @@ def test_postgres_restart_mid_run_is_survived_and_status_always_answers(syncd_fa
     assert not [d for d in client.days(start, end) if d.status == "syncing"]
     synced = [e["date"] for e in daemon.events("day_synced")]
     assert len(synced) == len(set(synced))  # the day in flight was written once, after the reconnect
+    # the restart ended the run lock's session too: the run took the lock back before writing on
+    assert daemon.events("run_lock_retaken") and not daemon.events("run_lock_lost")
     again = client.start(start, start)  # never wedged: the next run is admitted and succeeds
     assert again.run_id != run.run_id and daemon.wait_idle().last_run.status == "succeeded"
     latencies = sorted(latency for latency, _ in poller.answers)
