@@ -11,7 +11,10 @@ administrator's pg_terminate_backend). `fence` is called inside each day's write
 it checks that our session still holds the lock, and otherwise re-takes it on a new session,
 which is only sound while the run's row is still `running` (any daemon that took the lock in
 between would have marked it interrupted). If either fails the run stops with `RunLockLost`
-before writing, so two runs never write at once.
+before writing. The fence first takes a second, transaction-scoped advisory lock, so day writes are
+serialised: a write that passed the check just before its lock session was cut ends before
+the next run's first write begins, and every later write of the old run fails the check.
+Two runs never write at once.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class RunLock:
 
     def fence(self, write_conn: psycopg.Connection[Any], run_id: str) -> None:
         """Raise RunLockLost unless this run (still, or again) holds the lock. Called in each day's write."""
+        store.hold_write_fence(write_conn)
         if self._conn is not None and store.run_lock_holder(write_conn) == self.session:
             return
         if not self._take():

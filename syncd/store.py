@@ -21,6 +21,7 @@ from .sources.base import EncodedRows, Row, StockInfo
 
 RUN_LOCK_KEY = 0x53594E4344  # "SYNCD": one sync at a time across every daemon on this database
 MIGRATION_LOCK_KEY = 0x53594E4345
+WRITE_FENCE_KEY = 0x53594E4346  # held by each day's write transaction: one day write at a time
 
 BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
 BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8")
@@ -258,6 +259,11 @@ SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone
 def session_id(conn: psycopg.Connection[Any]) -> SessionId:
     row = conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
     return (row[0], row[1])
+
+
+def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
+    """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_FENCE_KEY,))
 
 
 def run_lock_holder(conn: psycopg.Connection[Any]) -> SessionId | None:

@@ -152,3 +152,22 @@ def test_a_run_that_lost_its_lock_to_another_daemon_stops_before_writing(pair, d
                                 took_over["run_id"], run.run_id)
     assert written_by_a_after == [(0,)]
     _assert_no_overlapping_runs(database)
+
+
+def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factory, database):
+    """The write fence: a day's write transaction of a run whose lock session was cut may still be
+    open when the next run starts; the next run writes nothing until that transaction has ended
+    (each day's write first takes a transaction-scoped advisory lock)."""
+    from syncd.store import WRITE_FENCE_KEY
+
+    daemon = syncd_factory()
+    with psycopg.connect(database) as straggler:  # stands in for the earlier run's open write
+        straggler.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_FENCE_KEY,))
+        run = daemon.client().start("2025-10-09", "2025-10-10")
+        wait_until(lambda: _query(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND wait_event = 'advisory' AND datname = current_database()") == [(1,)],
+                   what="the new run to wait at the write fence")
+        assert _query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
+        assert daemon.client().status().current_task.days_done == 0
+    last = daemon.wait_idle().last_run  # the straggler committed: the run goes on
+    assert (last.run_id, last.status, last.days_done) == (run.run_id, "succeeded", 2)
