@@ -111,7 +111,7 @@ class Control:
             case Cancel():
                 return self.cancel(request)
             case History():
-                return HistoryReply(runs=self.db.call(lambda c: store.history(c, request.limit)))
+                return HistoryReply(runs=self.history(request.limit))
             case Days():
                 return DaysReply(days=self.days(request.start_date, request.end_date))
         raise RequestError("bad_request", f"unsupported request {type(request).__name__}")
@@ -194,6 +194,38 @@ class Control:
         task.start_time = started.astimezone(self.zone).isoformat(timespec="seconds")
         return task
 
+    # --- runs orphaned by a dead daemon ------------------------------------------------------------
+    def sweep_orphans(self) -> None:
+        """Called now and then by an idle loop: a run recorded `running` whose lock is free gets marked."""
+        state, _, _ = self.state.snapshot()
+        try:
+            if state == "idle" and self.db.call(store.running_run) is not None:
+                self.recover_orphans()
+        except RequestError as exc:
+            self._log.debug("orphan_sweep_skipped", reason=exc.message)
+
+    def recover_orphans(self) -> bool:
+        """If the run lock is free, no run is alive anywhere: mark runs left `running` interrupted. True if any."""
+        try:
+            lock = RunLock.try_take(self.db.dsn, self.db.connect_timeout_s)
+        except psycopg.OperationalError as exc:
+            raise self.db.unavailable(exc) from None
+        if lock is None:
+            return False
+        try:
+            recovered = store.recover_orphaned_runs(lock.conn)
+        except psycopg.OperationalError as exc:
+            raise self.db.unavailable(exc) from None
+        finally:
+            lock.release()
+        for run_id in recovered:
+            self._log.warning("run_interrupted", run_id=run_id, found_by="orphan check")
+        return bool(recovered)
+
+    def _current_run_id(self) -> str | None:
+        _, task, _ = self.state.snapshot()
+        return task.run_id if task else None
+
     def _current_or(self, task: Task) -> Task:
         _, current, _ = self.state.snapshot()
         return current if current is not None and current.run_id == task.run_id else task
@@ -216,10 +248,19 @@ class Control:
         get_logger(run_id=task.run_id, task_type=task.task_type).info("cancel_requested")
         return CancelReply(run_id=task.run_id, state="cancelling")
 
+    def history(self, limit: int) -> list[Run]:
+        runs = self.db.call(lambda c: store.history(c, limit))
+        if any(r.status == "running" and r.run_id != self._current_run_id() for r in runs) and self.recover_orphans():
+            runs = self.db.call(lambda c: store.history(c, limit))
+        return runs
+
     def days(self, start: dt.date, end: dt.date) -> list[Day]:
         """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
         check_range(start, end, self.config.sync.max_days)
-        recorded = {d.date: d for d in self.db.call(lambda c: store.days(c, start, end))}
+        found = self.db.call(lambda c: store.days(c, start, end))
+        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self.recover_orphans():
+            found = self.db.call(lambda c: store.days(c, start, end))
+        recorded = {d.date: d for d in found}
         out = []
         for day in calendar_days(start, end):
             key = day.isoformat()

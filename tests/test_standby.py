@@ -171,3 +171,27 @@ def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factor
         assert daemon.client().status().current_task.days_done == 0
     last = daemon.wait_idle().last_run  # the straggler committed: the run goes on
     assert (last.run_id, last.status, last.days_done) == (run.run_id, "succeeded", 2)
+
+
+def test_the_standby_marks_a_dead_holders_run_when_it_looks_at_history(pair, database):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    a.kill()
+    wait_until(lambda: not _lock_sessions(database, a.proc.pid), what="the dead holder's lock session to end")
+    [first] = b.client().history(limit=1)
+    assert (first.run_id, first.status) == (run.run_id, "interrupted")
+    assert not [d for d in b.client().days(*LONG_RANGE) if d.status == "syncing"]
+
+
+def test_an_idle_standby_marks_a_dead_holders_run_unasked(pair, database):
+    a, b = pair
+    run = a.client().start(*LONG_RANGE)
+    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    a.kill()
+    started = time.monotonic()
+    wait_until(lambda: _query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)],
+               timeout=20, interval=0.2, what="the standby's orphan sweep")
+    print(f"idle standby marked the dead run interrupted {time.monotonic() - started:.1f} s after kill -9")
+    assert [e["found_by"] for e in b.events("run_interrupted")] == ["orphan check"]
+    assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
