@@ -241,12 +241,22 @@ class Control:
     def cancel(self, request: Cancel) -> CancelReply:
         _, task, _ = self.state.snapshot()
         if task is None:
-            raise RequestError("not_running", "no sync is running")
+            raise RequestError("not_running", "no sync is running" + self._elsewhere())
         if request.run_id is not None and request.run_id != task.run_id:
             raise RequestError("not_running", f"run {request.run_id} is not running (the current run is {task.run_id})")
         self.state.request_cancel()
         get_logger(run_id=task.run_id, task_type=task.task_type).info("cancel_requested")
         return CancelReply(run_id=task.run_id, state="cancelling")
+
+    def _elsewhere(self) -> str:
+        """For a refused cancel on a standby: where the run is, so the operator cancels it there."""
+        try:
+            run = self.db.call(store.running_run)
+        except RequestError:
+            return ""
+        if run is None:
+            return ""
+        return f" on this daemon; run {run.run_id} is running on {run.host} (pid {run.pid}): cancel it there"
 
     def history(self, limit: int) -> list[Run]:
         runs = self.db.call(lambda c: store.history(c, limit))

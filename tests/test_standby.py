@@ -80,6 +80,8 @@ def test_the_standby_rejects_with_the_holders_task_host_and_pid(pair):
     assert f"pid {a.proc.pid}" in reply["message"] and task["host"] in reply["message"]
     assert b.events("sync_rejected")[0]["current_run_id"] == run.run_id
     assert b.client().status().state == "idle"  # the standby's own state: it runs nothing
+    refused = b.client().request({"op": "cancel"})
+    assert refused["code"] == "not_running" and f"{run.run_id} is running on {task['host']} (pid {a.proc.pid})" in refused["message"]
     cli = subprocess.run([sys.executable, "-m", "syncctl.cli", "--config", str(b.config_path), "start",
                           "--from", "2025-10-09", "--to", "2025-10-10"], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 3 and f"on {task['host']} pid {a.proc.pid}" in cli.stderr
