@@ -3,8 +3,9 @@
 A `RunLock` is a session advisory lock (`pg_try_advisory_lock`) held on a dedicated, unpooled
 connection for the whole life of one run: the control loop takes it when it admits a run,
 the worker gives it back when the run has been recorded finished. If the holding daemon dies,
-its session ends and PostgreSQL frees the lock; whoever takes it next marks the orphaned
-`running` rows `interrupted` (see `store.recover_orphaned_runs`).
+its session ends and PostgreSQL frees the lock; any daemon that then takes it (to admit a
+run, or briefly when it finds a `running` row) marks the orphaned rows `interrupted` (see
+`store.recover_orphaned_runs`).
 
 A run also loses its lock when its session is cut (PostgreSQL restarted, a network drop, an
 administrator's pg_terminate_backend). `fence` is called inside each day's write transaction:
