@@ -19,9 +19,14 @@ from psycopg.rows import dict_row
 from .protocol import Day, Run
 from .sources.base import EncodedRows, Row, StockInfo
 
-RUN_LOCK_KEY = 0x53594E4344  # "SYNCD": one sync at a time across every daemon on this database
+# Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
+# writing the same daily_bars exclude each other and ones writing another schema's do not.
+RUN_LOCK_SPACE = 0x53594E43  # "SYNC": one sync at a time on this daily_bars, across every daemon
+WRITE_FENCE_SPACE = 0x53594E46  # held by each day's write transaction: one day write at a time
+_TARGET_OID = "'daily_bars'::regclass::oid"
+_RUN_LOCK_KEY = f"(({RUN_LOCK_SPACE}::bigint << 32) | {_TARGET_OID}::bigint)"
+_WRITE_FENCE_KEY = f"(({WRITE_FENCE_SPACE}::bigint << 32) | {_TARGET_OID}::bigint)"
 MIGRATION_LOCK_KEY = 0x53594E4345
-WRITE_FENCE_KEY = 0x53594E4346  # held by each day's write transaction: one day write at a time
 
 BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
 BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8")
@@ -108,8 +113,10 @@ SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5
 
 
 def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", **settings: str) -> psycopg.Connection[Any]:
-    """An autocommit connection; `settings` become session parameters (statement_timeout...)."""
-    options = " ".join(f"-c {k}={v}" for k, v in settings.items())
+    """An autocommit connection; `settings` become session parameters (statement_timeout...), added
+    to any `options` the DSN itself carries (such as a search_path), never replacing them."""
+    own = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    options = " ".join([*([str(own)] if own else []), *(f"-c {k}={v}" for k, v in settings.items())])
     return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
                            application_name=application_name, options=options or None)
 
@@ -240,17 +247,17 @@ def recover_orphaned_runs(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def try_run_lock(conn: psycopg.Connection[Any]) -> bool:
-    return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,)).fetchone()[0])
+    return bool(conn.execute(f"SELECT pg_try_advisory_lock({_RUN_LOCK_KEY})").fetchone()[0])
 
 
 def release_run_lock(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK_KEY,))
+    conn.execute(f"SELECT pg_advisory_unlock({_RUN_LOCK_KEY})")
 
 
 # pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
 _RUN_LOCK_ROW = ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
                  "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                 f"AND l.classid = {RUN_LOCK_KEY >> 32} AND l.objid = {RUN_LOCK_KEY & 0xFFFFFFFF}")
+                 f"AND l.classid = {RUN_LOCK_SPACE} AND l.objid = {_TARGET_OID}")
 
 
 SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone may be reused after a restart
@@ -263,7 +270,7 @@ def session_id(conn: psycopg.Connection[Any]) -> SessionId:
 
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_FENCE_KEY,))
+    conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
 
 
 def run_lock_holder(conn: psycopg.Connection[Any]) -> SessionId | None:

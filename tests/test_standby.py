@@ -160,11 +160,11 @@ def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factor
     """The write fence: a day's write transaction of a run whose lock session was cut may still be
     open when the next run starts; the next run writes nothing until that transaction has ended
     (each day's write first takes a transaction-scoped advisory lock)."""
-    from syncd.store import WRITE_FENCE_KEY
+    from syncd.store import hold_write_fence
 
     daemon = syncd_factory()
     with psycopg.connect(database) as straggler:  # stands in for the earlier run's open write
-        straggler.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_FENCE_KEY,))
+        hold_write_fence(straggler)
         run = daemon.client().start("2025-10-09", "2025-10-10")
         wait_until(lambda: _query(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                             "AND wait_event = 'advisory' AND datname = current_database()") == [(1,)],
@@ -197,3 +197,21 @@ def test_an_idle_standby_marks_a_dead_holders_run_unasked(pair, database):
     print(f"idle standby marked the dead run interrupted {time.monotonic() - started:.1f} s after kill -9")
     assert [e["found_by"] for e in b.events("run_interrupted")] == ["orphan check"]
     assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
+
+
+def test_daemons_writing_different_schemas_do_not_exclude_each_other(syncd_factory, database):
+    """The run lock's key is derived from the target daily_bars table (its oid), not fixed."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA other")
+    info = psycopg.conninfo.conninfo_to_dict(database)
+    other_dsn = psycopg.conninfo.make_conninfo(**info, options="-c search_path=other")
+    a = syncd_factory(SLOW, name="a")
+    b = syncd_factory({**SLOW, "database": {"dsn": other_dsn}}, name="b")
+    a.client().start(*LONG_RANGE)
+    run_b = b.client().start("2025-10-09", "2025-10-10")  # not busy: another table
+    assert b.wait_idle().last_run.run_id == run_b.run_id
+    assert _query(database, "SELECT count(*) FROM other.daily_bars") == [(2 * 200,)]
+    assert _query(database, "SELECT count(*) FROM other.sync_runs") == [(1,)]
+    same = syncd_factory(name="c").client().request({"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"})
+    assert same["status"] == "rejected" and same["code"] == "busy"  # a's table: busy
+    a.client().cancel()
