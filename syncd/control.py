@@ -31,7 +31,7 @@ from .protocol import (
     HistoryReply, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply,
     Task, check_range, decode_request,
 )
-from .runlock import RunLock
+from .runlock import RunLock, lock_application_name
 from .runstate import RunState
 from .scheduling import Busy
 from .sync import SyncJob
@@ -170,10 +170,12 @@ class Control:
                 raise self.db.unavailable(exc) from None
             if lock is not None:
                 return lock
-            holder = self.db.call(store.running_run)
-            if holder is not None:
-                raise Busy(task_from_run(holder))
-            # Locked, yet no run recorded as running: the holder is between its row and its lock.
+            if self.db.call(store.run_lock_holder_name) != lock_application_name():
+                holder = self.db.call(store.running_run)
+                if holder is not None:
+                    raise Busy(task_from_run(holder))
+            # Our own worker's idle check holds it for a moment, or the holder is between its
+            # row and its lock: either lets go within milliseconds.
             time.sleep(LOCK_RETRY_S)
         raise Busy(task_from_lock_holder(self.db.call(store.run_lock_holder_name)))
 
@@ -195,15 +197,6 @@ class Control:
         return task
 
     # --- runs orphaned by a dead daemon ------------------------------------------------------------
-    def sweep_orphans(self) -> None:
-        """Called now and then by an idle loop: a run recorded `running` whose lock is free gets marked."""
-        state, _, _ = self.state.snapshot()
-        try:
-            if state == "idle" and self.db.call(store.running_run) is not None:
-                self.recover_orphans()
-        except RequestError as exc:
-            self._log.debug("orphan_sweep_skipped", reason=exc.message)
-
     def recover_orphans(self) -> bool:
         """If the run lock is free, no run is alive anywhere: mark runs left `running` interrupted. True if any."""
         try:
@@ -219,7 +212,7 @@ class Control:
         finally:
             lock.release()
         for run_id in recovered:
-            self._log.warning("run_interrupted", run_id=run_id, found_by="orphan check")
+            self._log.warning("run_interrupted", run_id=run_id, found_by="history")
         return bool(recovered)
 
     def _current_run_id(self) -> str | None:

@@ -43,8 +43,9 @@ from .worker import Worker
 GIL_SWITCH_INTERVAL_S = 0.0005
 HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
 SHUTDOWN_GRACE_S = 8.0
-# How often an idle daemon looks for runs left `running` by a daemon that died (another host's,
-# typically): one indexed query, and a lock attempt only when such a row exists.
+# How often the idle worker looks for runs left `running` by a daemon that died (another host's,
+# typically): one indexed query, and a lock attempt only when such a row exists. On the worker,
+# so an unreachable database never stalls the control loop.
 ORPHAN_SWEEP_S = 10.0
 
 
@@ -82,7 +83,7 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn)
             state = RunState(last_run)
             syncer = Syncer(self.config, dsn, source, calendar)
-            worker = Worker(syncer.run, state, self._wake)
+            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.sweep_orphans, idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config)
             control = Control(self.config, state, worker.submit, db, calendar, lambda: [],
                               "embedded" if self.embedded else "external")
@@ -210,10 +211,9 @@ class Daemon:
         poller.register(wake_fd, zmq.POLLIN)  # raw fds come back from poll() as ints
         watchdog = self.notifier.watchdog_interval_s
         next_ping = 0.0
-        next_sweep = time.monotonic() + ORPHAN_SWEEP_S
         last_status = ""
         while not self._signalled:
-            events = dict(poller.poll(self._timeout_ms(sched, watchdog, next_sweep - time.monotonic())))
+            events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
             if wake_fd in events:
                 self._drain_wake()
             if rep in events:
@@ -222,20 +222,13 @@ class Daemon:
             if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
                 next_ping = time.monotonic() + watchdog
-            if time.monotonic() >= next_sweep:
-                self._sweep_orphans(control)
-                next_sweep = time.monotonic() + ORPHAN_SWEEP_S
             last_status = self._report_status(state, last_status)
 
-    def _timeout_ms(self, sched: DailySchedule, watchdog: float | None, until_sweep: float) -> int:
-        candidates = [t for t in (sched.idle_seconds(), watchdog, until_sweep) if t is not None]
+    def _timeout_ms(self, sched: DailySchedule, watchdog: float | None) -> int | None:
+        candidates = [t for t in (sched.idle_seconds(), watchdog) if t is not None]
+        if not candidates:
+            return None
         return max(0, int(min(candidates) * 1000) + 1)
-
-    def _sweep_orphans(self, control: Control) -> None:
-        try:
-            control.sweep_orphans()
-        except Exception as exc:  # a housekeeping query must never take the loop down
-            self.log.warning("orphan_sweep_failed", error=str(exc))
 
     def _serve_one(self, rep: zmq.Socket[Any], control: Control) -> None:
         try:

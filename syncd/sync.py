@@ -172,6 +172,21 @@ class Syncer:
                  days_done=run.days_done, days_failed=run.days_failed, rows=run.rows)
         return run
 
+    # --- between runs ----------------------------------------------------------------------
+    def sweep_orphans(self) -> None:
+        """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
+        if store.running_run(self._db()) is None:
+            return
+        lock = RunLock.try_take(self.dsn, self.config.database.connect_timeout_s)
+        if lock is None:
+            return  # a live run holds it (that row is its own, or will be marked by whoever takes it next)
+        try:
+            recovered = store.recover_orphaned_runs(lock.conn)
+        finally:
+            lock.release()
+        for run_id in recovered:
+            get_logger().warning("run_interrupted", run_id=run_id, found_by="idle check")
+
     # --- the connection --------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -3,7 +3,8 @@
 It owns its thread, a one-slot hand-over queue and, from hand-over to the end, the run's
 RunLock. The control loop hands a job only when the RunState is idle, so the queue never
 holds more than one; after each run (recorded finished) the worker gives the run lock back,
-ends the RunState and wakes the control loop through `on_done`.
+ends the RunState and wakes the control loop through `on_done`. While idle it calls `on_idle`
+every `idle_every_s` (housekeeping that may wait on the database, kept off the control loop).
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ RunJob = Callable[[SyncJob, RunState, RunLock], Run | None]
 
 
 class Worker:
-    def __init__(self, run_job: RunJob, state: RunState, on_done: Callable[[], None]) -> None:
+    def __init__(self, run_job: RunJob, state: RunState, on_done: Callable[[], None],
+                 on_idle: Callable[[], None] | None = None, idle_every_s: float | None = None) -> None:
         self._run_job = run_job
         self._state = state
         self._on_done = on_done
+        self._on_idle = on_idle
+        self._idle_every_s = idle_every_s if on_idle is not None else None
         self._jobs: queue.Queue[tuple[SyncJob, RunLock] | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="syncd-worker", daemon=True)
 
@@ -45,8 +49,20 @@ class Worker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _next(self) -> tuple[SyncJob, RunLock] | None:
+        """The next job (None: stop), doing the idle housekeeping while none comes."""
+        while True:
+            try:
+                return self._jobs.get(timeout=self._idle_every_s)
+            except queue.Empty:
+                assert self._on_idle is not None
+                try:
+                    self._on_idle()
+                except Exception as exc:  # housekeeping must never end the one worker thread
+                    get_logger().warning("idle_housekeeping_failed", error=str(exc))
+
     def _loop(self) -> None:
-        while (item := self._jobs.get()) is not None:
+        while (item := self._next()) is not None:
             job, lock = item
             log = get_logger(run_id=job.run_id, task_type=job.task_type)
             run: Run | None = None

@@ -195,7 +195,7 @@ def test_an_idle_standby_marks_a_dead_holders_run_unasked(pair, database):
     wait_until(lambda: _query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)],
                timeout=20, interval=0.2, what="the standby's orphan sweep")
     print(f"idle standby marked the dead run interrupted {time.monotonic() - started:.1f} s after kill -9")
-    assert [e["found_by"] for e in b.events("run_interrupted")] == ["orphan check"]
+    assert [e["found_by"] for e in b.events("run_interrupted")] == ["idle check"]
     assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
 
 
