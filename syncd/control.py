@@ -31,7 +31,7 @@ from .protocol import (
     HistoryReply, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply,
     Task, check_range, decode_request,
 )
-from .runlock import RunLock, lock_application_name
+from .runlock import RunLock, lock_application_name, recover_orphans
 from .runstate import RunState
 from .scheduling import Busy
 from .sync import SyncJob
@@ -200,20 +200,9 @@ class Control:
     def recover_orphans(self) -> bool:
         """If the run lock is free, no run is alive anywhere: mark runs left `running` interrupted. True if any."""
         try:
-            lock = RunLock.try_take(self.db.dsn, self.db.connect_timeout_s)
+            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history"))
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None
-        if lock is None:
-            return False
-        try:
-            recovered = store.recover_orphaned_runs(lock.conn)
-        except psycopg.OperationalError as exc:
-            raise self.db.unavailable(exc) from None
-        finally:
-            lock.release()
-        for run_id in recovered:
-            self._log.warning("run_interrupted", run_id=run_id, found_by="history")
-        return bool(recovered)
 
     def _current_run_id(self) -> str | None:
         _, task, _ = self.state.snapshot()

@@ -34,7 +34,7 @@ from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
 from .sources import load_source
-from .runlock import RunLock
+from .runlock import recover_orphans
 from .sync import Syncer
 from .worker import Worker
 
@@ -143,26 +143,14 @@ class Daemon:
         conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             version = store.migrate(conn, self.config.database.compat_view)
-            self._recover_orphaned_runs(dsn)
+            if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
+                self.log.info("recovery_deferred", reason="a live run holds the run lock (here or on another host)")
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
             runs = store.history(conn, 1)
             self.log.info("database_ready", schema_version=version, database=redact_dsn(self.config.database.dsn))
             return calendar, (runs[0] if runs else None)
         finally:
             conn.close()
-
-    def _recover_orphaned_runs(self, dsn: str) -> None:
-        """Runs left `running` by a dead daemon become interrupted, unless a live run (here or on
-        another host) holds the run lock: then the next daemon to take the lock does it."""
-        lock = RunLock.try_take(dsn, self.config.database.connect_timeout_s)
-        if lock is None:
-            self.log.info("recovery_deferred", reason="another daemon holds the run lock")
-            return
-        try:
-            for run_id in store.recover_orphaned_runs(lock.conn):
-                self.log.warning("run_interrupted", run_id=run_id, found_by="start-up")
-        finally:
-            lock.release()
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
         rep = context.socket(zmq.REP)

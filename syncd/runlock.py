@@ -100,6 +100,21 @@ class RunLock:
             conn.close()
 
 
+def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str) -> list[str] | None:
+    """If the run lock is free no run is alive anywhere, so runs left `running` are orphans: mark them
+    interrupted (logged `run_interrupted`) and return their ids. None while a live run holds the lock."""
+    lock = RunLock.try_take(dsn, connect_timeout_s)
+    if lock is None:
+        return None
+    try:
+        recovered = store.recover_orphaned_runs(lock.conn)
+    finally:
+        lock.release()
+    for run_id in recovered:
+        get_logger(run_id=run_id).warning("run_interrupted", found_by=found_by)
+    return recovered
+
+
 def lock_application_name() -> str:
     """Who holds the lock, as other daemons see it in pg_stat_activity (PostgreSQL keeps 63 bytes)."""
     return f"syncd-lock pid={os.getpid()} host={socket.gethostname()}"[:63]

@@ -26,7 +26,7 @@ from .config import Config
 from .logs import get_logger
 from .prefetch import read_ahead
 from .protocol import Run
-from .runlock import RunLock, RunLockLost
+from .runlock import RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
 from .sources.base import DayFailure, DayRows, Source, SourceError
 
@@ -175,17 +175,8 @@ class Syncer:
     # --- between runs ----------------------------------------------------------------------
     def sweep_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
-        if store.running_run(self._db()) is None:
-            return
-        lock = RunLock.try_take(self.dsn, self.config.database.connect_timeout_s)
-        if lock is None:
-            return  # a live run holds it (that row is its own, or will be marked by whoever takes it next)
-        try:
-            recovered = store.recover_orphaned_runs(lock.conn)
-        finally:
-            lock.release()
-        for run_id in recovered:
-            get_logger().warning("run_interrupted", run_id=run_id, found_by="idle check")
+        if store.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
+            recover_orphans(self.dsn, self.config.database.connect_timeout_s, found_by="idle check")
 
     # --- the connection --------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:

@@ -40,6 +40,12 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
+def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one SQL statement on its own autocommit connection."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     result = dict(base)
     for key, value in extra.items():

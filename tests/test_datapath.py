@@ -3,15 +3,9 @@
 import subprocess
 import sys
 
-import psycopg
 import pytest
 
-from conftest import wait_until
-
-
-def _query(dsn: str, sql: str, *params):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql, params).fetchall()
+from conftest import query, wait_until
 
 
 def test_resync_is_idempotent(syncd_factory, database):
@@ -19,10 +13,10 @@ def test_resync_is_idempotent(syncd_factory, database):
     client = daemon.client()
     client.start("2025-09-01", "2025-09-30")
     daemon.wait_idle()
-    before = _query(database, "SELECT trade_date, count(*), sum(close) FROM daily_bars GROUP BY 1 ORDER BY 1")
+    before = query(database, "SELECT trade_date, count(*), sum(close) FROM daily_bars GROUP BY 1 ORDER BY 1")
     client.start("2025-09-01", "2025-09-30")
     status = daemon.wait_idle()
-    after = _query(database, "SELECT trade_date, count(*), sum(close) FROM daily_bars GROUP BY 1 ORDER BY 1")
+    after = query(database, "SELECT trade_date, count(*), sum(close) FROM daily_bars GROUP BY 1 ORDER BY 1")
     assert status.last_run.status == "succeeded"
     assert before == after and len(after) == 22
     assert {count for _, count, _ in after} == {200}
@@ -38,7 +32,7 @@ def test_fail_dates_make_the_run_partial_with_the_days_error(syncd_factory, data
     days = {d.date: d for d in client.days("2025-10-09", "2025-10-13")}
     assert days["2025-10-10"].status == "failed" and "2025-10-10" in days["2025-10-10"].error
     assert days["2025-10-09"].status == "success" and days["2025-10-11"].status == "skipped"
-    assert _query(database, "SELECT count(*) FROM daily_bars WHERE trade_date = '2025-10-10'") == [(0,)]
+    assert query(database, "SELECT count(*) FROM daily_bars WHERE trade_date = '2025-10-10'") == [(0,)]
     assert daemon.events("day_failed")[0]["date"] == "2025-10-10"
 
 
@@ -81,12 +75,12 @@ def test_lost_database_connection_is_reopened_and_the_day_retried(syncd_factory,
     client = daemon.client()
     client.start("2025-09-01", "2025-09-30")
     wait_until(lambda: client.status().current_task.days_done >= 2, what="two days synced")
-    killed = _query(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    killed = query(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                               "WHERE application_name = 'syncd' AND datname = current_database() AND pid <> pg_backend_pid()")
     assert killed
     run = daemon.wait_idle().last_run
     assert run.status == "succeeded" and run.days_done == 22
-    assert _query(database, "SELECT count(DISTINCT trade_date), count(*) FROM daily_bars") == [(22, 22 * 200)]
+    assert query(database, "SELECT count(DISTINCT trade_date), count(*) FROM daily_bars") == [(22, 22 * 200)]
 
 
 def test_two_daemons_on_one_database_arbitrate_by_advisory_lock(syncd_factory):
@@ -107,9 +101,9 @@ def test_compat_view_keeps_the_old_table_shape(syncd_factory, database):
     daemon = syncd_factory({"database": {"compat_view": True}})
     daemon.client().start("2025-10-09", "2025-10-09")
     daemon.wait_idle()
-    rows = _query(database, "SELECT stock_code, stock_name, volume, change_amount, amplitude, close_price, open_price "
+    rows = query(database, "SELECT stock_code, stock_name, volume, change_amount, amplitude, close_price, open_price "
                             "FROM daily_stock_data ORDER BY stock_code LIMIT 1")
-    bar = _query(database, "SELECT code, volume, close - pre_close, close, open FROM daily_bars ORDER BY code LIMIT 1")[0]
+    bar = query(database, "SELECT code, volume, close - pre_close, close, open FROM daily_bars ORDER BY code LIMIT 1")[0]
     assert rows[0][0] == bar[0] and rows[0][1].startswith("DEMO")
     assert float(rows[0][2]) == bar[1] / 100  # lots
     assert rows[0][3] == pytest.approx(bar[2])

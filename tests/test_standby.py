@@ -13,27 +13,36 @@ import time
 import psycopg
 import pytest
 
-from conftest import wait_until
+from conftest import query, wait_until
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.15}}}
 LONG_RANGE = ("2025-08-01", "2025-10-31")
-
-
-def _query(dsn: str, sql: str, *params):
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
+SHORT_START = {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}
 
 
 def _assert_no_overlapping_runs(dsn: str) -> None:
-    overlaps = _query(dsn, "SELECT a.run_id, b.run_id FROM sync_runs a JOIN sync_runs b ON a.run_id < b.run_id "
+    overlaps = query(dsn, "SELECT a.run_id, b.run_id FROM sync_runs a JOIN sync_runs b ON a.run_id < b.run_id "
                            "AND tstzrange(a.started_at, coalesce(a.finished_at, 'infinity')) "
                            "&& tstzrange(b.started_at, coalesce(b.finished_at, 'infinity'))")
     assert overlaps == []
 
 
 def _lock_sessions(dsn: str, daemon_pid: int) -> list[int]:
-    return [r[0] for r in _query(dsn, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+    return [r[0] for r in query(dsn, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
                                  f"syncd-lock pid={daemon_pid} %")]
+
+
+def _start_under_way(daemon, days_done: int = 1, dates: tuple[str, str] = LONG_RANGE):
+    """Start a run on `daemon` and return it once `days_done` days are synced."""
+    run = daemon.client().start(*dates)
+    wait_until(lambda: daemon.client().status().current_task.days_done >= days_done, what="the run under way")
+    return run
+
+
+def _start_once_free(daemon, what: str, interval: float) -> dict:
+    """Ask `daemon` for a short run until it accepts one (the run lock freed); its reply."""
+    return wait_until(lambda: (r := daemon.client().request(SHORT_START))["status"] == "ok" and r,
+                      timeout=10, interval=interval, what=what)
 
 
 @pytest.fixture
@@ -65,14 +74,13 @@ def test_concurrent_starts_on_two_daemons_make_exactly_one_run(pair, database):
         if reply["status"] != "ok":
             assert reply["code"] == "busy" and reply["current_task"]["run_id"] == run_id
             assert reply["current_task"]["pid"] == holder.proc.pid and reply["current_task"]["host"]
-    assert _query(database, "SELECT count(*) FROM sync_runs") == [(1,)]
+    assert query(database, "SELECT count(*) FROM sync_runs") == [(1,)]
 
 
 def test_the_standby_rejects_with_the_holders_task_host_and_pid(pair):
     a, b = pair
-    run = a.client().start(*LONG_RANGE)
-    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
-    reply = b.client().request({"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"})
+    run = _start_under_way(a)
+    reply = b.client().request(SHORT_START)
     assert reply["status"] == "rejected" and reply["code"] == "busy"
     task = reply["current_task"]
     assert (task["run_id"], task["task_type"], task["pid"]) == (run.run_id, "manual", a.proc.pid)
@@ -98,19 +106,16 @@ def test_the_standbys_scheduled_job_skips_while_another_daemon_runs(syncd_factor
 
 def test_kill_9_of_the_holder_frees_the_lock_and_the_standby_takes_over(pair, database):
     a, b = pair
-    run = a.client().start(*LONG_RANGE)
-    wait_until(lambda: a.client().status().current_task.days_done >= 2, what="the run under way")
+    run = _start_under_way(a, days_done=2)
     a.kill()
     killed_at = time.monotonic()
-    took_over = wait_until(lambda: (r := b.client().request(
-        {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}))["status"] == "ok" and r,
-        timeout=10, interval=0.1, what="the standby to take the run lock")
+    took_over = _start_once_free(b, "the standby to take the run lock", interval=0.1)
     print(f"standby took over {time.monotonic() - killed_at:.2f} s after kill -9 of the holder")
     assert b.wait_idle().last_run.status == "succeeded"
-    runs = dict(_query(database, "SELECT run_id, status FROM sync_runs"))
+    runs = dict(query(database, "SELECT run_id, status FROM sync_runs"))
     assert runs == {run.run_id: "interrupted", took_over["run_id"]: "succeeded"}
     assert [e["run_id"] for e in b.events("run_interrupted")] == [run.run_id]
-    assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
+    assert query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
     _assert_no_overlapping_runs(database)
 
 
@@ -120,17 +125,16 @@ def test_a_restarting_standby_leaves_the_live_holders_run_alone(pair, database):
     b.stop()
     b.start()  # start-up recovery must not take a live run on another daemon for an orphan
     assert b.events("recovery_deferred")
-    assert _query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("running",)]
+    assert query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("running",)]
     a.client().cancel()
     assert a.wait_idle().last_run.status == "cancelled"
 
 
 def test_a_run_whose_lock_session_is_cut_takes_the_lock_back_and_finishes(syncd_factory, database):
     daemon = syncd_factory(SLOW)
-    daemon.client().start("2025-09-01", "2025-09-30")
-    wait_until(lambda: daemon.client().status().current_task.days_done >= 1, what="the run under way")
+    _start_under_way(daemon, dates=("2025-09-01", "2025-09-30"))
     [session] = _lock_sessions(database, daemon.proc.pid)
-    _query(database, "SELECT pg_terminate_backend(%s)", session)
+    query(database, "SELECT pg_terminate_backend(%s)", session)
     last = daemon.wait_idle().last_run
     assert last.status == "succeeded" and last.days_done == last.trading_days == 22
     assert daemon.events("run_lock_retaken")
@@ -138,18 +142,15 @@ def test_a_run_whose_lock_session_is_cut_takes_the_lock_back_and_finishes(syncd_
 
 def test_a_run_that_lost_its_lock_to_another_daemon_stops_before_writing(pair, database):
     a, b = pair
-    run = a.client().start(*LONG_RANGE)
-    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    run = _start_under_way(a)
     [session] = _lock_sessions(database, a.proc.pid)
-    _query(database, "SELECT pg_terminate_backend(%s)", session)
-    took_over = wait_until(lambda: (r := b.client().request(
-        {"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"}))["status"] == "ok" and r,
-        timeout=10, interval=0.05, what="the other daemon to take the free lock")
+    query(database, "SELECT pg_terminate_backend(%s)", session)
+    took_over = _start_once_free(b, "the other daemon to take the free lock", interval=0.05)
     lost = a.wait_idle().last_run
     assert lost.run_id == run.run_id and lost.status == "interrupted"
     assert a.events("run_lock_lost")
     assert b.wait_idle().last_run.status == "succeeded"
-    written_by_a_after = _query(database, "SELECT count(*) FROM sync_days d JOIN sync_runs b ON b.run_id = %s "
+    written_by_a_after = query(database, "SELECT count(*) FROM sync_days d JOIN sync_runs b ON b.run_id = %s "
                                           "WHERE d.run_id = %s AND d.updated_at > b.started_at + interval '1 second'",
                                 took_over["run_id"], run.run_id)
     assert written_by_a_after == [(0,)]
@@ -166,10 +167,10 @@ def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factor
     with psycopg.connect(database) as straggler:  # stands in for the earlier run's open write
         hold_write_fence(straggler)
         run = daemon.client().start("2025-10-09", "2025-10-10")
-        wait_until(lambda: _query(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        wait_until(lambda: query(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                             "AND wait_event = 'advisory' AND datname = current_database()") == [(1,)],
                    what="the new run to wait at the write fence")
-        assert _query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
+        assert query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
         assert daemon.client().status().current_task.days_done == 0
     last = daemon.wait_idle().last_run  # the straggler committed: the run goes on
     assert (last.run_id, last.status, last.days_done) == (run.run_id, "succeeded", 2)
@@ -177,8 +178,7 @@ def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factor
 
 def test_the_standby_marks_a_dead_holders_run_when_it_looks_at_history(pair, database):
     a, b = pair
-    run = a.client().start(*LONG_RANGE)
-    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    run = _start_under_way(a)
     a.kill()
     wait_until(lambda: not _lock_sessions(database, a.proc.pid), what="the dead holder's lock session to end")
     [first] = b.client().history(limit=1)
@@ -188,15 +188,14 @@ def test_the_standby_marks_a_dead_holders_run_when_it_looks_at_history(pair, dat
 
 def test_an_idle_standby_marks_a_dead_holders_run_unasked(pair, database):
     a, b = pair
-    run = a.client().start(*LONG_RANGE)
-    wait_until(lambda: a.client().status().current_task.days_done >= 1, what="the run under way")
+    run = _start_under_way(a)
     a.kill()
     started = time.monotonic()
-    wait_until(lambda: _query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)],
+    wait_until(lambda: query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)],
                timeout=20, interval=0.2, what="the standby's orphan sweep")
     print(f"idle standby marked the dead run interrupted {time.monotonic() - started:.1f} s after kill -9")
     assert [e["found_by"] for e in b.events("run_interrupted")] == ["idle check"]
-    assert _query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
+    assert query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
 
 
 def test_daemons_writing_different_schemas_do_not_exclude_each_other(syncd_factory, database):
@@ -210,8 +209,8 @@ def test_daemons_writing_different_schemas_do_not_exclude_each_other(syncd_facto
     a.client().start(*LONG_RANGE)
     run_b = b.client().start("2025-10-09", "2025-10-10")  # not busy: another table
     assert b.wait_idle().last_run.run_id == run_b.run_id
-    assert _query(database, "SELECT count(*) FROM other.daily_bars") == [(2 * 200,)]
-    assert _query(database, "SELECT count(*) FROM other.sync_runs") == [(1,)]
-    same = syncd_factory(name="c").client().request({"op": "start", "start_date": "2025-10-09", "end_date": "2025-10-10"})
+    assert query(database, "SELECT count(*) FROM other.daily_bars") == [(2 * 200,)]
+    assert query(database, "SELECT count(*) FROM other.sync_runs") == [(1,)]
+    same = syncd_factory(name="c").client().request(SHORT_START)
     assert same["status"] == "rejected" and same["code"] == "busy"  # a's table: busy
     a.client().cancel()
