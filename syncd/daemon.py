@@ -163,7 +163,6 @@ class Daemon:
         if path is None:
             rep.bind(endpoint)
             return rep
-        claim_ipc_path(endpoint)  # again: the database took a while since run() checked
         mode = self.config.daemon.socket_mode_bits
         old_umask = os.umask(0o777 & ~mode)  # the socket file is born with its final mode: no window
         try:
