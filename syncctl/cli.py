@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from syncd.config import ConfigError, load_config, resolve_endpoint
-from syncd.protocol import Run, Task
+from syncd.protocol import Days, History, Ok, Run, Task, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
@@ -30,15 +30,17 @@ STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim"}
 
 
-class UsageError(Exception):
-    pass
+class RunEnded(Ok, kw_only=True):
+    """`start --wait --json`'s second JSON line: the run as it was recorded when it ended."""
+
+    run: Run
 
 
 def _date_arg(value: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+        return parse_date(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,7 +161,7 @@ def cmd_start(client: SyncClient, args: argparse.Namespace, out: Console) -> int
         return EXIT_OK
     run = _follow(client, reply.task, out, live=not args.json and out.is_terminal)
     if args.json:
-        _emit_json({"status": "ok", "run": run})
+        _emit_json(RunEnded(run=run))
     else:
         _print_run_summary(out, run)
     return EXIT_OK if run.status == "succeeded" else EXIT_RUN_NOT_SUCCEEDED
@@ -224,11 +226,12 @@ def cmd_cancel(client: SyncClient, args: argparse.Namespace, out: Console) -> in
 
 
 def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = client.call(History(limit=args.limit))
     if args.json:
-        _emit_json({"status": "ok", "runs": client.history(args.limit)})
+        _emit_json(reply)
         return EXIT_OK
     table = Table("run", "type", "status", "range", "days", "failed", "rows", "started", "finished", "error")
-    for run in client.history(args.limit):
+    for run in reply.runs:
         table.add_row(run.run_id, run.task_type, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
                       f"{run.start_date}..{run.end_date}", f"{run.days_done}/{run.trading_days}", str(run.days_failed),
                       f"{run.rows:,}", _short_time(run.started_at), _short_time(run.finished_at), run.error or "")
@@ -237,12 +240,12 @@ def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> i
 
 
 def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
-    days = client.days(args.start_date, args.end_date)
+    reply = client.call(Days(start_date=args.start_date, end_date=args.end_date))
     if args.json:
-        _emit_json({"status": "ok", "days": days})
+        _emit_json(reply)
         return EXIT_OK
     table = Table("date", "weekday", "status", "rows", "run", "error")
-    for day in days:
+    for day in reply.days:
         weekday = dt.date.fromisoformat(day.date).strftime("%a")
         table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
                       day.run_id or "", day.error or "")

@@ -19,8 +19,8 @@ import msgspec
 import zmq
 
 from syncd.protocol import (
-    REPLY_TYPES, Cancel, CancelReply, Day, Days, DaysReply, History, HistoryReply, Ping, PingReply, Request,
-    Run, Start, StartReply, Status, StatusReply, Task, encode_request,
+    REPLY_TYPES, Cancel, CancelReply, Day, Days, ErrorCode, History, Ping, PingReply, Request, Run, Start,
+    StartReply, Status, StatusReply, Task, encode_request, op_name, parse_date,
 )
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -64,13 +64,14 @@ class SyncdProtocolError(SyncdError):
     """The reply could not be understood (a different program on the endpoint?)."""
 
 
-def _date(value: dt.date | str) -> dt.date:
+def _date(value: dt.date | str, what: str) -> dt.date:
+    """A date, or a YYYY-MM-DD string (the wire's one rule); SyncdRequestError(bad_request) otherwise."""
     if isinstance(value, dt.date):
         return value
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise SyncdRequestError("bad_request", f"{value!r} is not a date (expected YYYY-MM-DD)", {}) from None
+        return parse_date(value, what)
+    except ValueError as exc:
+        raise SyncdRequestError(ErrorCode.BAD_REQUEST, str(exc), {}) from None
 
 
 class SyncClient:
@@ -91,26 +92,30 @@ class SyncClient:
 
     # --- the ops -------------------------------------------------------------------------
     def ping(self) -> PingReply:
-        return self._call(Ping(), PingReply)
+        return self.call(Ping())
 
     def start(self, start_date: dt.date | str, end_date: dt.date | str, *, task_type: str = "manual",
               requested_by: str = "", request_id: str | None = None) -> StartReply:
         """Start a run; raises SyncdBusy with the running task if one is active."""
-        request = Start(start_date=_date(start_date), end_date=_date(end_date), task_type=task_type,
-                        requested_by=requested_by, request_id=request_id or uuid.uuid4().hex)
-        return self._call(request, StartReply)
+        return self.call(Start(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"),
+                               task_type=task_type, requested_by=requested_by,
+                               request_id=request_id or uuid.uuid4().hex))
 
     def status(self) -> StatusReply:
-        return self._call(Status(), StatusReply)
+        return self.call(Status())
 
     def cancel(self, run_id: str | None = None) -> CancelReply:
-        return self._call(Cancel(run_id=run_id), CancelReply)
+        return self.call(Cancel(run_id=run_id))
 
     def history(self, limit: int = 20) -> list[Run]:
-        return self._call(History(limit=limit), HistoryReply).runs
+        return self.call(History(limit=limit)).runs
 
     def days(self, start_date: dt.date | str, end_date: dt.date | str) -> list[Day]:
-        return self._call(Days(start_date=_date(start_date), end_date=_date(end_date)), DaysReply).days
+        return self.call(Days(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
+
+    def call(self, request: Request) -> Any:
+        """Send any request and return its whole ok reply (the Struct its op declares), or raise a typed error."""
+        return self._call(request, REPLY_TYPES[op_name(type(request))])
 
     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send any JSON object and return the raw reply (for tools and tests); no status checks."""
@@ -130,7 +135,7 @@ class SyncClient:
             if status == "rejected":
                 raise SyncdBusy(reply.get("message", "busy"), msgspec.convert(reply["current_task"], Task), reply)
             if status == "error":
-                raise SyncdRequestError(reply.get("code", "error"), reply.get("message", ""), reply)
+                raise SyncdRequestError(str(reply.get("code", "error")), str(reply.get("message", "")), reply)
             return msgspec.convert(reply, reply_type)
         except (msgspec.ValidationError, KeyError) as exc:
             raise SyncdProtocolError(f"unexpected reply from {self.endpoint}: {exc}") from None

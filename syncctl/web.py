@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import html
 import os
-import re
 from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
@@ -28,7 +27,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from syncd import __version__
-from syncd.protocol import DaysReply, HistoryReply
+from syncd.protocol import Days, ErrorCode, History, parse_date as parse_wire_date
 
 from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
 
@@ -37,14 +36,13 @@ BUSY_MESSAGE = "已有同步任务正在运行，请等待当前任务完成后�
 STATE_KEY = "syncd_client"
 WEB_TASK_TYPE = "web_batch"
 _API_PLACEHOLDER = "__SYNCD_API__"
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
 HTTP_STATUS_FOR_CODE: dict[str, int] = {
-    "bad_request": 422,
-    "invalid_range": 422,
-    "not_running": 409,
-    "database_unavailable": 503,
+    ErrorCode.BAD_REQUEST: 422,
+    ErrorCode.INVALID_RANGE: 422,
+    ErrorCode.NOT_RUNNING: 409,
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
     "not_configured": 503,
 }
 
@@ -122,13 +120,11 @@ def forward(call: Callable[[], Any]) -> Response:
 
 
 def parse_date(field: str, value: str) -> dt.date:
-    """A strict YYYY-MM-DD calendar date, or SyncdRequestError(bad_request) naming the field and the reason."""
-    if not _ISO_DATE.fullmatch(value):
-        raise SyncdRequestError("bad_request", f"{field} {value!r} is not a date (expected YYYY-MM-DD)", {})
+    """The wire's YYYY-MM-DD rule, or SyncdRequestError(bad_request) naming the field and the reason."""
     try:
-        return dt.date.fromisoformat(value)
+        return parse_wire_date(value, field)
     except ValueError as exc:
-        raise SyncdRequestError("bad_request", f"{field} {value!r} is not a real date: {exc}", {}) from None
+        raise SyncdRequestError(ErrorCode.BAD_REQUEST, str(exc), {}) from None
 
 
 def requester(request: Request) -> str:
@@ -156,14 +152,14 @@ def make_router(client: SyncClient | None = None) -> APIRouter:
 
     @router.get("/history", summary="Recent runs, newest first")
     def history(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
-        return forward(lambda: HistoryReply(runs=pick(request).history(limit)))
+        return forward(lambda: pick(request).call(History(limit=limit)))
 
     @router.get("/days", summary="Each calendar day's sync status in a range")
     def days(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
              end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
         def call() -> Any:
             start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
-            return DaysReply(days=pick(request).days(start, end))
+            return pick(request).call(Days(start_date=start, end_date=end))
         return forward(call)
 
     @router.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")

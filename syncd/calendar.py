@@ -3,12 +3,17 @@
 Three layers, most authoritative first: open/closed days a source published (stored in the
 trade_calendar table and handed in as `overrides`), the chinese_calendar package's published
 holidays (weekends are always closed), and, past that package's horizon, plain weekdays with
-one warning per calendar instance. This module is pure: it reads no database itself.
+one warning per calendar instance. This module reads no database itself.
+
+One TradingCalendar is shared by two threads: the worker `update`s it with a source's
+calendar at the start of a run while the control loop asks `is_trading_day` (admission, the
+schedule, `days`). Its state is guarded by one lock, held only for dictionary operations.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator, Mapping
 
 import chinese_calendar
@@ -32,16 +37,19 @@ class TradingCalendar:
     """Answers is_trading_day; `overrides` maps date -> open? from an authoritative source."""
 
     def __init__(self, overrides: Mapping[dt.date, bool] | None = None, warn: Warn | None = None) -> None:
+        self._lock = threading.Lock()
         self._overrides = dict(overrides or {})
         self._first_year, self._last_year = builtin_horizon()
         self._warn = warn
         self._warned = False
 
     def update(self, overrides: Mapping[dt.date, bool]) -> None:
-        self._overrides.update(overrides)
+        with self._lock:
+            self._overrides.update(overrides)
 
     def is_trading_day(self, day: dt.date) -> bool:
-        known = self._overrides.get(day)
+        with self._lock:
+            known = self._overrides.get(day)
         if known is not None:
             return known
         if day.weekday() >= 5:
@@ -55,9 +63,10 @@ class TradingCalendar:
         return [d for d in calendar_days(start, end) if self.is_trading_day(d)]
 
     def _warn_beyond_horizon(self, day: dt.date) -> None:
-        if self._warned or self._warn is None:
-            return
-        self._warned = True
+        with self._lock:
+            if self._warned or self._warn is None:
+                return
+            self._warned = True
         self._warn(
             "calendar_beyond_horizon",
             {"date": day.isoformat(), "known_until": f"{self._last_year}-12-31",

@@ -9,12 +9,14 @@ daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import stat
 import sys
 import time
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,15 @@ import zmq
 from . import store
 from .calendar import TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
-from .control import Control, ControlDb
+from .admission import Admission
+from .controldb import ControlDb
+from .ops import Ops
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
-from .logs import get_logger
+from .logs import Event, get_logger
 from .notify import Notifier
 from .preflight import check_dsn, claim_ipc_path
-from .protocol import ErrorReply, encode
+from .protocol import ErrorCode, ErrorReply, encode
 from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
@@ -60,7 +64,6 @@ class Daemon:
         self.notifier = Notifier.from_env(self.env)
         self._wake_r, self._wake_w = socket.socketpair()
         self._signalled: list[int] = []
-        self._stopping = False
 
     # --- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -83,29 +86,29 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn)
             state = RunState(last_run)
             syncer = Syncer(self.config, dsn, source, calendar)
-            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.sweep_orphans, idle_every_s=ORPHAN_SWEEP_S)
+            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.recover_orphans, idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config)
-            control = Control(self.config, state, worker.submit, db, calendar, lambda: [],
-                              "embedded" if self.embedded else "external")
-            sched = DailySchedule(self.config.schedule, control.start_scheduled, calendar.is_trading_day, control.missing_days)
-            control.schedule_jobs = sched.jobs
+            admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
+            sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.is_trading_day,
+                                  functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
+            ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external")
             with zmq.Context() as context:
                 rep = self._bind(context)
                 worker.start()
                 self._install_signals()
-                self.log.info("daemon_started", endpoint=self.config.daemon.endpoint, pid=os.getpid(),
+                self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
                               source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
                 self.notifier.ready()
                 self.notifier.status("idle")
                 sched.catch_up()
-                self._loop(rep, control, sched, state)
-                self._shutdown(rep, control, state, worker, syncer)
+                self._loop(rep, ops, sched, state)
+                self._shutdown(rep, ops, state, worker, syncer)
         finally:
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
             self.notifier.close()
-        self.log.info("daemon_stopped")
+        self.log.info(Event.DAEMON_STOPPED)
         return 0
 
     def _acquire_instance(self) -> None:
@@ -136,7 +139,7 @@ class Daemon:
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
-        self.log.info("embedded_database_ready", pgdata=str(self.embedded.pgdata))
+        self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
 
     def _prepare_database(self, dsn: str) -> tuple[TradingCalendar, Any]:
@@ -144,10 +147,10 @@ class Daemon:
         try:
             version = store.migrate(conn, self.config.database.compat_view)
             if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
-                self.log.info("recovery_deferred", reason="a live run holds the run lock (here or on another host)")
+                self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
             runs = store.history(conn, 1)
-            self.log.info("database_ready", schema_version=version, database=redact_dsn(self.config.database.dsn))
+            self.log.info(Event.DATABASE_READY, schema_version=version, database=redact_dsn(self.config.database.dsn))
             return calendar, (runs[0] if runs else None)
         finally:
             conn.close()
@@ -172,7 +175,7 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(path, mode)
-        self.log.debug("socket_bound", path=str(path), mode=oct(stat.S_IMODE(path.stat().st_mode)))
+        self.log.debug(Event.SOCKET_BOUND, path=str(path), mode=oct(stat.S_IMODE(path.stat().st_mode)))
         return rep
 
     def _install_signals(self) -> None:
@@ -191,7 +194,7 @@ class Daemon:
             pass  # already full of wake-ups: the loop will wake anyway
 
     # --- the loop ----------------------------------------------------------------------------
-    def _loop(self, rep: zmq.Socket[Any], control: Control, sched: DailySchedule, state: RunState) -> None:
+    def _loop(self, rep: zmq.Socket[Any], ops: Ops, sched: DailySchedule, state: RunState) -> None:
         poller = zmq.Poller()
         poller.register(rep, zmq.POLLIN)
         wake_fd = self._wake_r.fileno()
@@ -204,7 +207,7 @@ class Daemon:
             if wake_fd in events:
                 self._drain_wake()
             if rep in events:
-                self._serve_one(rep, control)
+                self._serve_one(rep, ops)
             sched.run_pending()
             if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -217,7 +220,7 @@ class Daemon:
             return None
         return max(0, int(min(candidates) * 1000) + 1)
 
-    def _serve_one(self, rep: zmq.Socket[Any], control: Control) -> None:
+    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> None:
         try:
             # All parts: a REP socket that answers before the last part of a multi-part request
             # raises EFSM, which would end the loop (and the daemon).
@@ -225,10 +228,10 @@ class Daemon:
         except zmq.Again:
             return
         if len(parts) == 1:
-            reply = control.handle(parts[0])
+            reply = ops.handle(parts[0])
         else:
-            reply = ErrorReply(code="bad_request", message=f"request has {len(parts)} frames; send one JSON object in one frame")
-            self.log.info("request_refused", code=reply.code, message=reply.message)
+            reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(parts)} frames; send one JSON object in one frame")
+            self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
         rep.send(encode(reply))
 
     def _drain_wake(self) -> None:
@@ -240,28 +243,29 @@ class Daemon:
             pass
 
     def _report_status(self, state: RunState, last: str) -> str:
-        kind, task, _ = state.snapshot()
-        text = "idle" if task is None else (
-            f"{kind} {task.task_type} {task.run_id}: {task.days_done}/{task.trading_days} days, {task.rows} rows")
+        snapshot = state.snapshot()
+        run = snapshot.current
+        text = "idle" if run is None else (
+            f"{snapshot.state} {run.task_type} {run.run_id}: {run.days_done}/{run.trading_days} days, {run.rows} rows")
         if text != last:
             self.notifier.status(text)
         return text
 
     # --- shutdown ----------------------------------------------------------------------------
-    def _shutdown(self, rep: zmq.Socket[Any], control: Control, state: RunState, worker: Worker, syncer: Syncer) -> None:
+    def _shutdown(self, rep: zmq.Socket[Any], ops: Ops, state: RunState, worker: Worker, syncer: Syncer) -> None:
         self.notifier.stopping()
         signum = self._signalled[0] if self._signalled else None
-        self.log.info("daemon_stopping", signal=signal.Signals(signum).name if signum else None)
+        self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None)
         rep.close(linger=0)
         run_id = state.request_cancel()
         if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
-            self.log.error("worker_did_not_stop", run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
+            self.log.error(Event.WORKER_DID_NOT_STOP, run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
             try:  # record it ourselves; the worker's open transaction dies with the process
-                control.db.call(lambda c: store.finish_run(c, run_id, "cancelled", "daemon stopped (SIGTERM) before the day in flight finished"))
+                ops.db.call(lambda c: store.finish_run(c, run_id, "cancelled", "daemon stopped (SIGTERM) before the day in flight finished"))
             except Exception as exc:
-                self.log.error("run_record_failed", run_id=run_id, error=str(exc))
+                self.log.error(Event.RUN_RECORD_FAILED, run_id=run_id, error=str(exc))
         worker.stop(timeout=0.5)
-        control.db.close()
+        ops.db.close()
         syncer.close()
         path = ipc_path(self.config.daemon.endpoint)
         if path is not None:

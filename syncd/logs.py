@@ -10,9 +10,55 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
 from typing import TextIO
 
 import structlog
+
+class Event(StrEnum):
+    """Every event name syncd logs. The first group is the contract operators grep for."""
+
+    SYNC_LOCK_ACQUIRED = "sync_lock_acquired"
+    SYNC_LOCK_RELEASED = "sync_lock_released"
+    SYNC_REJECTED = "sync_rejected"
+    SCHEDULE_FIRED = "schedule_fired"
+    SCHEDULE_SKIPPED_BUSY = "schedule_skipped_busy"
+    DAY_SYNCED = "day_synced"
+    DAY_FAILED = "day_failed"
+    RUN_FINISHED = "run_finished"
+    # the daemon's life
+    DAEMON_STARTED = "daemon_started"
+    DAEMON_STOPPING = "daemon_stopping"
+    DAEMON_STOPPED = "daemon_stopped"
+    DATABASE_READY = "database_ready"
+    EMBEDDED_DATABASE_READY = "embedded_database_ready"
+    SOCKET_BOUND = "socket_bound"
+    WORKER_DID_NOT_STOP = "worker_did_not_stop"
+    # requests
+    REQUEST_REFUSED = "request_refused"
+    REQUEST_FAILED = "request_failed"
+    CANCEL_REQUESTED = "cancel_requested"
+    # runs and their lock
+    RUN_INTERRUPTED = "run_interrupted"
+    RUN_LOCK_RETAKEN = "run_lock_retaken"
+    RUN_LOCK_LOST = "run_lock_lost"
+    RUN_ERROR = "run_error"
+    RUN_RECORD_FAILED = "run_record_failed"
+    RECOVERY_DEFERRED = "recovery_deferred"
+    WORKER_ERROR = "worker_error"
+    IDLE_HOUSEKEEPING_FAILED = "idle_housekeeping_failed"
+    # fetching and writing
+    FETCH_FAILED = "fetch_failed"
+    FETCH_RETRY = "fetch_retry"
+    DB_RECONNECT = "db_reconnect"
+    REFERENCE_DATA_UNAVAILABLE = "reference_data_unavailable"
+    CALENDAR_BEYOND_HORIZON = "calendar_beyond_horizon"
+    # the schedule
+    SCHEDULE_RUN_STARTED = "schedule_run_started"
+    SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"
+    SCHEDULE_NOT_TRADING_DAY = "schedule_not_trading_day"
+    SCHEDULE_JOB_FAILED = "schedule_job_failed"
+
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

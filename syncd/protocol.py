@@ -10,7 +10,9 @@ real dates, start <= end). It must import nothing but msgspec and the standard l
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
 
@@ -18,44 +20,21 @@ MAX_FRAME_BYTES = 64 * 1024  # a request is a few hundred bytes; anything bigger
 
 TaskType = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+_WIRE_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
-    """Base of every request; `op` names the operation."""
+class ErrorCode(StrEnum):
+    """The `code` of every non-ok reply. Clients (CLI, web) map these, never string literals."""
+
+    BUSY = "busy"                              # status "rejected": a run is active (here or on another daemon)
+    BAD_REQUEST = "bad_request"                # undecodable, unknown op or field, wrong types, impossible dates
+    INVALID_RANGE = "invalid_range"            # start after end, or a range over sync.max_days
+    NOT_RUNNING = "not_running"                # cancel with nothing (or another run) to cancel
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    INTERNAL = "internal"                      # a bug: logged with its traceback, never sent
 
 
-class Ping(Request, tag="ping"):
-    pass
-
-
-class Start(Request, tag="start"):
-    start_date: dt.date
-    end_date: dt.date
-    task_type: TaskType = "manual"
-    requested_by: ShortText = ""
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
-
-
-class Status(Request, tag="status"):
-    pass
-
-
-class Cancel(Request, tag="cancel"):
-    run_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
-
-
-class History(Request, tag="history"):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
-
-
-class Days(Request, tag="days"):
-    start_date: dt.date
-    end_date: dt.date
-
-
-AnyRequest = Ping | Start | Status | Cancel | History | Days
-OPS = ("ping", "start", "status", "cancel", "history", "days")
-
+# --- records carried by replies -------------------------------------------------------------
 
 class Task(msgspec.Struct, kw_only=True):
     """A run as it is in flight: what `start` returns and `status`/busy replies carry."""
@@ -122,21 +101,26 @@ class DaemonInfo(msgspec.Struct, kw_only=True):
     database: str
 
 
-class PingReply(msgspec.Struct, kw_only=True):
+# --- replies ---------------------------------------------------------------------------------
+
+class Ok(msgspec.Struct, kw_only=True):
+    """Base of every `status: ok` reply."""
+
     status: Literal["ok"] = "ok"
+
+
+class PingReply(Ok, kw_only=True):
     version: str
     pid: int
     uptime_s: float
 
 
-class StartReply(msgspec.Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+class StartReply(Ok, kw_only=True):
     run_id: str
     task: Task
 
 
-class StatusReply(msgspec.Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+class StatusReply(Ok, kw_only=True):
     state: Literal["idle", "running", "cancelling"]
     current_task: Task | None
     last_run: Run | None
@@ -144,25 +128,22 @@ class StatusReply(msgspec.Struct, kw_only=True):
     daemon: DaemonInfo
 
 
-class CancelReply(msgspec.Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+class CancelReply(Ok, kw_only=True):
     run_id: str
     state: str
 
 
-class HistoryReply(msgspec.Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+class HistoryReply(Ok, kw_only=True):
     runs: list[Run]
 
 
-class DaysReply(msgspec.Struct, kw_only=True):
-    status: Literal["ok"] = "ok"
+class DaysReply(Ok, kw_only=True):
     days: list[Day]
 
 
 class BusyReply(msgspec.Struct, kw_only=True):
     status: Literal["rejected"] = "rejected"
-    code: Literal["busy"] = "busy"
+    code: Literal[ErrorCode.BUSY] = ErrorCode.BUSY
     message: str
     current_task: Task
 
@@ -173,20 +154,67 @@ class ErrorReply(msgspec.Struct, kw_only=True):
     message: str
 
 
-REPLY_TYPES: dict[str, type] = {
-    "ping": PingReply,
-    "start": StartReply,
-    "status": StatusReply,
-    "cancel": CancelReply,
-    "history": HistoryReply,
-    "days": DaysReply,
-}
+# --- requests: each names its op (the tag) and its ok reply ------------------------------------
+
+class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen=True):
+    """Base of every request; `op` names the operation, `reply` is the type of its ok reply."""
+
+    reply: ClassVar[type[Ok]]
+
+
+class Ping(Request, tag="ping"):
+    reply = PingReply
+
+
+class RangeRequest(Request):
+    """A request over an inclusive range of calendar days (checked: start_date <= end_date)."""
+
+    start_date: dt.date
+    end_date: dt.date
+
+
+class Start(RangeRequest, tag="start"):
+    reply = StartReply
+    task_type: TaskType = "manual"
+    requested_by: ShortText = ""
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+
+class Status(Request, tag="status"):
+    reply = StatusReply
+
+
+class Cancel(Request, tag="cancel"):
+    reply = CancelReply
+    run_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class History(Request, tag="history"):
+    reply = HistoryReply
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+
+
+class Days(RangeRequest, tag="days"):
+    reply = DaysReply
+
+
+# The one list of ops: everything else (the decoder, OPS, REPLY_TYPES, error hints) derives from it.
+AnyRequest = Ping | Start | Status | Cancel | History | Days
+REQUEST_TYPES: tuple[type[Request], ...] = get_args(AnyRequest)
+
+
+def op_name(request_type: type[Request]) -> str:
+    return str(request_type.__struct_config__.tag)
+
+
+OPS: tuple[str, ...] = tuple(op_name(t) for t in REQUEST_TYPES)
+REPLY_TYPES: dict[str, type[Ok]] = {op_name(t): t.reply for t in REQUEST_TYPES}
 
 
 class RequestError(Exception):
     """A request that cannot be served; becomes an ErrorReply with `code`."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -202,16 +230,16 @@ _encoder = msgspec.json.Encoder()
 def decode_request(frame: bytes) -> AnyRequest:
     """Decode and validate one request frame; raise RequestError naming the problem."""
     if len(frame) > MAX_FRAME_BYTES:
-        raise RequestError("bad_request", f"request of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+        raise RequestError(ErrorCode.BAD_REQUEST, f"request of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         request = _request_decoder.decode(frame)
     except msgspec.ValidationError as exc:
-        raise RequestError("bad_request", _explain_validation(str(exc))) from None
+        raise RequestError(ErrorCode.BAD_REQUEST, _explain_validation(str(exc))) from None
     except msgspec.DecodeError as exc:
-        raise RequestError("bad_request", f"request is not a JSON object: {exc}") from None
+        raise RequestError(ErrorCode.BAD_REQUEST, f"request is not a JSON object: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec raises it, not DecodeError, for bad UTF-8 in a string it keeps
-        raise RequestError("bad_request", f"request is not valid UTF-8: {exc.reason} in a string") from None
-    if isinstance(request, (Start, Days)):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"request is not valid UTF-8: {exc.reason} in a string") from None
+    if isinstance(request, RangeRequest):
         check_range(request.start_date, request.end_date)
     return request
 
@@ -225,14 +253,27 @@ def _explain_validation(detail: str) -> str:
 def check_range(start: dt.date, end: dt.date, max_days: int | None = None) -> int:
     """Return the number of calendar days in [start, end]; raise RequestError if invalid."""
     if start > end:
-        raise RequestError("invalid_range", f"start_date {start} is after end_date {end}")
+        raise RequestError(ErrorCode.INVALID_RANGE, f"start_date {start} is after end_date {end}")
     total = (end - start).days + 1
     if max_days is not None and total > max_days:
         raise RequestError(
-            "invalid_range",
+            ErrorCode.INVALID_RANGE,
             f"range {start}..{end} has {total} days, more than sync.max_days = {max_days}",
         )
     return total
+
+
+def parse_date(value: str, what: str = "date") -> dt.date:
+    """The wire's one date rule, YYYY-MM-DD, for every client (CLI, SyncClient, web); ValueError naming `what`.
+
+    (Python's date.fromisoformat alone also takes 20251009 and 2025-W41-4; the wire does not.)
+    """
+    if not _WIRE_DATE.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a date (expected YYYY-MM-DD)")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} {value!r} is not a real date ({exc})") from None
 
 
 def encode(message: Any) -> bytes:

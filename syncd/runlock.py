@@ -5,7 +5,7 @@ connection for the whole life of one run: the control loop takes it when it admi
 the worker gives it back when the run has been recorded finished. If the holding daemon dies,
 its session ends and PostgreSQL frees the lock; any daemon that then takes it (to admit a
 run, or briefly when it finds a `running` row) marks the orphaned rows `interrupted` (see
-`store.recover_orphaned_runs`).
+`store.recover_orphans`).
 
 A run also loses its lock when its session is cut (PostgreSQL restarted, a network drop, an
 administrator's pg_terminate_backend). `fence` is called inside each day's write transaction:
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from . import store
-from .logs import get_logger
+from .logs import Event, get_logger
 
 
 class RunLockLost(Exception):
@@ -56,7 +57,7 @@ class RunLock:
 
     def _take(self) -> bool:
         self.release()
-        conn = store.connect(self._dsn, self._timeout_s, application_name=lock_application_name(),
+        conn = store.connect(self._dsn, self._timeout_s, application_name=LockHolder.me().application_name(),
                              statement_timeout="5000", **store.SESSION_KEEPALIVES)
         try:
             taken = store.try_run_lock(conn)
@@ -84,7 +85,7 @@ class RunLock:
         if store.run_status(self.conn, run_id) != "running":
             self.release()
             raise RunLockLost("the run lock was lost (its database session ended) and another daemon took over meanwhile")
-        get_logger(run_id=run_id).warning("run_lock_retaken", reason="the run lock's database session had ended")
+        get_logger(run_id=run_id).warning(Event.RUN_LOCK_RETAKEN, reason="the run lock's database session had ended")
 
     def release(self) -> None:
         """Give the lock back (closing the session frees it even if the unlock cannot be sent)."""
@@ -107,14 +108,34 @@ def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str) -> list[s
     if lock is None:
         return None
     try:
-        recovered = store.recover_orphaned_runs(lock.conn)
+        recovered = store.recover_orphans(lock.conn)
     finally:
         lock.release()
     for run_id in recovered:
-        get_logger(run_id=run_id).warning("run_interrupted", found_by=found_by)
+        get_logger(run_id=run_id).warning(Event.RUN_INTERRUPTED, found_by=found_by)
     return recovered
 
 
-def lock_application_name() -> str:
-    """Who holds the lock, as other daemons see it in pg_stat_activity (PostgreSQL keeps 63 bytes)."""
-    return f"syncd-lock pid={os.getpid()} host={socket.gethostname()}"[:63]
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the run lock, as every daemon sees it: the lock session's application_name in
+    pg_stat_activity, `syncd-lock pid=N host=H` (written by `application_name`, read by `parse`)."""
+
+    pid: int | None
+    host: str | None
+
+    PREFIX = "syncd-lock"
+
+    @classmethod
+    def me(cls) -> LockHolder:
+        return cls(pid=os.getpid(), host=socket.gethostname())
+
+    def application_name(self) -> str:
+        return f"{self.PREFIX} pid={self.pid} host={self.host}"[:63]  # PostgreSQL keeps 63 bytes
+
+    @classmethod
+    def parse(cls, application_name: str | None) -> LockHolder:
+        words = (application_name or "").split()
+        fields = dict(word.split("=", 1) for word in words[1:] if "=" in word) if words[:1] == [cls.PREFIX] else {}
+        pid = fields.get("pid", "")
+        return cls(pid=int(pid) if pid.isdigit() else None, host=fields.get("host"))

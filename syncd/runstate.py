@@ -1,28 +1,35 @@
-"""The one shared object between the worker thread and the control loop: the run in flight.
+"""The one object shared by the worker thread and the control loop: the run in flight.
 
 The worker writes progress here; the control loop reads snapshots to answer `status` and to
-decide whether a start is busy, without ever waiting on the worker or the database. Every
-field is guarded by one lock held only for a few assignments. It holds no connections and
-does no I/O.
+decide whether a start is busy, without ever waiting on the worker or the database. It holds
+RunRecords (record.py) and only ever hands out copies, so no record crosses threads while
+one side changes it. Every field is guarded by one lock held only for a few assignments. It
+holds no connections and does no I/O.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
-from typing import Literal
+from typing import Literal, NamedTuple
 
-import msgspec
-
-from .protocol import Run, Task
+from .record import RunRecord
 
 State = Literal["idle", "running", "cancelling"]
 
 
+class Snapshot(NamedTuple):
+    state: State
+    current: RunRecord | None  # a copy
+    last: RunRecord | None     # a copy of the last finished run (this daemon's, or the newest at start-up)
+    eta_s: float | None
+
+
 class RunState:
-    def __init__(self, last_run: Run | None = None) -> None:
+    def __init__(self, last_run: RunRecord | None = None) -> None:
         self._lock = threading.Lock()
-        self._task: Task | None = None
+        self._run: RunRecord | None = None
         self._last_run = last_run
         self._cancel = threading.Event()
         self._first_day_at: float | None = None
@@ -30,12 +37,12 @@ class RunState:
         self._finished.set()
 
     # --- control loop side ---------------------------------------------------------------
-    def begin(self, task: Task) -> None:
-        """Mark a run active; called by the control loop just before handing the job over."""
+    def begin(self, run: RunRecord) -> None:
+        """Mark a run active (a copy of `run` is kept); called by the control loop before handing it over."""
         with self._lock:
-            if self._task is not None:
+            if self._run is not None:
                 raise RuntimeError("a run is already active")
-            self._task = task
+            self._run = run.copy()
             self._first_day_at = None
             self._cancel.clear()
             self._finished.clear()
@@ -43,18 +50,18 @@ class RunState:
     def request_cancel(self) -> str | None:
         """Ask the active run to stop; return its run_id (None when idle)."""
         with self._lock:
-            if self._task is None:
+            if self._run is None:
                 return None
             self._cancel.set()
-            return self._task.run_id
+            return self._run.run_id
 
-    def snapshot(self) -> tuple[State, Task | None, Run | None]:
+    def snapshot(self) -> Snapshot:
         with self._lock:
-            task, last = self._task, self._last_run
-            if task is None:
-                return "idle", None, last
-            copy = msgspec.structs.replace(task, eta_s=self._eta(task))
-            return ("cancelling" if self._cancel.is_set() else "running"), copy, last
+            last = self._last_run.copy() if self._last_run else None
+            if self._run is None:
+                return Snapshot("idle", None, last, None)
+            state: State = "cancelling" if self._cancel.is_set() else "running"
+            return Snapshot(state, self._run.copy(), last, self._eta(self._run))
 
     def wait_finished(self, timeout: float) -> bool:
         return self._finished.wait(timeout)
@@ -70,37 +77,34 @@ class RunState:
 
     def planned(self, trading_days: int) -> None:
         with self._lock:
-            if self._task is not None:
-                self._task.trading_days = trading_days
+            if self._run is not None:
+                self._run.trading_days = trading_days
 
-    def day_started(self, day: str) -> None:
+    def day_started(self, day: dt.date) -> None:
         with self._lock:
-            if self._task is not None:
-                self._task.current_date = day
+            if self._run is not None:
+                self._run.current_date = day
                 if self._first_day_at is None:
                     self._first_day_at = time.monotonic()
 
     def day_finished(self, rows: int, failed: bool) -> None:
         with self._lock:
-            task = self._task
-            if task is None:
-                return
-            task.days_done += 1
-            task.days_failed += int(failed)
-            task.rows += rows
-            task.progress = round(task.days_done / task.trading_days, 4) if task.trading_days else 1.0
+            if self._run is not None:
+                self._run.days_done += 1
+                self._run.days_failed += int(failed)
+                self._run.rows += rows
 
-    def end(self, run: Run | None) -> None:
+    def end(self, run: RunRecord | None) -> None:
         """The run is over (recorded as `run`); the daemon is idle again."""
         with self._lock:
             if run is not None:
-                self._last_run = run
-            self._task = None
+                self._last_run = run.copy()
+            self._run = None
             self._cancel.clear()
         self._finished.set()
 
-    def _eta(self, task: Task) -> float | None:
-        if self._first_day_at is None or task.days_done == 0 or not task.trading_days:
+    def _eta(self, run: RunRecord) -> float | None:
+        if self._first_day_at is None or run.days_done == 0 or not run.trading_days:
             return None
-        per_day = (time.monotonic() - self._first_day_at) / task.days_done
-        return round(per_day * (task.trading_days - task.days_done), 1)
+        per_day = (time.monotonic() - self._first_day_at) / run.days_done
+        return round(per_day * (run.trading_days - run.days_done), 1)

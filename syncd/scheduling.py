@@ -17,18 +17,11 @@ from typing import Any
 import schedule
 
 from .config import ScheduleConfig
-from .logs import get_logger
+from .admission import Busy
+from .logs import Event, get_logger
 from .protocol import ScheduledJob, Task
 
 DAILY, MISSING = "scheduler_daily", "scheduler_missing"
-
-
-class Busy(Exception):
-    """Raised by the start callback when a run is active; carries that run's task."""
-
-    def __init__(self, task: Task | None) -> None:
-        super().__init__("busy")
-        self.task = task
 
 
 # start(task_type, days) -> run_id; raises Busy (or another exception, logged)
@@ -78,7 +71,7 @@ class DailySchedule:
         today = self._now().astimezone(self.zone).date()
         if not self._is_trading_day(today):
             why = "weekend" if today.weekday() >= 5 else "exchange holiday"
-            self._log.info("schedule_not_trading_day", job=DAILY, date=today.isoformat(), reason=why)
+            self._log.info(Event.SCHEDULE_NOT_TRADING_DAY, job=DAILY, date=today.isoformat(), reason=why)
             return
         self._request(DAILY, [today])
 
@@ -87,7 +80,7 @@ class DailySchedule:
         start = today - dt.timedelta(days=self.config.missing_lookback_days - 1)
         days = self._missing_days(start, today)
         if not days:
-            self._log.info("schedule_nothing_missing", job=MISSING, start_date=start.isoformat(), end_date=today.isoformat())
+            self._log.info(Event.SCHEDULE_NOTHING_MISSING, job=MISSING, start_date=start.isoformat(), end_date=today.isoformat())
             return
         self._request(MISSING, days)
 
@@ -95,17 +88,17 @@ class DailySchedule:
         try:
             run_id = self._start_run(job, days)
         except Busy as busy:
-            self._log.warning("schedule_skipped_busy", job=job, current_task=_task_summary(busy.task))
+            self._log.warning(Event.SCHEDULE_SKIPPED_BUSY, job=job, current_task=_task_summary(busy.task))
             return
-        self._log.info("schedule_run_started", job=job, run_id=run_id, task_type=job, days=len(days),
+        self._log.info(Event.SCHEDULE_RUN_STARTED, job=job, run_id=run_id, task_type=job, days=len(days),
                        start_date=min(days).isoformat(), end_date=max(days).isoformat())
 
     def _guarded(self, job: str, action: Callable[[], None], reason: str = "scheduled") -> None:
-        self._log.info("schedule_fired", job=job, reason=reason)
+        self._log.info(Event.SCHEDULE_FIRED, job=job, reason=reason)
         try:
             action()
         except Exception as exc:  # a job's failure must never take the control loop down
-            self._log.exception("schedule_job_failed", job=job, reason=reason, error=str(exc))
+            self._log.exception(Event.SCHEDULE_JOB_FAILED, job=job, reason=reason, error=str(exc))
 
 
 def _task_summary(task: Task | None) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from .protocol import Day, Run
+from .protocol import Day
+from .record import RunRecord
 from .sources.base import EncodedRows, Row, StockInfo
 
 # Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
@@ -214,24 +215,24 @@ def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
 
 # --- runs --------------------------------------------------------------------------------
 
-def insert_run(conn: psycopg.Connection[Any], run: Run, request_id: str | None) -> dt.datetime:
+def insert_run(conn: psycopg.Connection[Any], run: RunRecord) -> dt.datetime:
     """Record a new run as running; its started_at is the database's clock (as every finished_at is), returned."""
     return conn.execute(
         "INSERT INTO sync_runs (run_id, task_type, requested_by, request_id, status, start_date, end_date, total_days, "
         "trading_days, started_at, host, pid) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, now(), %s, %s) "
         "RETURNING started_at",
-        (run.run_id, run.task_type, run.requested_by, request_id, run.start_date, run.end_date, run.total_days,
+        (run.run_id, run.task_type, run.requested_by, run.request_id, run.start_date, run.end_date, run.total_days,
          run.trading_days, run.host, run.pid)).fetchone()[0]
 
 
-def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> Run | None:
+def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> RunRecord | None:
     """Record a run's end. A row leaves `running` once: one already marked (interrupted) stays as it is."""
     runs = _fetch_runs(conn, "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() "
                              "WHERE run_id = %s AND status = 'running' RETURNING *", (status, error, run_id))
     return runs[0] if runs else next(iter(_fetch_runs(conn, "SELECT * FROM sync_runs WHERE run_id = %s", (run_id,))), None)
 
 
-def recover_orphaned_runs(conn: psycopg.Connection[Any]) -> list[str]:
+def recover_orphans(conn: psycopg.Connection[Any]) -> list[str]:
     """Runs left `running` become interrupted and their syncing days failed. Call only holding the run lock:
     then no run is alive anywhere, so a `running` row belongs to a daemon that died under it."""
     with conn.transaction():
@@ -296,28 +297,27 @@ def set_trading_days(conn: psycopg.Connection[Any], run_id: str, trading_days: i
     conn.execute("UPDATE sync_runs SET trading_days = %s WHERE run_id = %s", (trading_days, run_id))
 
 
-def running_run(conn: psycopg.Connection[Any]) -> Run | None:
+def running_run(conn: psycopg.Connection[Any]) -> RunRecord | None:
     """The newest run recorded as running (the holder of the run lock, possibly on another host)."""
     runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE status = 'running' ORDER BY seq DESC LIMIT 1", ())
     return runs[0] if runs else None
 
 
-def history(conn: psycopg.Connection[Any], limit: int) -> list[Run]:
+def history(conn: psycopg.Connection[Any], limit: int) -> list[RunRecord]:
     return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY seq DESC LIMIT %s", (limit,))
 
 
-def _fetch_runs(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> list[Run]:
+def _fetch_runs(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> list[RunRecord]:
     with conn.cursor(row_factory=dict_row) as cur:
         return [_run_from_row(r) for r in cur.execute(sql, params).fetchall()]
 
 
-def _run_from_row(r: dict[str, Any]) -> Run:
-    return Run(
-        run_id=r["run_id"], task_type=r["task_type"], requested_by=r["requested_by"], status=r["status"],
-        start_date=r["start_date"].isoformat(), end_date=r["end_date"].isoformat(), total_days=r["total_days"],
-        trading_days=r["trading_days"], days_done=r["days_done"], days_failed=r["days_failed"], rows=r["rows"],
-        started_at=r["started_at"].isoformat(), finished_at=r["finished_at"].isoformat() if r["finished_at"] else None,
-        error=r["error"], host=r["host"], pid=r["pid"])
+def _run_from_row(r: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        run_id=r["run_id"], task_type=r["task_type"], requested_by=r["requested_by"], request_id=r["request_id"],
+        status=r["status"], start_date=r["start_date"], end_date=r["end_date"], trading_days=r["trading_days"],
+        days_done=r["days_done"], days_failed=r["days_failed"], rows=r["rows"], started_at=r["started_at"],
+        finished_at=r["finished_at"], error=r["error"], host=r["host"], pid=r["pid"])
 
 
 def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:

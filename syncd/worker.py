@@ -13,13 +13,12 @@ import queue
 import threading
 from collections.abc import Callable
 
-from .logs import get_logger
-from .protocol import Run
+from .logs import Event, get_logger
+from .record import RunRecord
 from .runlock import RunLock
 from .runstate import RunState
-from .sync import SyncJob
 
-RunJob = Callable[[SyncJob, RunState, RunLock], Run | None]
+RunJob = Callable[[RunRecord, RunState, RunLock], RunRecord]
 
 
 class Worker:
@@ -30,13 +29,13 @@ class Worker:
         self._on_done = on_done
         self._on_idle = on_idle
         self._idle_every_s = idle_every_s if on_idle is not None else None
-        self._jobs: queue.Queue[tuple[SyncJob, RunLock] | None] = queue.Queue(maxsize=1)
+        self._jobs: queue.Queue[tuple[RunRecord, RunLock] | None] = queue.Queue(maxsize=1)
         self._thread = threading.Thread(target=self._loop, name="syncd-worker", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, job: SyncJob, lock: RunLock) -> None:
+    def submit(self, job: RunRecord, lock: RunLock) -> None:
         """Hand over a job and its run lock; the caller has already marked the RunState busy."""
         self._jobs.put_nowait((job, lock))
 
@@ -49,7 +48,7 @@ class Worker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _next(self) -> tuple[SyncJob, RunLock] | None:
+    def _next(self) -> tuple[RunRecord, RunLock] | None:
         """The next job (None: stop), doing the idle housekeeping while none comes."""
         while True:
             try:
@@ -59,19 +58,19 @@ class Worker:
                 try:
                     self._on_idle()
                 except Exception as exc:  # housekeeping must never end the one worker thread
-                    get_logger().warning("idle_housekeeping_failed", error=str(exc))
+                    get_logger().warning(Event.IDLE_HOUSEKEEPING_FAILED, error=str(exc))
 
     def _loop(self) -> None:
         while (item := self._next()) is not None:
             job, lock = item
             log = get_logger(run_id=job.run_id, task_type=job.task_type)
-            run: Run | None = None
+            run: RunRecord | None = None
             try:
                 run = self._run_job(job, self._state, lock)
             except Exception as exc:  # never let the one worker thread die
-                log.exception("worker_error", error=str(exc))
+                log.exception(Event.WORKER_ERROR, error=str(exc))
             finally:
                 lock.release()
-                log.info("sync_lock_released", status=run.status if run else None)
+                log.info(Event.SYNC_LOCK_RELEASED, status=run.status if run else None)
                 self._state.end(run)
                 self._on_done()

@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 
+from syncd.runlock import LockHolder
 from conftest import query, wait_until
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.15}}}
@@ -28,8 +29,8 @@ def _assert_no_overlapping_runs(dsn: str) -> None:
 
 
 def _lock_sessions(dsn: str, daemon_pid: int) -> list[int]:
-    return [r[0] for r in query(dsn, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
-                                 f"syncd-lock pid={daemon_pid} %")]
+    sessions = query(dsn, "SELECT pid, application_name FROM pg_stat_activity")
+    return [pid for pid, name in sessions if name and name.startswith(LockHolder.PREFIX) and LockHolder.parse(name).pid == daemon_pid]
 
 
 def _start_under_way(daemon, days_done: int = 1, dates: tuple[str, str] = LONG_RANGE):
