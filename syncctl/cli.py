@@ -1,4 +1,4 @@
-"""syncctl: the command line for syncd (DESIGN.md, "syncctl").
+"""syncctl: the command line for syncd (its flags and exit codes are documented in README.md, "The CLI").
 
 Owns argument parsing, human output (rich tables and a live progress bar), `--json` output
 of the daemon's replies as they came, and the exit codes: 0 ok, 1 daemon unreachable or

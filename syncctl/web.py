@@ -1,6 +1,6 @@
 """syncctl.web: an HTTP face for syncd — a FastAPI router that forwards to the daemon, and a status page.
 
-This module owns the HTTP contract of DESIGN.md "Web (contract)": the routes under
+This module owns the HTTP contract (docs/web.md): the routes under
 `/api/v1/sync-status`, the mapping of syncd's replies and SyncClient's typed errors to HTTP
 status codes (busy -> 409 with the seed's body, bad dates -> 422, daemon unreachable -> 503),
 and serving the one static status page. It never syncs anything and keeps no state of its

@@ -1,6 +1,6 @@
 """config.toml as typed, validated msgspec Structs, and how it is found and resolved.
 
-This module owns the config contract (DESIGN.md, "config.toml"): key names, defaults, value
+This module owns the config contract (docs/configuration.md): key names, defaults, value
 checks, relative-path resolution against the config file's folder, and the SYNCD_DSN /
 SYNCD_ENDPOINT environment overrides. A bad key or value raises ConfigError whose message
 names the key's path and what was expected. It must not import psycopg or any source

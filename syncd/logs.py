@@ -1,6 +1,6 @@
 """structlog set-up for syncd: JSON lines under systemd or a pipe, console rendering on a TTY.
 
-This module owns how log events look (DESIGN.md, "Log events"): every line carries `event`,
+This module owns how log events look (README.md and docs/operations.md, "Logs"): every line carries `event`,
 `level` and an ISO UTC `timestamp`; run-scoped events also carry `run_id`/`task_type`, bound
 explicitly by the caller (context variables do not follow into the worker thread). It does
 not decide what is logged.

@@ -1,7 +1,7 @@
 """The wire contract between syncd and its clients: every request and reply as msgspec Structs.
 
-This module owns the shape of the JSON that crosses the ZeroMQ socket (DESIGN.md, "Wire
-protocol"): one tagged Struct per request (tag field `op`), one Struct per reply, and the
+This module owns the shape of the JSON that crosses the ZeroMQ socket (docs/protocol.md):
+one tagged Struct per request (tag field `op`), one Struct per reply, and the
 Task/Run/Day records they carry. It validates what can be validated without state (types,
 real dates, start <= end). It must import nothing but msgspec and the standard library:
 `syncctl` and web backends import it without psycopg, pgserver or a source library.

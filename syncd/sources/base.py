@@ -1,10 +1,29 @@
-"""The interface every data source implements, and the row shape it yields.
+"""The interface every data source implements, and the shapes of what it hands to the sync.
 
-A source turns a window of trading days into daily_bars rows, one batch per day, already in
-the contract's units (prices and amount in yuan, volume in shares, turnover and pct_change in
-percent). It never touches the database: sync.py owns writing. A day that cannot be fetched
-is yielded as a DayFailure (the run goes on); an exception from `fetch_window` means the
-whole window failed and sync.py retries it with backoff.
+A source turns trading days into daily_bars rows in the contract's units (prices and amount
+in yuan, volume in shares, turnover and pct_change in percent; pre_close the exchange's
+reference price for the day, 前收盘). It never touches the database: sync.py owns writing,
+staging and bookkeeping. Every upstream call a source makes has a deadline.
+
+Two fetch plans, chosen by the source for each run (`plan(days)`):
+
+- "by_day" (`fetch_days`): one answer per trading day, in order: a whole-market endpoint
+  (Tushare `daily`, baostock `query_daily_history_k_AStock`, akshare's snapshot for today),
+  a file a day (csv), or a generated day (demo). Each day comes as a `DayBatch` (the rows,
+  how many stocks the source says were listed that day, and which stocks' requests failed)
+  or a `DayFailure` (nothing usable for that day).
+- "by_stock" (`fetch_stocks`): one request per stock for the whole range (akshare
+  `stock_zh_a_hist`, baostock `query_history_k_data_plus`), each stock asked once per run,
+  whatever the range's length. Each stock comes as `StockBars` (its rows, by day; a day with
+  no row is a suspension) or `StockFailure` (its request failed after the source's own
+  retries). sync.py stages what arrives and writes each day from the stage; a day's
+  `expected` comes from `listed_on(day)` and its `missing` from the failed stocks listed on
+  it. `codes` narrows a fetch to some stocks (the missing-data job re-asks only those).
+
+`should_stop` returns True once the run is cancelled: a source checks it between requests
+and returns early (yielding nothing more) when it does. An exception out of a fetch means
+the whole fetch failed (sync.py retries with backoff); per-day and per-stock failures are
+values, so one bad stock never throws away what was fetched.
 """
 
 from __future__ import annotations
@@ -12,9 +31,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Protocol
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # the exchanges' clock
@@ -25,6 +44,8 @@ Row = tuple[str, float | None, float | None, float | None, float | None, float |
             int | None, float | None, float | None, float | None]
 
 COLUMNS = ("code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
+
+Plan = Literal["by_day", "by_stock"]
 
 
 class SourceError(Exception):
@@ -50,6 +71,36 @@ class EncodedRows:
 
     payload: bytes
     count: int
+
+
+@dataclass(frozen=True)
+class DayBatch:
+    """One trading day from a by_day source.
+
+    `expected`: stocks the source reports as listed that day (None where it cannot say, e.g.
+    csv). `missing`: codes whose request failed after the retries (their stored rows stay;
+    the day is then `incomplete` and the missing-data job asks again). A stock listed but
+    absent from `rows` and not in `missing` was suspended that day."""
+
+    rows: list[Row] | EncodedRows
+    expected: int | None = None
+    missing: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class StockBars:
+    """One stock's answer for the run's range from a by_stock source: its rows by day."""
+
+    code: str
+    bars: list[tuple[dt.date, Row]]
+
+
+@dataclass(frozen=True)
+class StockFailure:
+    """A stock whose request failed after the source's retries; `error` names the request."""
+
+    code: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -87,8 +138,38 @@ class Source(Protocol):
         """All A-share stocks with names if the source knows them, else None."""
         ...
 
-    def requests_for(self, days: Sequence[dt.date]) -> int:
-        """Upstream requests the fetch plan makes for these trading days (for benchmarks/README)."""
+    def close(self) -> None:
+        ...
+
+
+class PlannedSource(Protocol):
+    """The fetch interface sync.py moves to (see the module docstring); `fetch_window` above goes then."""
+
+    name: str
+
+    def plan(self, days: Sequence[dt.date]) -> Plan:
+        """How this run's trading days are best fetched."""
+        ...
+
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        """by_day: yield (day, batch-or-failure) for each day in `days`, in order, each exactly once."""
+        ...
+
+    def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
+                     codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
+        """by_stock: one request per stock listed within [first, last] (or per code of `codes`), each once."""
+        ...
+
+    def listed_on(self, day: dt.date) -> int | None:
+        """How many stocks were listed on `day`, by the source's own list (None where it cannot say)."""
+        ...
+
+    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
+        """The exchange's open days in [start, end] if this source knows them authoritatively, else None."""
+        ...
+
+    def stock_list(self) -> list[StockInfo] | None:
+        """All A-share stocks with names if the source knows them (fresh for each run), else None."""
         ...
 
     def close(self) -> None:
