@@ -3,8 +3,8 @@
 PostgreSQL is $SYNCD_TEST_DSN when set (a role that may CREATE DATABASE), else one embedded
 pgserver in a temporary folder for the whole bench run; every measurement gets a fresh
 database, dropped afterwards. `Syncd` is a real `python -m syncd` process on its own short
-temporary folder (ipc socket paths are limited to ~107 bytes), adapted from tests/conftest.py
-without pytest. Output: aligned tables for people, one JSON line of ratios per benchmark.
+temporary folder: both come from `testkit/`, which the tests use too. Output: aligned tables
+for people, one JSON line of ratios per benchmark.
 """
 
 from __future__ import annotations
@@ -13,24 +13,21 @@ import datetime as dt
 import json
 import os
 import platform
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from syncctl import SyncClient, SyncdUnreachable
+from syncctl import SyncClient
 from syncd.calendar import TradingCalendar
-from syncd.config import resolve_endpoint, toml_dumps
 from syncd.protocol import Run
+from testkit import PostgresServer, SyncdProcess
 
 REPO = Path(__file__).resolve().parent.parent
 STOCKS = 5300
@@ -38,64 +35,17 @@ SEED = 1
 PSQL = shutil.which("psql") or "/usr/bin/psql"
 
 
-# --- PostgreSQL ---------------------------------------------------------------------------
+# --- PostgreSQL and syncd processes (testkit/, shared with the tests) ------------------------
 
-class Postgres:
+
+class Postgres(PostgresServer):
     """The server the benchmarks use; `database()` hands out fresh databases on it."""
 
     def __init__(self) -> None:
-        self.admin_dsn = ""
-        self._server: Any = None
-        self._folder: str | None = None
+        super().__init__(prefix="syncd-bench-pg-")
 
-    def __enter__(self) -> Postgres:
-        if os.environ.get("SYNCD_TEST_DSN"):
-            self.admin_dsn = os.environ["SYNCD_TEST_DSN"]
-            return self
-        import logging
-
-        import pgserver
-
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        self._folder = tempfile.mkdtemp(prefix="syncd-bench-pg-", dir="/tmp")
-        self._server = pgserver.get_server(Path(self._folder), cleanup_mode="delete")
-        self.admin_dsn = self._server.get_uri()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-        if self._folder:
-            shutil.rmtree(self._folder, ignore_errors=True)
-
-    @property
-    def kind(self) -> str:
-        return "external ($SYNCD_TEST_DSN)" if self._server is None else "embedded pgserver"
-
-    def version(self) -> str:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            return str(conn.execute("SHOW server_version").fetchone()[0])
-
-    @contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh, empty database; its DSN. Dropped (connections and all) afterwards."""
-        name = f"bench_{secrets.token_hex(5)}"
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        try:
-            yield with_dbname(self.admin_dsn, name)
-        finally:
-            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def with_dbname(dsn: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
-
-
-# --- syncd processes ------------------------------------------------------------------------
+    def database(self) -> AbstractContextManager[str]:
+        return self.fresh_database(prefix="bench_")
 
 
 def syncd_config(dsn: str, **sections: dict[str, Any]) -> dict[str, Any]:
@@ -111,80 +61,13 @@ def syncd_config(dsn: str, **sections: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-class Syncd:
-    """A real `python -m syncd` process on its own temporary folder; use as a context manager."""
-
-    def __init__(self, config: dict[str, Any], switch_interval_s: float | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="sdb-", dir="/tmp"))
-        self.config_path = self.folder / "config.toml"
-        self.config_path.write_text(toml_dumps(config))
-        self.log_path = self.folder / "syncd.log"
-        self.endpoint = resolve_endpoint(config["daemon"]["endpoint"], self.folder)
-        # A what-if for the lead: the daemon with a shorter GIL switch interval (syncd itself is unchanged).
-        self.launch = (["-m", "syncd"] if switch_interval_s is None else
-                       ["-c", (f"import sys, runpy; sys.setswitchinterval({switch_interval_s!r}); "
-                               "runpy.run_module('syncd', run_name='__main__', alter_sys=True)")])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Syncd:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        env.pop("SYNCD_DSN", None)
-        env.pop("SYNCD_ENDPOINT", None)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, *self.launch, "--config", str(self.config_path)],
-                                         cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(60.0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def client(self, timeout: float = 10.0) -> SyncClient:
-        return SyncClient(self.endpoint, timeout=timeout)
-
-    def _wait_ready(self, timeout: float) -> None:
-        probe = self.client(timeout=0.5)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"syncd exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            try:
-                probe.ping()
-                return
-            except SyncdUnreachable:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"syncd did not answer ping within {timeout}s:\n{self.log_text()[-3000:]}") from None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_text().splitlines():
-            if line.startswith("{") and f'"{name}"' in line:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == name:
-                    out.append(event)
-        return out
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def Syncd(config: dict[str, Any], switch_interval_s: float | None = None) -> AbstractContextManager[SyncdProcess]:  # noqa: N802 - reads as the class it stands for
+    """A started real daemon in a temporary folder; `switch_interval_s` is a what-if: the daemon
+    with another GIL switch interval (syncd itself unchanged)."""
+    launch = None if switch_interval_s is None else [
+        "-c", (f"import sys, runpy; sys.setswitchinterval({switch_interval_s!r}); "
+               "runpy.run_module('syncd', run_name='__main__', alter_sys=True)")]
+    return SyncdProcess.in_temp_folder(config, launch=launch)
 
 
 def run_to_end(client: SyncClient, start: dt.date, end: dt.date, poll_s: float = 0.1,

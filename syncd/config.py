@@ -9,7 +9,6 @@ library: syncctl loads config to find the endpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zoneinfo
@@ -258,17 +257,3 @@ def scrub(text: str, dsn: str) -> str:
     """`text` with the DSN's password masked (for error messages that quote a connection string)."""
     password = dsn_password(dsn)
     return text.replace(password, "***") if password else text
-
-
-def toml_dumps(data: dict[str, Any], prefix: str = "") -> str:
-    """Render a nested dict of str, bool, int, float and lists as config TOML (tests, benchmarks, examples)."""
-    lines, tables = [], []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    out = (f"[{prefix}]\n" if prefix and lines else "") + "".join(line + "\n" for line in lines)
-    for key, value in tables:
-        out += toml_dumps(value, f"{prefix}.{key}" if prefix else key)
-    return out
