@@ -1,0 +1,278 @@
+"""The core's logic in-process: admission, ops, RunState and the sync of a run, on a real PostgreSQL.
+
+No syncd subprocess and no socket: these build the daemon's parts as daemon.py wires them
+(Admission, Ops, RunState, Syncer, RunLock) on a fresh database, so a change to the core is
+checked in seconds. The real-process tests elsewhere prove the product; these pin the logic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+
+from syncd import store
+from syncd.admission import Admission, Busy
+from syncd.calendar import TradingCalendar
+from syncd.config import Config, DemoConfig
+from syncd.controldb import ControlDb
+from syncd.ops import Ops
+from syncd.protocol import (
+    OPS, REPLY_TYPES, BusyReply, ErrorCode, ErrorReply, Ok, PingReply, Start, StartReply, StatusReply, encode,
+    parse_date,
+)
+from syncd.record import RunRecord, wire_time
+from syncd.runlock import LockHolder, RunLock, recover_orphans
+from syncd.runstate import RunState
+from syncd.sources.demo import DemoSource
+from syncd.sync import Syncer
+from testkit import query
+
+ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")
+OCT_9, OCT_13 = dt.date(2025, 10, 9), dt.date(2025, 10, 13)  # Thu..Mon: 3 trading days
+
+
+def config(dsn: str, **demo: Any) -> Config:
+    base = Config()
+    return msgspec.structs.replace(
+        base, database=msgspec.structs.replace(base.database, dsn=dsn),
+        source=msgspec.structs.replace(base.source, demo=DemoConfig(stocks=50, seed=3, **demo)),
+        sync=msgspec.structs.replace(base.sync, retries=1, retry_backoff_s=0.0))
+
+
+class Daemon:
+    """The daemon's core parts on one database, the worker replaced by a list of handed-over runs."""
+
+    def __init__(self, dsn: str, **demo: Any) -> None:
+        self.config = config(dsn, **demo)
+        with store.connect(dsn) as conn:
+            store.migrate(conn)
+        self.state = RunState()
+        self.calendar = TradingCalendar()
+        self.db = ControlDb(dsn, self.config)
+        self.handed: list[tuple[RunRecord, RunLock]] = []
+        self.admission = Admission(self.state, lambda run, lock: self.handed.append((run, lock)), self.db,
+                                   self.calendar, ZONE)
+        self.ops = Ops(self.config, self.state, self.admission, self.db, self.calendar, lambda: [], "external")
+        self.syncer = Syncer(self.config, dsn, DemoSource(self.config.source.demo), self.calendar)
+
+    def work(self) -> RunRecord:
+        """Do what the worker does with the run it was handed: sync it, release its lock, end it."""
+        run, lock = self.handed.pop()
+        try:
+            recorded = self.syncer.run(run, self.state, lock)
+        finally:
+            lock.release()
+        self.state.end(recorded)
+        return recorded
+
+    def close(self) -> None:
+        for _, lock in self.handed:
+            lock.release()
+        self.db.close()
+        self.syncer.close()
+
+
+@pytest.fixture
+def daemon(database: str) -> Iterator[Daemon]:
+    made = Daemon(database)
+    yield made
+    made.close()
+
+
+# --- the wire, declared once ---------------------------------------------------------------------
+
+def test_every_op_names_its_reply_type_and_the_lists_derive_from_the_union():
+    assert OPS == ("ping", "start", "status", "cancel", "history", "days")
+    assert set(REPLY_TYPES) == set(OPS)
+    assert all(issubclass(t, Ok) and t.__struct_fields__[0] == "status" for t in REPLY_TYPES.values())
+    assert encode(PingReply(version="v", pid=1, uptime_s=0.5)).startswith(b'{"status":"ok",')
+
+
+@pytest.mark.parametrize("text", ["20251009", "2025-W41-4", "2025-10-9", "2025-02-30", " 2025-10-09"])
+def test_one_date_rule_refuses_what_fromisoformat_would_take(text):
+    with pytest.raises(ValueError, match="2025"):
+        parse_date(text, "start_date")
+    assert parse_date("2025-10-09") == OCT_9
+
+
+# --- admission -----------------------------------------------------------------------------------
+
+def test_admission_records_the_run_hands_it_over_and_marks_the_daemon_busy(daemon, database):
+    run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    assert run.trading_days == 3 and run.total_days == 5 and run.started_at is not None
+    assert daemon.state.snapshot().state == "running"
+    (handed, lock), = daemon.handed
+    assert handed == run and handed is not run  # a copy crosses to the worker
+    assert query(database, "SELECT status, trading_days FROM sync_runs WHERE run_id = %s", run.run_id) == [("running", 3)]
+    assert store.run_lock_holder_name(lock.conn) == LockHolder.me().application_name()
+
+
+def test_a_second_admission_is_busy_with_the_running_task(daemon):
+    first = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    with pytest.raises(Busy) as busy:
+        daemon.admission.admit("scheduler_daily", OCT_9, OCT_9, requested_by="schedule")
+    assert busy.value.task.run_id == first.run_id and busy.value.task.task_type == "manual"
+
+
+def test_another_daemon_holding_the_lock_makes_admission_busy_with_its_recorded_run(daemon, database):
+    other = LockHolder(pid=4242, host="host-b")
+    with psycopg.connect(database, autocommit=True, application_name=other.application_name()) as holder:
+        assert store.try_run_lock(holder)
+        theirs = RunRecord(run_id="theirs", task_type="manual", requested_by="t", start_date=OCT_9, end_date=OCT_13,
+                           host="host-b", pid=4242)
+        store.insert_run(holder, theirs)
+        with pytest.raises(Busy) as busy:
+            daemon.admission.admit("manual", OCT_9, OCT_9, requested_by="t")
+    assert (busy.value.task.run_id, busy.value.task.host, busy.value.task.pid) == ("theirs", "host-b", 4242)
+    assert daemon.handed == [] and daemon.state.snapshot().state == "idle"
+
+
+def test_a_repeated_request_id_gets_its_own_run_back(daemon):
+    reply = daemon.ops.start(msgspec.convert({"start_date": "2025-10-09", "end_date": "2025-10-13",
+                                              "request_id": "r1"}, type=Start))
+    again = daemon.ops.start(msgspec.convert({"start_date": "2025-10-09", "end_date": "2025-10-13",
+                                              "request_id": "r1"}, type=Start))
+    assert isinstance(reply, StartReply) and isinstance(again, StartReply) and again.run_id == reply.run_id
+    daemon.work()
+    after = daemon.ops.start(msgspec.convert({"start_date": "2025-10-09", "end_date": "2025-10-13",
+                                              "request_id": "r1"}, type=Start))
+    assert after.run_id == reply.run_id and len(daemon.handed) == 0
+
+
+def test_a_run_left_running_by_a_dead_daemon_is_interrupted_when_the_lock_is_free(daemon, database):
+    run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    _, lock = daemon.handed.pop()
+    lock.release()  # the holder's session ends: what a dead daemon leaves behind
+    assert recover_orphans(database, 5.0, found_by="test") == [run.run_id]
+    assert query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)]
+
+
+def test_the_lock_holders_name_round_trips():
+    holder = LockHolder(pid=4242, host="host-a")
+    assert LockHolder.parse(holder.application_name()) == holder
+    assert LockHolder.parse("psql") == LockHolder(pid=None, host=None)
+
+
+# --- ops -----------------------------------------------------------------------------------------
+
+def test_ops_answer_every_failure_with_a_code(daemon):
+    assert isinstance(daemon.ops.handle(b'{"op":"ping"}'), PingReply)
+    garbage = daemon.ops.handle(b"\xff not json")
+    assert isinstance(garbage, ErrorReply) and garbage.code == ErrorCode.BAD_REQUEST
+    idle_cancel = daemon.ops.handle(b'{"op":"cancel"}')
+    assert isinstance(idle_cancel, ErrorReply) and idle_cancel.code == ErrorCode.NOT_RUNNING
+    backwards = daemon.ops.handle(b'{"op":"days","start_date":"2025-10-13","end_date":"2025-10-09"}')
+    assert isinstance(backwards, ErrorReply) and backwards.code == ErrorCode.INVALID_RANGE
+
+
+def test_status_shows_the_run_in_flight_and_then_the_last_run(daemon):
+    start = daemon.ops.handle(b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-13"}')
+    assert isinstance(start, StartReply)
+    busy = daemon.ops.handle(b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-09"}')
+    assert isinstance(busy, BusyReply) and busy.current_task.run_id == start.run_id
+    status = daemon.ops.handle(b'{"op":"status"}')
+    assert isinstance(status, StatusReply) and status.state == "running" and status.current_task.run_id == start.run_id
+    daemon.work()
+    status = daemon.ops.status()
+    assert status.state == "idle" and status.last_run.run_id == start.run_id and status.last_run.status == "succeeded"
+    assert status.last_run.started_at == start.task.start_time  # one time rule on the wire
+    [recorded] = daemon.ops.history(5)
+    assert recorded == status.last_run
+
+
+def test_wire_times_are_to_the_second_with_the_zones_offset():
+    moment = dt.datetime(2025, 10, 9, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    assert wire_time(moment, ZONE) == "2025-10-09T20:00:00+08:00"
+
+
+# --- RunState hands out copies ----------------------------------------------------------------------
+
+def test_run_state_snapshots_are_copies():
+    state = RunState()
+    record = RunRecord(run_id="r", task_type="manual", requested_by="", start_date=OCT_9, end_date=OCT_13,
+                       host="h", pid=1, trading_days=3)
+    state.begin(record)
+    record.days_done = 99
+    snapshot = state.snapshot()
+    assert snapshot.current.days_done == 0
+    snapshot.current.days_done = 42
+    state.day_finished(rows=10, failed=False)
+    assert state.snapshot().current.days_done == 1 and state.snapshot().current.progress == round(1 / 3, 4)
+
+
+# --- the sync of a run -------------------------------------------------------------------------------
+
+def test_a_run_writes_each_trading_day_whole(daemon, database):
+    daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    run = daemon.work()
+    assert (run.status, run.days_done, run.days_failed, run.rows) == ("succeeded", 3, 0, 150)
+    assert query(database, "SELECT trade_date, count(*) FROM daily_bars GROUP BY 1 ORDER BY 1") == [
+        (OCT_9, 50), (dt.date(2025, 10, 10), 50), (OCT_13, 50)]
+
+
+def test_a_flaky_day_within_the_retries_succeeds(database):
+    flaky = Daemon(database, fail_dates=["2025-10-10"], fail_times=1)
+    try:
+        flaky.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+        assert flaky.work().status == "succeeded"
+    finally:
+        flaky.close()
+
+
+def test_a_day_failing_beyond_the_retries_makes_the_run_partial(database):
+    failing = Daemon(database, fail_dates=["2025-10-10"])
+    try:
+        failing.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+        run = failing.work()
+        assert (run.status, run.days_done, run.days_failed, run.rows) == ("partial", 3, 1, 100)
+        assert query(database, "SELECT status FROM sync_days WHERE date = '2025-10-10'") == [("failed",)]
+    finally:
+        failing.close()
+
+
+def test_every_day_failing_makes_the_run_failed(database):
+    failing = Daemon(database, fail_dates=["2025-10-09", "2025-10-10", "2025-10-13"])
+    try:
+        failing.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+        assert failing.work().status == "failed"
+    finally:
+        failing.close()
+
+
+def test_a_run_cancelled_before_it_starts_writes_nothing(daemon, database):
+    daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    daemon.state.request_cancel()
+    run = daemon.work()
+    assert run.status == "cancelled" and run.days_done == 0
+    assert query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
+    assert query(database, "SELECT count(*) FROM sync_days WHERE status = 'syncing'") == [(0,)]
+
+
+def test_a_run_that_lost_its_lock_to_another_run_stops_before_writing(daemon, database):
+    daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    run, lock = daemon.handed[0]
+    lock.release()
+    other = Daemon(database)  # takes the lock: the first run is now an orphan, marked interrupted
+    try:
+        other.admission.admit("manual", OCT_9, OCT_9, requested_by="t")
+        recorded = daemon.work()
+        assert recorded.status == "interrupted"
+        assert query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
+    finally:
+        other.close()
+
+
+def test_connections_are_closed_by_close(database):
+    made = Daemon(database)
+    made.db.call(lambda c: c.execute("SELECT 1"))
+    made.close()
+    with psycopg.connect(database, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT application_name FROM pg_stat_activity "
+                                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    assert "syncd" not in names
