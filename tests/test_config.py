@@ -77,3 +77,30 @@ def _write(folder, text):
     path = folder / "config.toml"
     path.write_text(text)
     return path
+
+
+def _config_keys(struct: type, prefix: str = ""):
+    """(dotted key, default) for every leaf of the config Structs."""
+    import msgspec.inspect as mi
+
+    for field in mi.type_info(struct).fields:
+        if isinstance(field.type, mi.StructType):
+            yield from _config_keys(field.type.cls, f"{prefix}{field.name}.")
+        else:
+            default = field.default if field.default is not mi.NODEFAULT else field.default_factory()
+            yield f"{prefix}{field.name}", default
+
+
+def test_the_configuration_page_lists_every_key_with_its_default():
+    import json
+    import re
+    from pathlib import Path
+
+    from syncd.config import Config
+
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `([a-z_.]+)` \| `([^`]*)` \|", page, flags=re.MULTILINE))
+    in_code = {key: json.dumps(default) for key, default in _config_keys(Config)}
+    assert sorted(set(in_code) - set(documented)) == [], "keys missing from docs/configuration.md"
+    assert sorted(set(documented) - set(in_code)) == [], "docs/configuration.md lists keys the code does not have"
+    assert {k: v for k, v in documented.items() if v != in_code[k]} == {}, "defaults differ from the code's"
