@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import zoneinfo
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -151,7 +152,7 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read, validate and resolve the config; `path=None` means ./config.toml if present, else defaults."""
     env = os.environ if env is None else env
     if path is None:
@@ -197,7 +198,7 @@ def _literal_choices(path: str) -> tuple[object, ...] | None:
     return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
-def resolve(config: Config, base: Path, env: dict[str, str] | os._Environ[str]) -> Config:
+def resolve(config: Config, base: Path, env: Mapping[str, str]) -> Config:
     """Apply env overrides and make relative paths absolute against `base`."""
     daemon = config.daemon
     endpoint = env.get("SYNCD_ENDPOINT") or daemon.endpoint

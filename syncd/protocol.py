@@ -162,39 +162,39 @@ class Request(msgspec.Struct, tag_field="op", forbid_unknown_fields=True, frozen
     reply: ClassVar[type[Ok]]
 
 
-class Ping(Request, tag="ping"):
+class Ping(Request, tag="ping", frozen=True):
     reply = PingReply
 
 
-class RangeRequest(Request):
+class RangeRequest(Request, frozen=True):
     """A request over an inclusive range of calendar days (checked: start_date <= end_date)."""
 
     start_date: dt.date
     end_date: dt.date
 
 
-class Start(RangeRequest, tag="start"):
+class Start(RangeRequest, tag="start", frozen=True):
     reply = StartReply
     task_type: TaskType = "manual"
     requested_by: ShortText = ""
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
 
 
-class Status(Request, tag="status"):
+class Status(Request, tag="status", frozen=True):
     reply = StatusReply
 
 
-class Cancel(Request, tag="cancel"):
+class Cancel(Request, tag="cancel", frozen=True):
     reply = CancelReply
     run_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 
-class History(Request, tag="history"):
+class History(Request, tag="history", frozen=True):
     reply = HistoryReply
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
 
 
-class Days(RangeRequest, tag="days"):
+class Days(RangeRequest, tag="days", frozen=True):
     reply = DaysReply
 
 

@@ -56,7 +56,7 @@ class DailySchedule:
     def jobs(self) -> list[ScheduledJob]:
         entries = []
         for job in sorted(self.scheduler.jobs, key=lambda j: j.next_run or dt.datetime.max):
-            tag = next(iter(job.tags), "job")
+            tag = str(next(iter(job.tags), "job"))
             next_run = job.next_run.astimezone(self.zone).isoformat(timespec="seconds") if job.next_run else None
             entries.append(ScheduledJob(job=tag, next_run=next_run))
         return entries
