@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from . import pooling
 from .protocol import Day
 from .record import RunRecord
 from .sources.base import EncodedRows, Row, StockInfo
@@ -113,13 +114,12 @@ class StoreError(Exception):
 SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 
 
-def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", **settings: str) -> psycopg.Connection[Any]:
-    """An autocommit connection; `settings` become session parameters (statement_timeout...), added
-    to any `options` the DSN itself carries (such as a search_path), never replacing them."""
-    own = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
-    options = " ".join([*([str(own)] if own else []), *(f"-c {k}={v}" for k, v in settings.items())])
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
-                           application_name=application_name, options=options or None)
+def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", *, session: bool = False,
+            **settings: str) -> psycopg.Connection[Any]:
+    """An autocommit connection that works through a transaction pooler (pooling.py): `settings`
+    (statement_timeout...) and the DSN's own `options` (a search_path...) hold for every statement,
+    applied inside each transaction; `session=True` (the run lock's connection) sets them once."""
+    return pooling.connect(dsn, timeout_s, application_name, settings, session=session)
 
 
 def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
