@@ -11,7 +11,8 @@ This module owns the way syncd connects so that none of that matters:
 - on a pooled connection (`PoolSafeConnection`) they are applied inside every transaction
   with `set_config(name, value, true)` (SET LOCAL), sent in one pipeline with the BEGIN, so a
   transaction costs no extra round trip; a statement outside a transaction runs in its own
-  short transaction that starts with them;
+  short transaction that starts with them, BEGIN, settings, statement and COMMIT in one
+  pipeline (still one round trip);
 - no server-side prepared statements (`prepare_threshold=None`): a pooler that does not track
   them (PgBouncer before 1.21) would run them on a server connection that never saw them,
   or collide with another client's (`prepared statement "_pg3_0" already exists`);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -144,10 +145,11 @@ class PoolSafeConnection(psycopg.Connection[Any]):
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
-        if self.local_settings is None or self.info.transaction_status != TransactionStatus.IDLE:
+        if not self.needs_settings():
             with super().transaction(savepoint_name, force_rollback) as tx:
                 yield tx
             return
+        assert self.local_settings is not None
         with contextlib.ExitStack() as stack:
             # BEGIN and the settings leave in one pipeline: one round trip, as a bare BEGIN would take.
             with self.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
@@ -155,28 +157,54 @@ class PoolSafeConnection(psycopg.Connection[Any]):
                 psycopg.Cursor(self).execute(*self.local_settings)
             yield tx
 
-    def statement_transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """A transaction for a statement issued outside one (so the settings hold for it), else nothing."""
-        if self.local_settings is None or self.info.transaction_status != TransactionStatus.IDLE:
-            return contextlib.nullcontext()
-        return self.transaction()
+    def needs_settings(self) -> bool:
+        """True outside a transaction (a statement must then start one with the settings)."""
+        return self.local_settings is not None and self.info.transaction_status == TransactionStatus.IDLE
+
+    def in_short_transaction(self, send: Callable[[], None]) -> None:
+        """`send` the statement(s) inside BEGIN, the settings and COMMIT, all in one pipeline (one round trip)."""
+        assert self.local_settings is not None
+        if not psycopg.Pipeline.is_supported():
+            with self.transaction():
+                send()
+            return
+        try:
+            with self.pipeline():
+                raw = psycopg.Cursor(self)
+                raw.execute("BEGIN")
+                raw.execute(*self.local_settings)
+                send()
+                raw.execute("COMMIT")
+        except BaseException:
+            if not self.broken and self.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    self.rollback()  # the statement failed: the pipeline skipped the COMMIT
+            raise
 
 
 class PoolSafeCursor(psycopg.Cursor[Any]):
     """A cursor whose statements outside a transaction run in a short one that starts with the settings."""
 
     def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None) -> Any:
-        with self._pool_safe_connection().statement_transaction():
+        conn = self._pool_safe_connection()
+        if not conn.needs_settings():
             return super().execute(query, params, prepare=prepare, binary=binary)
+        conn.in_short_transaction(lambda: super(PoolSafeCursor, self).execute(query, params, prepare=prepare, binary=binary))
+        return self
 
     def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
-        with self._pool_safe_connection().statement_transaction():
-            super().executemany(query, params_seq, returning=returning)
+        conn = self._pool_safe_connection()
+        if not conn.needs_settings():
+            return super().executemany(query, params_seq, returning=returning)
+        conn.in_short_transaction(lambda: super(PoolSafeCursor, self).executemany(query, params_seq, returning=returning))
+        return None
 
     @contextlib.contextmanager
     def copy(self, statement: Any, params: Any = None, *, writer: Any = None) -> Iterator[Any]:
-        with self._pool_safe_connection().statement_transaction(), super().copy(statement, params, writer=writer) as copy:
-            yield copy
+        conn = self._pool_safe_connection()  # COPY cannot ride a pipeline: a transaction around it
+        with conn.transaction() if conn.needs_settings() else contextlib.nullcontext():
+            with super().copy(statement, params, writer=writer) as copy:
+                yield copy
 
     def _pool_safe_connection(self) -> PoolSafeConnection:
         conn = self.connection

@@ -9,6 +9,8 @@ small pool, so server connections are shared between syncd's connections and oth
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -153,6 +155,42 @@ def test_a_setting_the_server_refuses_fails_the_transaction_with_its_name(bounce
         with pytest.raises(psycopg.errors.UndefinedObject, match="no_such_setting"):
             conn.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with pytest.raises(psycopg.errors.UndefinedObject, match="no_such_setting"), conn.transaction():
+            conn.execute("SELECT 1")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_failed_statement_outside_a_transaction_leaves_the_connection_usable(bouncer, database):
+    with store.connect(bouncer.dsn(database), statement_timeout="1000") as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT current_setting('statement_timeout')").fetchone() == ("1s",)
+
+
+def _round_trips(conn: psycopg.Connection, action: Callable[[psycopg.Connection], object]) -> int:
+    """Round trips `action` took: the ReadyForQuery messages in libpq's protocol trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action(conn)
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return trace.read().count("ReadyForQuery")
+
+
+def test_the_settings_cost_no_extra_round_trip(database):
+    """BEGIN and the settings share a pipeline; a statement outside a transaction sends BEGIN, settings,
+    statement and COMMIT in one: as many round trips as a plain autocommit connection."""
+    rows = [("000001", 10.0, 10.5, 9.8, 10.2, 10.0, 1000, 10200.0, 0.1, 2.0)]
+    day = dt.date(2025, 10, 9)
+    with psycopg.connect(database, autocommit=True) as plain, store.connect(database, TimeZone="Asia/Shanghai") as pooled:
+        store.migrate(plain)
+        for action in (lambda c: store.replace_day(c, day, rows, "r1", store.hold_write_fence),
+                       lambda c: store.history(c, 5), lambda c: store.mark_syncing(c, [day], "r1"),
+                       lambda c: store.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
+            assert _round_trips(pooled, action) == _round_trips(plain, action)
 
 
 def test_syncd_writes_into_the_dsns_search_path_through_the_pooler(bouncer, database, syncd_factory):
