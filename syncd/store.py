@@ -3,8 +3,9 @@
 This module owns the SQL: versioned migrations, the atomic per-day replace (DELETE + binary
 COPY + sync_days/sync_runs bookkeeping in one transaction), run and day records, crash
 recovery, the advisory lock that makes the database the arbiter between hosts, and the reads
-behind `history` and `days`. Connections are autocommit; every multi-statement change runs
-in an explicit transaction. It knows nothing about sockets, threads or sources.
+behind `history` and `days`. Connections are autocommit and work through a transaction
+pooler (pooling.py); every multi-statement change runs in an explicit transaction. It knows
+nothing about sockets, threads or sources.
 """
 
 from __future__ import annotations

@@ -343,3 +343,12 @@ def test_a_dsn_whose_options_are_not_settings_exits_78_naming_the_key(database, 
     bad = _with_options(database, "-c search_path=x -F")
     config = merge(BASE_CONFIG, {"database": {"dsn": database, key: bad}})
     assert_refused(run_syncd(short_tmp, config), EX_CONFIG, f"database.{key}: options: '-F' is not a -c name=value setting")
+
+
+def test_syncd_lock_dsn_in_the_environment_overrides_the_key_and_its_password_is_masked():
+    from syncd.config import resolve, scrub
+
+    config = resolve(Config(database=DatabaseConfig(lock_dsn="host=a")), Path("/"), {"SYNCD_LOCK_DSN": "host=b"})
+    assert config.database.lock_dsn == "host=b"
+    lock_dsn = "postgresql://syncd:s3cret-lock@db/market"
+    assert scrub(f"failed for {lock_dsn}", "host=pooler", lock_dsn) == "failed for postgresql://syncd:***@db/market"
