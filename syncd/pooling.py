@@ -119,6 +119,7 @@ def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping
     common: dict[str, Any] = dict(autocommit=True, prepare_threshold=None, connect_timeout=max(1, int(timeout_s)),
                                   application_name=application_name, options="")  # "": not even $PGOPTIONS
     if session:
+        merged.pop("application_name", None)  # the run lock's session is named by syncd (runlock.LockHolder)
         conn = psycopg.Connection.connect(dsn, **common)
         try:
             if merged:
