@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_INTERRUPTED, "interrupted during start-up")
     except Exception as exc:  # the process edge
         code, message = failure(exc, config)
-        return _fail(code, scrub(message, config.database.dsn))
+        return _fail(code, scrub(message, config.database.dsn, config.database.lock_dsn))
 
 
 def failure(exc: Exception, config: Config) -> tuple[int, str]:
@@ -63,6 +63,7 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
 
     from .embedded import EmbeddedDatabaseError
     from .instance import AlreadyRunning
+    from .sessioncheck import LockConnectFailed
     from .sources import SourceUnavailable
     from .store import StoreError
 
@@ -70,17 +71,25 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
         return EXIT_CONFIG, str(exc)
     if isinstance(exc, (EmbeddedDatabaseError, StoreError)):
         return 1, str(exc)
+    if isinstance(exc, LockConnectFailed):  # the run lock's own DSN: name it, not database.dsn
+        return _connect_failure(exc.cause, config, "SYNCD_LOCK_DSN" if os.environ.get("SYNCD_LOCK_DSN") else exc.key, exc.dsn)
     if isinstance(exc, psycopg.OperationalError):
-        detail = str(exc).strip()
-        if isinstance(exc, psycopg.errors.ConnectionTimeout):
-            timeout = config.database.connect_timeout_s
-            detail += f" after {timeout:g} s per host (database.connect_timeout_s{'; libpq waits at least 2 s' if timeout < 2 else ''})"
-        where = redact_dsn(config.database.dsn)
-        if _DSN_REFUSED.search(detail):
-            key = "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn"
-            return EXIT_CONFIG, f"{key}: the database refused the connection ({where}): {detail}"
-        return 1, f"cannot connect to the database ({where}): {detail}"
+        return _connect_failure(exc, config, "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn", config.database.dsn)
     return 1, f"failed: {type(exc).__name__}: {exc}"
+
+
+def _connect_failure(exc: Exception, config: Config, key: str, dsn: str) -> tuple[int, str]:
+    """A connection to `key`'s DSN failed: refused (an operator must fix it, 78) or unreachable (retry, 1)."""
+    import psycopg
+
+    detail = str(exc).strip()
+    if isinstance(exc, psycopg.errors.ConnectionTimeout):
+        timeout = config.database.connect_timeout_s
+        detail += f" after {timeout:g} s per host (database.connect_timeout_s{'; libpq waits at least 2 s' if timeout < 2 else ''})"
+    where = redact_dsn(dsn)
+    if _DSN_REFUSED.search(detail):
+        return EXIT_CONFIG, f"{key}: the database refused the connection ({where}): {detail}"
+    return 1, f"cannot connect to the database ({where}): {detail}"
 
 
 def _fail(code: int, message: str) -> int:

@@ -94,7 +94,7 @@ class Admission:
         holder_name: str | None = None
         for _ in range(LOCK_ATTEMPTS):
             try:
-                lock = RunLock.try_take(self.db.dsn, self.db.connect_timeout_s)
+                lock = RunLock.try_take(self.db.lock_dsn, self.db.connect_timeout_s)
             except psycopg.OperationalError as exc:
                 raise self.db.unavailable(exc) from None
             if lock is not None:

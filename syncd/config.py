@@ -52,6 +52,7 @@ class DaemonConfig(_Section):
 
 class DatabaseConfig(_Section):
     dsn: str = ""
+    lock_dsn: str = ""  # a direct (unpooled) connection for the run lock alone; empty: dsn (docs/operations.md)
     compat_view: bool = False
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
@@ -210,6 +211,8 @@ def resolve(config: Config, base: Path, env: Mapping[str, str]) -> Config:
     database = config.database
     if env.get("SYNCD_DSN"):
         database = msgspec.structs.replace(database, dsn=env["SYNCD_DSN"])
+    if env.get("SYNCD_LOCK_DSN"):
+        database = msgspec.structs.replace(database, lock_dsn=env["SYNCD_LOCK_DSN"])
     source = config.source
     source = msgspec.structs.replace(source, csv=msgspec.structs.replace(source.csv, path=str((base / source.csv.path).resolve())))
     return msgspec.structs.replace(config, daemon=daemon, database=database, source=source)
@@ -254,7 +257,9 @@ def dsn_password(dsn: str) -> str | None:
     return next((g for g in match.groups() if g), None)
 
 
-def scrub(text: str, dsn: str) -> str:
-    """`text` with the DSN's password masked (for error messages that quote a connection string)."""
-    password = dsn_password(dsn)
-    return text.replace(password, "***") if password else text
+def scrub(text: str, *dsns: str) -> str:
+    """`text` with the DSNs' passwords masked (for error messages that quote a connection string)."""
+    for dsn in dsns:
+        password = dsn_password(dsn)
+        text = text.replace(password, "***") if password else text
+    return text

@@ -23,8 +23,9 @@ STATEMENT_TIMEOUT_MS = "5000"
 
 
 class ControlDb:
-    def __init__(self, dsn: str, config: Config) -> None:
+    def __init__(self, dsn: str, config: Config, lock_dsn: str | None = None) -> None:
         self.dsn = dsn
+        self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self._config = config
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -47,7 +48,7 @@ class ControlDb:
         return min(5.0, self._config.database.connect_timeout_s)
 
     def unavailable(self, exc: Exception) -> RequestError:
-        return RequestError(ErrorCode.DATABASE_UNAVAILABLE, f"database unreachable: {scrub(str(exc).strip(), self.dsn)}")
+        return RequestError(ErrorCode.DATABASE_UNAVAILABLE, f"database unreachable: {scrub(str(exc).strip(), self.dsn, self.lock_dsn)}")
 
     def missing_days(self, start: dt.date, end: dt.date, is_trading_day: Callable[[dt.date], bool]) -> list[dt.date]:
         """Trading days in [start, end] not recorded `success` (the missing-data job's list)."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from . import store
+from . import pooling, store
 from .calendar import TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .admission import Admission
@@ -36,6 +36,7 @@ from .preflight import check_dsn, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .runstate import RunState
 from .scheduling import DailySchedule
+from .sessioncheck import check_lock_session
 from .security import apply_server_curve, check_endpoint
 from .sources import load_source
 from .runlock import recover_orphans
@@ -81,13 +82,16 @@ class Daemon:
 
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
+        self._check_lock_dsn()
         dsn = self._database_dsn()
         try:
-            calendar, last_run = self._prepare_database(dsn)
+            # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
+            lock_dsn = pooling.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
+            calendar, last_run = self._prepare_database(dsn, lock_dsn)
             state = RunState(last_run)
-            syncer = Syncer(self.config, dsn, source, calendar)
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn)
             worker = Worker(syncer.run, state, self._wake, on_idle=syncer.recover_orphans, idle_every_s=ORPHAN_SWEEP_S)
-            db = ControlDb(dsn, self.config)
+            db = ControlDb(dsn, self.config, lock_dsn)
             admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
             sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.is_trading_day,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
@@ -142,11 +146,24 @@ class Daemon:
         self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
 
-    def _prepare_database(self, dsn: str) -> tuple[TradingCalendar, Any]:
-        conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
+    def _check_lock_dsn(self) -> None:
+        lock_dsn = self.config.database.lock_dsn
+        if not lock_dsn:
+            return
+        key = "SYNCD_LOCK_DSN" if self.env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
+        if not self.config.database.dsn:
+            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
+        check_dsn(lock_dsn, key)
+
+    def _prepare_database(self, dsn: str, lock_dsn: str) -> tuple[TradingCalendar, Any]:
+        timeout_s = self.config.database.connect_timeout_s
+        conn = store.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             version = store.migrate(conn, self.config.database.compat_view)
-            if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
+            notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
+            self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
+                          lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
+            if recover_orphans(lock_dsn, timeout_s, found_by="start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
             runs = store.history(conn, 1)

@@ -45,6 +45,7 @@ class Event(StrEnum):
     RUN_ERROR = "run_error"
     RUN_RECORD_FAILED = "run_record_failed"
     RECOVERY_DEFERRED = "recovery_deferred"
+    LOCK_SESSION_CHECKED = "lock_session_checked"  # start-up: the run lock's connection is one real session
     WORKER_ERROR = "worker_error"
     IDLE_HOUSEKEEPING_FAILED = "idle_housekeeping_failed"
     # fetching and writing

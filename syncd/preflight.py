@@ -1,4 +1,4 @@
-"""Start-up checks that refuse before anything is touched: the ipc socket path and the DSN's syntax.
+"""Start-up checks that refuse before anything is touched: the ipc socket path and the DSNs' syntax.
 
 Both end the start with a ConfigError (or AlreadyRunning) naming the key, so the process
 edge prints one line and exits 78: an operator must fix them, and a restart would not.
@@ -15,14 +15,20 @@ import psycopg
 
 from .config import ConfigError, ipc_path
 from .instance import AlreadyRunning
+from .pooling import OptionsError, dsn_settings
 
 
 def check_dsn(dsn: str, key: str) -> None:
-    """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password)."""
+    """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password), and
+    one whose `options` are not `-c name=value` settings (syncd applies them itself: see pooling.py)."""
     try:
-        psycopg.conninfo.conninfo_to_dict(dsn)
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"{key}: not a valid PostgreSQL connection string: {_mask_secret_fragments(str(exc), dsn)}") from None
+    try:
+        dsn_settings(dsn)
+    except OptionsError as exc:
+        raise ConfigError(f"{key if 'options' in info else f'{key} (its options from $PGOPTIONS)'}: {exc}") from None
 
 
 def _mask_secret_fragments(detail: str, dsn: str) -> str:

@@ -58,7 +58,7 @@ class RunLock:
     def _take(self) -> bool:
         self.release()
         conn = store.connect(self._dsn, self._timeout_s, application_name=LockHolder.me().application_name(),
-                             statement_timeout="5000", **store.SESSION_KEEPALIVES)
+                             session=True, statement_timeout="5000", **store.SESSION_KEEPALIVES)
         try:
             taken = store.try_run_lock(conn)
         except BaseException:

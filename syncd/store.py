@@ -3,8 +3,9 @@
 This module owns the SQL: versioned migrations, the atomic per-day replace (DELETE + binary
 COPY + sync_days/sync_runs bookkeeping in one transaction), run and day records, crash
 recovery, the advisory lock that makes the database the arbiter between hosts, and the reads
-behind `history` and `days`. Connections are autocommit; every multi-statement change runs
-in an explicit transaction. It knows nothing about sockets, threads or sources.
+behind `history` and `days`. Connections are autocommit and work through a transaction
+pooler (pooling.py); every multi-statement change runs in an explicit transaction. It knows
+nothing about sockets, threads or sources.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from . import pooling
 from .protocol import Day
 from .record import RunRecord
 from .sources.base import EncodedRows, Row, StockInfo
@@ -113,13 +115,12 @@ class StoreError(Exception):
 SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 
 
-def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", **settings: str) -> psycopg.Connection[Any]:
-    """An autocommit connection; `settings` become session parameters (statement_timeout...), added
-    to any `options` the DSN itself carries (such as a search_path), never replacing them."""
-    own = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
-    options = " ".join([*([str(own)] if own else []), *(f"-c {k}={v}" for k, v in settings.items())])
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
-                           application_name=application_name, options=options or None)
+def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", *, session: bool = False,
+            **settings: str) -> psycopg.Connection[Any]:
+    """An autocommit connection that works through a transaction pooler (pooling.py): `settings`
+    (statement_timeout...) and the DSN's own `options` (a search_path...) hold for every statement,
+    applied inside each transaction; `session=True` (the run lock's connection) sets them once."""
+    return pooling.connect(dsn, timeout_s, application_name, settings, session=session)
 
 
 def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:

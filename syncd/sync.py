@@ -34,9 +34,11 @@ class DatabaseDown(Exception):
 
 
 class Syncer:
-    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar) -> None:
+    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
+                 lock_dsn: str | None = None) -> None:
         self.config = config
         self.dsn = dsn
+        self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
         self.calendar = calendar
         self._conn: psycopg.Connection[Any] | None = None
@@ -158,7 +160,7 @@ class Syncer:
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if store.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
-            recover_orphans(self.dsn, self.config.database.connect_timeout_s, found_by="idle check")
+            recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check")
 
     # --- the connection --------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:

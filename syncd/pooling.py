@@ -1,0 +1,213 @@
+"""Connections that work through a transaction pooler (PgBouncer in transaction mode, managed poolers).
+
+A transaction pooler gives a client a server connection for one transaction at a time, so
+nothing may rely on session state, and many poolers refuse a startup `options` parameter
+outright (PgBouncer: "unsupported startup parameter: options"; Neon's pooler too) or drop it.
+This module owns the way syncd connects so that none of that matters:
+
+- no startup `options` at all: the settings a DSN's `options` carries (`-c name=value`,
+  `--name=value`; else $PGOPTIONS, as libpq would) and syncd's own (statement_timeout,
+  TimeZone...) are applied by syncd itself;
+- on a pooled connection (`PoolSafeConnection`) they are applied inside every transaction
+  with `set_config(name, value, true)` (SET LOCAL), sent in one pipeline with the BEGIN, so a
+  transaction costs no extra round trip; a statement outside a transaction runs in its own
+  short transaction that starts with them, BEGIN, settings, statement and COMMIT in one
+  pipeline (still one round trip);
+- no server-side prepared statements (`prepare_threshold=None`): a pooler that does not track
+  them (PgBouncer before 1.21) would run them on a server connection that never saw them,
+  or collide with another client's (`prepared statement "_pg3_0" already exists`);
+- a session connection (the run lock's own, checked to be one real session at start: see
+  sessioncheck.py) gets the settings once, for the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")
+
+
+class OptionsError(ValueError):
+    """A DSN's `options` holds something other than `-c name=value` settings."""
+
+
+def parse_options(options: str) -> dict[str, str]:
+    """The `-c name=value` / `--name=value` settings of a libpq `options` string, in order.
+
+    Words are split on whitespace, a backslash escaping the next character, as the server does.
+    Any other command-line switch raises OptionsError naming it.
+    """
+    words = _split_words(options)
+    settings: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "-c" and i + 1 < len(words):
+            pair, i = words[i + 1], i + 2
+        elif word.startswith("-c") and len(word) > 2:
+            pair, i = word[2:], i + 1
+        elif word.startswith("--") and len(word) > 2:
+            pair, i = word[2:], i + 1
+        else:
+            raise OptionsError(f"options: {word!r} is not a -c name=value setting (syncd applies the DSN's "
+                               "options itself, inside each transaction, and understands only -c name=value)")
+        name, sep, value = pair.partition("=")
+        name = name.replace("-", "_")  # as the server reads it
+        if not sep or not _SETTING_NAME.fullmatch(name):
+            raise OptionsError(f"options: {pair!r} is not a name=value setting")
+        settings[name] = value
+    return settings
+
+
+def _split_words(text: str) -> list[str]:
+    words: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def dsn_settings(dsn: str) -> dict[str, str]:
+    """The settings of the DSN's `options` (or of $PGOPTIONS when the DSN has none, as libpq does)."""
+    options = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    if options is None:
+        options = os.environ.get("PGOPTIONS", "")
+    return parse_options(str(options))
+
+
+def inherit_options(dsn: str, from_dsn: str) -> str:
+    """`dsn` whose options also carry `from_dsn`'s settings (its own win): the run lock's connection
+    sees the same search_path as the others without repeating it in lock_dsn."""
+    merged = {**dsn_settings(from_dsn), **dsn_settings(dsn)}
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info["options"] = " ".join(f"-c {name}={_escape(value)}" for name, value in merged.items())
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def _escape(value: str) -> str:
+    return re.sub(r"([\\\s])", r"\\\1", value)
+
+
+def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping[str, str], *,
+            session: bool = False) -> psycopg.Connection[Any]:
+    """An autocommit connection with no startup options and no server-side prepared statements.
+
+    `settings` (added to the DSN's own, and winning over them) apply to every statement: inside
+    each transaction on a pooled connection, or once for the session when `session` is true.
+    """
+    merged = {**dsn_settings(dsn), **settings}
+    common: dict[str, Any] = dict(autocommit=True, prepare_threshold=None, connect_timeout=max(1, int(timeout_s)),
+                                  application_name=application_name, options="")  # "": not even $PGOPTIONS
+    if session:
+        merged.pop("application_name", None)  # the run lock's session is named by syncd (runlock.LockHolder)
+        conn = psycopg.Connection.connect(dsn, **common)
+        try:
+            if merged:
+                conn.execute(*_set_config(merged, local=False))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    pooled = PoolSafeConnection.connect(dsn, cursor_factory=PoolSafeCursor, **common)
+    pooled.local_settings = _set_config(merged, local=True) if merged else None
+    return pooled
+
+
+def _set_config(settings: Mapping[str, str], *, local: bool) -> tuple[str, list[str]]:
+    """One statement setting them all (set_config takes its name and value as parameters: no quoting)."""
+    calls = ", ".join(f"set_config(%s, %s, {'true' if local else 'false'})" for _ in settings)
+    return f"SELECT {calls}", [part for item in settings.items() for part in item]
+
+
+class PoolSafeConnection(psycopg.Connection[Any]):
+    """A connection whose settings hold in every transaction, through a transaction pooler."""
+
+    local_settings: tuple[str, list[str]] | None = None
+
+    @contextlib.contextmanager
+    def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
+        if not self.needs_settings():
+            with super().transaction(savepoint_name, force_rollback) as tx:
+                yield tx
+            return
+        assert self.local_settings is not None
+        with contextlib.ExitStack() as stack:
+            # BEGIN and the settings leave in one pipeline: one round trip, as a bare BEGIN would take.
+            with self.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
+                tx = stack.enter_context(psycopg.Transaction(self, savepoint_name, force_rollback))
+                psycopg.Cursor(self).execute(*self.local_settings)
+            yield tx
+
+    def needs_settings(self) -> bool:
+        """True outside a transaction (a statement must then start one with the settings)."""
+        return self.local_settings is not None and self.info.transaction_status == TransactionStatus.IDLE
+
+    def in_short_transaction(self, send: Callable[[], None]) -> None:
+        """`send` the statement(s) inside BEGIN, the settings and COMMIT, all in one pipeline (one round trip)."""
+        assert self.local_settings is not None
+        if not psycopg.Pipeline.is_supported():
+            with self.transaction():
+                send()
+            return
+        try:
+            with self.pipeline():
+                raw = psycopg.Cursor(self)
+                raw.execute("BEGIN")
+                raw.execute(*self.local_settings)
+                send()
+                raw.execute("COMMIT")
+        except BaseException:
+            if not self.broken and self.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    self.rollback()  # the statement failed: the pipeline skipped the COMMIT
+            raise
+
+
+class PoolSafeCursor(psycopg.Cursor[Any]):
+    """A cursor whose statements outside a transaction run in a short one that starts with the settings."""
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None) -> Any:
+        conn = self._pool_safe_connection()
+        if not conn.needs_settings():
+            return super().execute(query, params, prepare=prepare, binary=binary)
+        conn.in_short_transaction(lambda: super(PoolSafeCursor, self).execute(query, params, prepare=prepare, binary=binary))
+        return self
+
+    def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+        conn = self._pool_safe_connection()
+        if not conn.needs_settings():
+            return super().executemany(query, params_seq, returning=returning)
+        conn.in_short_transaction(lambda: super(PoolSafeCursor, self).executemany(query, params_seq, returning=returning))
+        return None
+
+    @contextlib.contextmanager
+    def copy(self, statement: Any, params: Any = None, *, writer: Any = None) -> Iterator[Any]:
+        conn = self._pool_safe_connection()  # COPY cannot ride a pipeline: a transaction around it
+        with conn.transaction() if conn.needs_settings() else contextlib.nullcontext():
+            with super().copy(statement, params, writer=writer) as copy:
+                yield copy
+
+    def _pool_safe_connection(self) -> PoolSafeConnection:
+        conn = self.connection
+        assert isinstance(conn, PoolSafeConnection)
+        return conn
