@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("syncctl: interrupted (the run, if any, goes on in syncd; `syncctl cancel` stops it)")
         return 130
+    except BrokenPipeError:  # `syncctl ... | head`: the reader left; die quietly as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _emit_json(reply: Any) -> None:
