@@ -30,7 +30,7 @@ EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim",
                 "incomplete": "yellow"}
-SYSTEMD_ENDPOINT = "ipc:///run/syncd/syncd.sock"  # where systemd/config.production.toml puts the socket
+SYSTEMD_SOCKET = Path("/run/syncd/syncd.sock")  # where systemd/config.production.toml puts it
 DATE_HELP = "YYYY-MM-DD, e.g. 2025-10-09 (no other spelling: not 20251009, not 2025-W41-4)"
 RANGE_EPILOG = ("--from and --to are calendar days, both included; the daemon syncs the trading days among them "
                 "(weekends and exchange holidays are recorded as skipped). Dates are YYYY-MM-DD only.")
@@ -115,20 +115,31 @@ def endpoint_origin(args: argparse.Namespace) -> str:
 
 
 def missing_socket_hint(endpoint: str, origin: str) -> list[str] | None:
-    """Lines explaining how to point syncctl at syncd when `endpoint` is an ipc socket file that does not
-    exist (no daemon can be listening there, so there is nothing to wait for); None otherwise."""
+    """Lines saying why syncctl cannot reach the ipc socket file of `endpoint` and how to point it at
+    syncd, when the file does not exist or this user may not open it (no daemon can answer there, so
+    there is nothing to wait for); None when it may be reached (or is not a file: tcp://, abstract)."""
     path = ipc_path(endpoint)
-    if path is None or path.exists():
+    if path is None:
         return None
-    lines = [f"syncctl: no syncd socket at {path} (endpoint {endpoint}, from {origin})",
-             "  point syncctl at the daemon with one of:",
-             "    --config PATH/config.toml     the daemon's config (its daemon.endpoint)",
-             "    --endpoint ipc:///PATH/syncd.sock   or tcp://HOST:PORT",
-             "    export SYNCD_ENDPOINT=ipc:///PATH/syncd.sock",
-             f"  a systemd install listens on {SYSTEMD_ENDPOINT}"]
-    if ipc_path(SYSTEMD_ENDPOINT).exists():  # type: ignore[union-attr]
-        lines.append(f"  (that socket exists here: syncctl --endpoint {SYSTEMD_ENDPOINT} ...)")
-    return lines
+    try:
+        path.stat()
+    except PermissionError:
+        return [f"syncctl: no permission to reach {path} (endpoint {endpoint}, from {origin}): "
+                "join the socket's group (syncd for a systemd install, docs/operations.md)"]
+    except OSError:
+        lines = [f"syncctl: no syncd socket at {path} (endpoint {endpoint}, from {origin})",
+                 "  point syncctl at the daemon with one of:",
+                 "    --config PATH/config.toml     the daemon's config (its daemon.endpoint)",
+                 "    --endpoint ipc:///PATH/syncd.sock   or tcp://HOST:PORT",
+                 "    export SYNCD_ENDPOINT=ipc:///PATH/syncd.sock",
+                 f"  a systemd install listens on ipc://{SYSTEMD_SOCKET}"]
+        if os.access(SYSTEMD_SOCKET, os.F_OK):
+            lines.append(f"  (that socket exists here: syncctl --endpoint ipc://{SYSTEMD_SOCKET} ...)")
+        return lines
+    if not os.access(path, os.R_OK | os.W_OK):
+        return [f"syncctl: no permission to open {path} (endpoint {endpoint}, from {origin}): "
+                "join the socket's group (syncd for a systemd install, docs/operations.md)"]
+    return None
 
 
 def _cwd() -> Path:
