@@ -13,21 +13,27 @@ import datetime as dt
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from syncd.config import ConfigError, load_config, resolve_endpoint
+from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
 from syncd.protocol import Days, History, Ok, Run, Task, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0, 1, 2, 3, 4
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
-                "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim"}
+                "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim",
+                "incomplete": "yellow"}
+SYSTEMD_SOCKET = Path("/run/syncd/syncd.sock")  # where systemd/config.production.toml puts it
+DATE_HELP = "YYYY-MM-DD, e.g. 2025-10-09 (no other spelling: not 20251009, not 2025-W41-4)"
+RANGE_EPILOG = ("--from and --to are calendar days, both included; the daemon syncs the trading days among them "
+                "(weekends and exchange holidays are recorded as skipped). Dates are YYYY-MM-DD only.")
 
 
 class RunEnded(Ok, kw_only=True):
@@ -60,19 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the daemon's replies as JSON")
-    start = sub.add_parser("start", parents=[json_flag], help="start a sync of a date range")
-    start.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D")
-    start.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D")
-    start.add_argument("--wait", action="store_true", help="follow the run with a progress bar until it ends")
+    start = sub.add_parser("start", parents=[json_flag], help="start a sync of a date range",
+                           description="Start a sync of the calendar days --from..--to (both included).",
+                           epilog=RANGE_EPILOG + " Example: syncctl start --from 2025-10-09 --to 2025-10-17 --wait. "
+                           "With --wait --json: JSON lines, the start reply then {\"status\":\"ok\",\"run\":{...}}.")
+    start.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D",
+                       help=f"first day to sync: {DATE_HELP}")
+    start.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
+                       help="last day to sync, included: YYYY-MM-DD (the same day as --from syncs one day)")
+    start.add_argument("--wait", action="store_true",
+                       help="follow the run with a progress bar until it ends; exit 4 unless it succeeded")
     start.add_argument("--task-type", default="manual", help=argparse.SUPPRESS)
     sub.add_parser("status", parents=[json_flag], help="the current run, the last run and the schedule")
     cancel = sub.add_parser("cancel", parents=[json_flag], help="cancel the current run")
     cancel.add_argument("--run-id", help="only if this is the current run")
     history = sub.add_parser("history", parents=[json_flag], help="recent runs, newest first")
     history.add_argument("--limit", type=int, default=20, metavar="N")
-    days = sub.add_parser("days", parents=[json_flag], help="each day's sync status in a range")
-    days.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D")
-    days.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D")
+    days = sub.add_parser("days", parents=[json_flag], help="each day's sync status in a range", epilog=RANGE_EPILOG)
+    days.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D",
+                      help=f"first day: {DATE_HELP}")
+    days.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
+                      help="last day, included: YYYY-MM-DD")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
     return parser
 
@@ -87,17 +101,57 @@ def find_endpoint(args: argparse.Namespace) -> str:
     return load_config(None).daemon.endpoint
 
 
-def _cwd():  # type: ignore[no-untyped-def]
-    from pathlib import Path
+def endpoint_origin(args: argparse.Namespace) -> str:
+    """Where find_endpoint took the endpoint from, in the words of the flags."""
+    if args.endpoint:
+        return "--endpoint"
+    if os.environ.get("SYNCD_ENDPOINT"):
+        return "$SYNCD_ENDPOINT"
+    if args.config:
+        return f"--config {args.config}"
+    if Path(DEFAULT_CONFIG_NAME).is_file():
+        return f"./{DEFAULT_CONFIG_NAME}"
+    return f"the default (no ./{DEFAULT_CONFIG_NAME} in {Path.cwd()})"
 
+
+def missing_socket_hint(endpoint: str, origin: str) -> list[str] | None:
+    """Lines saying why syncctl cannot reach the ipc socket file of `endpoint` and how to point it at
+    syncd, when the file does not exist or this user may not open it (no daemon can answer there, so
+    there is nothing to wait for); None when it may be reached (or is not a file: tcp://, abstract)."""
+    path = ipc_path(endpoint)
+    if path is None:
+        return None
+    try:
+        path.stat()
+    except PermissionError:
+        return [f"syncctl: no permission to reach {path} (endpoint {endpoint}, from {origin}): "
+                "join the socket's group (syncd for a systemd install, docs/operations.md)"]
+    except OSError:
+        lines = [f"syncctl: no syncd socket at {path} (endpoint {endpoint}, from {origin})",
+                 "  point syncctl at the daemon with one of:",
+                 "    --config PATH/config.toml     the daemon's config (its daemon.endpoint)",
+                 "    --endpoint ipc:///PATH/syncd.sock   or tcp://HOST:PORT",
+                 "    export SYNCD_ENDPOINT=ipc:///PATH/syncd.sock",
+                 f"  a systemd install listens on ipc://{SYSTEMD_SOCKET}"]
+        if os.access(SYSTEMD_SOCKET, os.F_OK):
+            lines.append(f"  (that socket exists here: syncctl --endpoint ipc://{SYSTEMD_SOCKET} ...)")
+        return lines
+    if not os.access(path, os.R_OK | os.W_OK):
+        return [f"syncctl: no permission to open {path} (endpoint {endpoint}, from {origin}): "
+                "join the socket's group (syncd for a systemd install, docs/operations.md)"]
+    return None
+
+
+def _cwd() -> Path:
     return Path.cwd()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # piped output is for grep and awk: wide rows instead of wrapped, truncated cells
-    out = Console() if sys.stdout.isatty() else Console(width=250)
-    err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=250)
+    # piped output is for grep and awk: wide rows instead of wrapped, truncated cells. No automatic
+    # highlighting: rich's highlighter would colour the digits inside run ids and dates as separate numbers.
+    out = Console(highlight=False) if sys.stdout.isatty() else Console(width=250, highlight=False)
+    err = Console(stderr=True, highlight=False) if sys.stderr.isatty() else Console(stderr=True, width=250, highlight=False)
     if args.command == "history" and not 1 <= args.limit <= 1000:
         err.print("syncctl: --limit must be between 1 and 1000")
         return EXIT_BAD_INPUT
@@ -105,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         err.print("syncctl: --timeout must be positive")
         return EXIT_BAD_INPUT
     try:
-        client = SyncClient(find_endpoint(args), timeout=args.timeout, server_public_key=args.server_key)
+        endpoint = find_endpoint(args)
+        hint = missing_socket_hint(endpoint, endpoint_origin(args))
+        if hint is not None:
+            for line in hint:
+                err.print(line, markup=False)
+            return EXIT_UNREACHABLE
+        client = SyncClient(endpoint, timeout=args.timeout, server_public_key=args.server_key)
         return COMMANDS[args.command](client, args, out)
     except ValueError as exc:  # a malformed --server-key, an empty endpoint
         err.print(f"syncctl: {exc}", markup=False, highlight=False)
@@ -135,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("syncctl: interrupted (the run, if any, goes on in syncd; `syncctl cancel` stops it)")
         return 130
+    except BrokenPipeError:  # `syncctl ... | head`: the reader left; die quietly as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _emit_json(reply: Any) -> None:
@@ -170,25 +233,35 @@ def cmd_start(client: SyncClient, args: argparse.Namespace, out: Console) -> int
 def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
     """Poll status until our run is no longer current; return its record."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
-               TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[day]}"), TimeRemainingColumn()]
+               TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[day]}"), TimeElapsedColumn(),
+               TextColumn("{task.fields[eta]}")]
     with Progress(*columns, console=out, disable=not live, transient=False) as progress:
-        bar = progress.add_task(task.run_id, total=None, rows=0, day="")
+        bar = progress.add_task(task.run_id, total=None, rows=0, day="", eta=_eta_text(task))
         while True:
             status = client.status()
             current = status.current_task
             if current is None or current.run_id != task.run_id:
                 break
             progress.update(bar, total=current.trading_days or None, completed=current.days_done,
-                            rows=current.rows, day=current.current_date or "")
+                            rows=current.rows, day=current.current_date or "", eta=_eta_text(current))
             time.sleep(0.5)  # a UI refresh interval, not a synchronisation
         last = status.last_run
         if last is not None and last.run_id == task.run_id:
-            progress.update(bar, total=last.trading_days or 1, completed=last.days_done, rows=last.rows, day="")
+            progress.update(bar, total=last.trading_days or 1, completed=last.days_done, rows=last.rows, day="",
+                            eta=last.status)
             return last
     for run in client.history(limit=50):
         if run.run_id == task.run_id:
             return run
     raise SyncdRequestError("lost_run", f"run {task.run_id} is no longer current and not in history", {})
+
+
+def _eta_text(task: Task) -> str:
+    """The daemon's own estimate (it knows the days left); rich's rate estimate needs many updates and
+    shows -:--:-- on a short run."""
+    if task.eta_s is not None:
+        return f"ETA {_duration(task.eta_s)}"
+    return "ETA after the first day" if task.trading_days else "planning"
 
 
 def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
@@ -198,7 +271,7 @@ def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> in
         return EXIT_OK
     daemon = reply.daemon
     out.print(f"syncd {daemon.version} at {daemon.endpoint} — pid {daemon.pid}, up {_duration(daemon.uptime_s)}, "
-              f"source {daemon.source}, database {daemon.database}")
+              f"source {daemon.source}, database {daemon.database}", markup=False)
     task = reply.current_task
     if task is None:
         out.print("state: [green]idle[/]")
@@ -206,13 +279,15 @@ def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> in
         eta = f", ETA {_duration(task.eta_s)}" if task.eta_s is not None else ""
         out.print(f"state: [cyan]{reply.state}[/] — {task.task_type} run [bold]{task.run_id}[/] "
                   f"{task.start_date}..{task.end_date}: {task.days_done}/{task.trading_days} trading days "
-                  f"({task.progress:.0%}), {task.days_failed} failed, {task.rows:,} rows, at {task.current_date or '-'}{eta}")
+                  f"({task.progress:.0%}), {task.days_failed} failed, {task.rows:,} rows, at {task.current_date or '-'}"
+                  f"{eta}; started {format_time(task.start_time)}")
     if reply.last_run is not None:
         run = reply.last_run
         out.print(f"last run: {run.run_id} {run.task_type} [{STATUS_STYLE.get(run.status, '')}]{run.status}[/] "
-                  f"{run.start_date}..{run.end_date}, {run.rows:,} rows, finished {run.finished_at or '-'}")
+                  f"{run.start_date}..{run.end_date}, {run.rows:,} rows, started {format_time(run.started_at)}, "
+                  f"finished {format_time(run.finished_at)}")
     for job in reply.schedule:
-        out.print(f"schedule: {job.job} next at {job.next_run}")
+        out.print(f"schedule: {job.job} next at {format_time(job.next_run)}")
     return EXIT_OK
 
 
@@ -230,11 +305,14 @@ def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> i
     if args.json:
         _emit_json(reply)
         return EXIT_OK
-    table = Table("run", "type", "status", "range", "days", "failed", "rows", "started", "finished", "error")
+    offset = shared_offset([time for run in reply.runs for time in (run.started_at, run.finished_at)])
+    zone = f" ({offset})" if offset else ""
+    table = Table("run", "type", "status", "range", "days", "failed", "rows", f"started{zone}", f"finished{zone}", "error")
     for run in reply.runs:
         table.add_row(run.run_id, run.task_type, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
                       f"{run.start_date}..{run.end_date}", f"{run.days_done}/{run.trading_days}", str(run.days_failed),
-                      f"{run.rows:,}", _short_time(run.started_at), _short_time(run.finished_at), run.error or "")
+                      f"{run.rows:,}", format_time(run.started_at, offset), format_time(run.finished_at, offset),
+                      run.error or "")
     out.print(table)
     return EXIT_OK
 
@@ -262,7 +340,7 @@ def _print_busy(err: Console, exc: SyncdBusy) -> None:
     err.print("syncctl: rejected — a sync is already running; try again when it has finished", style="yellow")
     where = f"  on {task.host} pid {task.pid}" if task.host else ""
     err.print(f"  run {task.run_id}  type {task.task_type}  range {task.start_date}..{task.end_date}  "
-              f"started {task.start_time}  progress {task.days_done}/{task.trading_days} days{where}",
+              f"started {format_time(task.start_time)}  progress {task.days_done}/{task.trading_days} days{where}",
               markup=False, highlight=False)
 
 
@@ -281,8 +359,37 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def _short_time(value: str | None) -> str:
-    return value[:19].replace("T", " ") if value else "-"
+def format_time(value: str | None, known_offset: str | None = None) -> str:
+    """A wire time as syncctl shows every time: `2025-10-18 16:00:05 +08:00`, in the zone the daemon sent
+    (its schedule.timezone, the zone of run ids), labelled with the UTC offset. `known_offset` is dropped
+    from the label when a table header already carries it."""
+    if not value:
+        return "-"
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    clock = moment.strftime("%Y-%m-%d %H:%M:%S")
+    offset = _offset(moment)
+    return clock if offset is None or offset == known_offset else f"{clock} {offset}"
+
+
+def shared_offset(values: list[str | None]) -> str | None:
+    """The UTC offset all these wire times share (a table header's zone label), or None."""
+    try:
+        offsets = {_offset(dt.datetime.fromisoformat(value)) for value in values if value}
+    except ValueError:
+        return None
+    return offsets.pop() if len(offsets) == 1 else None
+
+
+def _offset(moment: dt.datetime) -> str | None:
+    delta = moment.utcoffset()
+    if delta is None:
+        return None
+    minutes = int(delta.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _who() -> str:

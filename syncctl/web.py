@@ -17,13 +17,16 @@ import datetime as dt
 import functools
 import html
 import os
-from collections.abc import Callable
+import re
+import secrets
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Body, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from syncd import __version__
@@ -36,6 +39,12 @@ BUSY_MESSAGE = "已有同步任务正在运行，请等待当前任务完成后�
 STATE_KEY = "syncd_client"
 WEB_TASK_TYPE = "web_batch"
 _API_PLACEHOLDER = "__SYNCD_API__"
+_LANG_PLACEHOLDER = "__SYNCD_LANG__"
+TOKEN_ENV = "SYNCD_WEB_TOKEN"
+PAGE_LANGUAGES = ("en", "zh")
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" '
+               'fill="#2563eb"/><path d="M7 21l6-7 5 4 7-9" fill="none" stroke="#fff" stroke-width="3" '
+               'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 
 # syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
 HTTP_STATUS_FOR_CODE: dict[str, int] = {
@@ -131,10 +140,43 @@ def requester(request: Request) -> str:
     return f"web:{request.client.host}"[:200] if request.client else "web"
 
 
+# --- authentication --------------------------------------------------------------------------
+def bearer_token_auth(token: str) -> Callable[..., None]:
+    """A FastAPI dependency: the request must carry `Authorization: Bearer <token>`, else 401.
+
+    The comparison is constant-time (secrets.compare_digest), so the answer's timing tells nothing
+    about how much of a guess was right.
+    """
+    if not token:
+        raise ValueError("an empty web token would let everyone in: set a non-empty token")
+    expected = token.encode()
+    scheme = HTTPBearer(auto_error=False, description=f"the token in ${TOKEN_ENV} (or create_app(token=...))")
+
+    # Depends as a default value: under `from __future__ import annotations` an Annotated[..., Depends(scheme)]
+    # would be a string naming a local, which FastAPI cannot resolve
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not secrets.compare_digest(given, expected):
+            raise HTTPException(401, "missing or wrong token: send Authorization: Bearer <token>",
+                                headers={"WWW-Authenticate": 'Bearer realm="syncd"'})
+
+    return require_token
+
+
 # --- the router ------------------------------------------------------------------------------
-def make_router(client: SyncClient | None = None) -> APIRouter:
-    """The sync-status routes; they use `client` if given, else the app's (see `client_for`)."""
+def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any] = ()) -> APIRouter:
+    """The sync-status routes; they use `client` if given, else the app's (see `client_for`).
+
+    `dependencies` (e.g. `[Depends(bearer_token_auth(token))]`) guard the API routes only: the status
+    page at `<prefix>/page` stays reachable so that a browser can load it and then send the token.
+    """
     router = APIRouter(tags=["sync-status"], responses=ERROR_RESPONSES)
+
+    @router.get("/page", response_class=HTMLResponse, include_in_schema=False)
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(status_page(request.url.path.removesuffix("/page"), request.headers.get("accept-language")))
+
+    router.dependencies = list(dependencies)  # every route added from here on is guarded; the page above is not
 
     def pick(request: Request) -> SyncClient:
         return client if client is not None else client_for(request.app)
@@ -166,10 +208,6 @@ def make_router(client: SyncClient | None = None) -> APIRouter:
     def cancel(request: Request, body: Annotated[CancelBody | None, Body()] = None) -> Response:
         return forward(lambda: pick(request).cancel(body.run_id if body else None))
 
-    @router.get("/page", response_class=HTMLResponse, include_in_schema=False)
-    async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(status_page(request.url.path.removesuffix("/page")))
-
     return router
 
 
@@ -183,27 +221,52 @@ def _page_template() -> str:
     return (resources.files("syncctl") / "static" / "index.html").read_text(encoding="utf-8")
 
 
-def status_page(api_base: str) -> str:
-    """The status page's HTML, talking to the routes mounted at `api_base`."""
-    return _page_template().replace(_API_PLACEHOLDER, html.escape(api_base.rstrip("/"), quote=True))
+def status_page(api_base: str, accept_language: str | None = None) -> str:
+    """The status page's HTML, talking to the routes mounted at `api_base`, in the language the
+    browser prefers (its Accept-Language; the page has a switch too)."""
+    return (_page_template().replace(_API_PLACEHOLDER, html.escape(api_base.rstrip("/"), quote=True))
+            .replace(_LANG_PLACEHOLDER, page_language(accept_language)))
 
 
-def create_app(endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> FastAPI:
+def page_language(accept_language: str | None) -> str:
+    """"zh" or "en": the first of PAGE_LANGUAGES in the header's order of preference (q-values), else "en"."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        match = re.fullmatch(r"\s*([A-Za-z]{1,8})(?:-[A-Za-z0-9-]*)?\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*", item)
+        if match is None:
+            continue
+        try:
+            quality = float(match.group(2)) if match.group(2) else 1.0
+        except ValueError:
+            continue
+        if quality > 0 and match.group(1).lower() in PAGE_LANGUAGES:
+            ranked.append((-quality, position, match.group(1).lower()))
+    return min(ranked)[2] if ranked else "en"
+
+
+def create_app(endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *, token: str | None = None) -> FastAPI:
     """A FastAPI app: the router at PREFIX and the status page at `/`.
 
     `endpoint` defaults to $SYNCD_ENDPOINT, so `uvicorn --factory syncctl.web:create_app`
-    works; raises ValueError when neither is set.
+    works; raises ValueError when neither is set. `token` defaults to $SYNCD_WEB_TOKEN: when set,
+    every API call needs `Authorization: Bearer <token>` (401 otherwise).
     """
     app = FastAPI(title="syncd sync status", version=__version__,
                   description="Start, watch and inspect syncd's syncs. Forwards to syncd; never syncs itself.")
     configure(app, endpoint, timeout)
-    app.include_router(router, prefix=PREFIX)
+    token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    guard = [Depends(bearer_token_auth(token))] if token else []
+    app.include_router(make_router(dependencies=guard), prefix=PREFIX)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:  # async: no syncd call, so it answers even when the threadpool is full
-        return HTMLResponse(status_page(PREFIX))
+    async def index(request: Request) -> HTMLResponse:  # async: no syncd call, so it answers even when the threadpool is full
+        return HTMLResponse(status_page(PREFIX, request.headers.get("accept-language")))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     return app
 
 
-__all__ = ["BUSY_MESSAGE", "PREFIX", "configure", "create_app", "make_router", "router", "status_page"]
+__all__ = ["BUSY_MESSAGE", "PREFIX", "bearer_token_auth", "configure", "create_app", "make_router", "router", "status_page"]

@@ -1,17 +1,32 @@
 """syncctl's contract: commands, --json, and exit codes 0/1/2/3/4; SyncClient's timeout."""
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 
 from syncctl import SyncClient, SyncdUnreachable
+from syncctl.cli import _eta_text, format_time, shared_offset
+from syncd.protocol import Task
+
+SHOWN_TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{2}:\d{2}"  # how syncctl prints every time
 
 
-def syncctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "syncctl.cli", *args], capture_output=True, text=True, timeout=timeout)
+def syncctl(*args: str, timeout: float = 60, cwd: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "syncctl.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env)
+
+
+def env_without_endpoint(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNCD_ENDPOINT", "FORCE_COLOR", "NO_COLOR")}
+    return {**env, "PYTHONPATH": os.pathsep.join(sys.path), **extra}
 
 
 def test_client_without_a_daemon_times_out_as_unreachable(short_tmp):
@@ -25,10 +40,46 @@ def test_client_without_a_daemon_times_out_as_unreachable(short_tmp):
 
 
 def test_syncctl_without_a_daemon_exits_1_naming_the_endpoint(short_tmp):
-    endpoint = f"ipc://{short_tmp}/nobody.sock"
+    path = short_tmp / "stale.sock"  # a socket file left behind, nobody listening: syncctl waits its timeout
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    endpoint = f"ipc://{path}"
     result = syncctl("--endpoint", endpoint, "--timeout", "0.5", "status")
     assert result.returncode == 1
     assert f"syncd is not running at {endpoint}" in result.stderr
+
+
+def test_syncctl_without_a_socket_file_fails_at_once_and_says_how_to_point_at_syncd(short_tmp):
+    endpoint = f"ipc://{short_tmp}/nobody.sock"
+    # a --timeout far longer than the subprocess may run: only failing without waiting passes
+    result = syncctl("--endpoint", endpoint, "--timeout", "600", "status", timeout=30)
+    assert result.returncode == 1
+    assert f"no syncd socket at {short_tmp}/nobody.sock" in result.stderr
+    for way in ("--config", "--endpoint", "SYNCD_ENDPOINT", "ipc:///run/syncd/syncd.sock"):
+        assert way in result.stderr
+
+
+def test_syncctl_outside_a_checkout_names_where_the_endpoint_came_from(short_tmp):
+    result = syncctl("--timeout", "600", "ping", cwd=str(short_tmp), env=env_without_endpoint(), timeout=30)
+    assert result.returncode == 1
+    assert f"no syncd socket at {short_tmp}/var/syncd.sock" in result.stderr
+    assert f"from the default (no ./config.toml in {short_tmp})" in result.stderr
+
+
+def test_start_help_describes_the_range_and_the_date_format():
+    result = syncctl("start", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "--from D first day to sync: YYYY-MM-DD" in text
+    assert "--to D last day to sync, included" in text
+    assert "not 20251009" in text
+
+
+def test_a_date_in_another_iso_spelling_is_bad_input(syncd_factory):
+    result = syncctl("--endpoint", syncd_factory().endpoint, "days", "--from", "20251009", "--to", "2025-10-10")
+    assert result.returncode == 2
+    assert "YYYY-MM-DD" in result.stderr
 
 
 def test_syncctl_ping_and_status_json(syncd_factory):
@@ -46,6 +97,59 @@ def test_syncctl_start_wait_succeeds_with_exit_0(syncd_factory):
     result = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-10-09", "--to", "2025-10-10", "--wait")
     assert result.returncode == 0, result.stderr
     assert "succeeded" in result.stdout
+
+
+def test_start_wait_json_is_json_lines_the_start_reply_then_the_run(syncd_factory):
+    daemon = syncd_factory()
+    result = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-10-09", "--to", "2025-10-10", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    started, ended = (json.loads(line) for line in lines)
+    assert started["status"] == "ok" and started["task"]["run_id"] == started["run_id"]
+    assert set(ended) == {"status", "run"}
+    assert (ended["run"]["run_id"], ended["run"]["status"]) == (started["run_id"], "succeeded")
+
+
+def test_status_and_history_show_times_to_the_second_with_their_zone(syncd_factory):
+    daemon = syncd_factory()
+    daemon.client().start("2025-10-09", "2025-10-09")
+    daemon.wait_idle()
+    status = syncctl("--endpoint", daemon.endpoint, "status")
+    assert re.search(rf"last run: .* started {SHOWN_TIME}, finished {SHOWN_TIME}", status.stdout), status.stdout
+    assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", status.stdout)  # no microseconds
+    assert not re.search(r"\dT\d", status.stdout)  # no raw ISO
+    history = syncctl("--endpoint", daemon.endpoint, "history")
+    assert re.search(r"started \([+-]\d{2}:\d{2}\)", history.stdout), history.stdout
+
+
+def test_colour_never_splits_run_ids_and_dates(syncd_factory):
+    daemon = syncd_factory()
+    run_id = daemon.client().start("2025-10-09", "2025-10-10").run_id
+    daemon.wait_idle()
+    env = env_without_endpoint(FORCE_COLOR="1", COLUMNS="200")
+    for command in (["status"], ["history"], ["days", "--from", "2025-10-09", "--to", "2025-10-10"]):
+        result = syncctl("--endpoint", daemon.endpoint, *command, env=env)
+        assert "\x1b[" in result.stdout, "rich did not colour: the test would prove nothing"
+        assert run_id in result.stdout, (command, result.stdout)
+        assert "2025-10-09" in result.stdout
+
+
+def test_eta_is_the_daemons_estimate_and_never_dashes():
+    task = Task(run_id="r", task_type="manual", requested_by="", start_time="", start_date="2025-10-09",
+                end_date="2025-10-10", total_days=2)
+    planned = msgspec.structs.replace(task, trading_days=2, days_done=1)
+    assert _eta_text(task) == "planning"
+    assert _eta_text(planned) == "ETA after the first day"
+    assert _eta_text(msgspec.structs.replace(planned, eta_s=3.4)) == "ETA 3s"
+
+
+def test_times_are_shown_in_the_wires_zone_with_their_offset():
+    assert format_time("2025-10-18T16:00:05+08:00") == "2025-10-18 16:00:05 +08:00"
+    assert format_time("2025-10-18T16:00:05+08:00", "+08:00") == "2025-10-18 16:00:05"
+    assert format_time(None) == "-"
+    assert shared_offset(["2025-10-18T16:00:05+08:00", None, "2025-10-19T01:00:00+08:00"]) == "+08:00"
+    assert shared_offset(["2025-03-08T16:00:05-05:00", "2025-03-10T16:00:05-04:00"]) is None
 
 
 def test_syncctl_start_wait_partial_exits_4(syncd_factory):

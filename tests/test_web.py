@@ -295,3 +295,78 @@ def test_status_page_is_served_at_the_root_and_talks_to_the_prefix():
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert f'<meta name="syncd-api" content="{PREFIX}">' in page.text
+
+
+# --- authentication --------------------------------------------------------------------------------
+TOKEN = "s3cret-token"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer"}])
+@pytest.mark.parametrize("method, path", [("GET", "/status"), ("GET", "/history"), ("POST", "/cancel"),
+                                          ("GET", "/days?start_date=2025-10-01&end_date=2025-10-31"),
+                                          ("POST", "/sync/batch")])
+def test_with_a_token_every_api_call_without_it_is_401(method, path, headers):
+    http = TestClient(create_app(DEAD_ENDPOINT, timeout=0.5, token=TOKEN))  # past the guard it would be 503
+    reply = http.request(method, PREFIX + path, headers=headers, json={"start_date": "2025-10-09", "end_date": "2025-10-09"})
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_a_start_without_the_token_starts_nothing(syncd_factory):
+    daemon = syncd_factory()
+    reply = start(TestClient(create_app(daemon.endpoint, token=TOKEN)), "2025-10-09", "2025-10-09")
+    assert reply.status_code == 401
+    assert daemon.client().history() == []
+
+
+def test_with_the_token_the_api_answers(syncd_factory):
+    daemon = syncd_factory()
+    http = TestClient(create_app(daemon.endpoint, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert http.get(f"{PREFIX}/status").json()["state"] == "idle"
+    assert start(http, "2025-10-09", "2025-10-09").status_code == 200
+    assert daemon.wait_idle().last_run.status == "succeeded"
+
+
+def test_the_token_comes_from_SYNCD_WEB_TOKEN(syncd_factory, monkeypatch):
+    monkeypatch.setenv("SYNCD_WEB_TOKEN", TOKEN)
+    http = TestClient(create_app(syncd_factory().endpoint))
+    assert http.get(f"{PREFIX}/status").status_code == 401
+    assert http.get(f"{PREFIX}/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_without_a_token_the_api_is_open(syncd_factory, monkeypatch):
+    monkeypatch.delenv("SYNCD_WEB_TOKEN", raising=False)
+    assert TestClient(create_app(syncd_factory().endpoint)).get(f"{PREFIX}/status").status_code == 200
+
+
+def test_the_page_and_favicon_need_no_token():
+    http = TestClient(create_app(DEAD_ENDPOINT, token=TOKEN))
+    assert http.get("/").status_code == 200
+    assert http.get(f"{PREFIX}/page").status_code == 200
+    icon = http.get("/favicon.ico")
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
+
+
+def test_a_host_app_guards_the_router_with_its_own_dependencies(syncd_factory):
+    from fastapi import Depends, Header, HTTPException
+
+    def host_auth(x_api_key: str = Header(default="")) -> None:  # the host app's own scheme
+        if x_api_key != "host-key":
+            raise HTTPException(403, "forbidden")
+
+    app = FastAPI()
+    configure(app, endpoint=syncd_factory().endpoint)
+    app.include_router(router, prefix=PREFIX, dependencies=[Depends(host_auth)])
+    http = TestClient(app)
+    assert http.get(f"{PREFIX}/status").status_code == 403
+    assert http.get(f"{PREFIX}/status", headers={"X-API-Key": "host-key"}).json()["state"] == "idle"
+
+
+def test_page_language_follows_accept_language():
+    http = TestClient(create_app(DEAD_ENDPOINT))
+    assert '<html lang="zh">' in http.get("/", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).text
+    assert '<html lang="en">' in http.get("/", headers={"Accept-Language": "en-US,en;q=0.9"}).text
+    assert '<html lang="en">' in http.get("/", headers={"Accept-Language": "zh;q=0.5, en;q=0.8"}).text
+    assert '<html lang="en">' in http.get("/", headers={"Accept-Language": "fr-FR"}).text
+    assert '<html lang="zh">' in http.get("/", headers={"Accept-Language": "fr, zh-TW;q=0.7"}).text

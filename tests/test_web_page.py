@@ -2,7 +2,7 @@
 
 Chromium is Debian's (`apt-get install chromium`), driven by playwright's Python package
 (never `playwright install`). Waits are playwright's own condition polling with a deadline.
-Set SYNCD_WEB_SCREENSHOT=docs/status-page.png to refresh the README's screenshot.
+Set SYNCD_WEB_SCREENSHOTS=docs to refresh docs/status-page.png and docs/status-page-narrow.png.
 """
 
 from __future__ import annotations
@@ -12,45 +12,87 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'syncd[web]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 
+import httpx
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from test_web import DEAD_ENDPOINT, serve
 
-from syncctl.web import create_app
+from syncctl.web import configure, create_app, make_router
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-BUSY = "已有同步任务正在运行，请等待当前任务完成后再试"
+BUSY_ZH = "已有同步任务正在运行，请等待当前任务完成后再试"
+BUSY_EN = "A sync is already running"
 WAIT_MS = 30_000
+SLOW = {"source": {"demo": {"day_delay_s": 0.4}}}
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
 expect = sync_api.expect
 
 
-@pytest.fixture
-def page() -> Iterator[sync_api.Page]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def open_page(browser) -> Iterator[Any]:
+    """open_page(locale=..., width=...) -> a page in a fresh context (its own storage)."""
+    contexts = []
+
+    def make(locale: str = "en-US", width: int = 1280, height: int = 900) -> sync_api.Page:
+        context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(open_page) -> sync_api.Page:
+    return open_page()
 
 
 def progress(page: sync_api.Page) -> float:
     return float(page.get_attribute("#bar", "aria-valuenow") or 0)
 
 
+def months(page: sync_api.Page) -> list[str]:
+    return page.eval_on_selector_all(".month", "nodes => nodes.map(n => n.dataset.month)")
+
+
+def expect_months(page: sync_api.Page, shown: list[str]) -> None:
+    page.wait_for_function("(want) => [...document.querySelectorAll('.month')].map(n => n.dataset.month).join() === want",
+                           arg=",".join(shown), timeout=WAIT_MS)
+
+
 def submit_range(page: sync_api.Page, start_date: str, end_date: str) -> None:
     page.fill("#start-date", start_date)
     page.fill("#end-date", end_date)
     page.click("#sync-submit")
+
+
+def save_screenshot(page: sync_api.Page, tmp_path: Path, name: str) -> None:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("SYNCD_WEB_SCREENSHOTS"):
+        shutil.copyfile(shot, Path(os.environ["SYNCD_WEB_SCREENSHOTS"]) / name)
 
 
 def test_form_sync_moves_the_bar_and_a_second_start_shows_the_running_task(syncd_factory, page, tmp_path: Path):
@@ -80,7 +122,7 @@ def test_form_sync_moves_the_bar_and_a_second_start_shows_the_running_task(syncd
         submit_range(page, "2025-11-03", "2025-11-07")
         notice = page.locator("#form-result")
         expect(notice).to_have_class(re.compile(r"\bbusy\b"), timeout=WAIT_MS)
-        expect(notice).to_contain_text(BUSY)
+        expect(notice).to_contain_text(BUSY_EN)  # the page's language; the 409 body stays the seed's Chinese
         expect(notice).to_contain_text("web_batch")
         expect(notice).to_contain_text("2025-10-09 → 2025-10-31")
         expect(notice).to_contain_text(run_id)
@@ -90,15 +132,63 @@ def test_form_sync_moves_the_bar_and_a_second_start_shows_the_running_task(syncd
         expect(page.locator('.cell[data-date="2025-10-11"]')).to_have_attribute("data-status", "skipped")
         expect(page.locator(f'#history tr[data-run="{run_id}"]')).to_contain_text("running", timeout=WAIT_MS)
         expect(page.locator("#history")).to_contain_text("partial", timeout=WAIT_MS)
-
-        shot = tmp_path / "status-page.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("SYNCD_WEB_SCREENSHOT"):
-            shutil.copyfile(shot, os.environ["SYNCD_WEB_SCREENSHOT"])
+        assert months(page) == ["2025-09", "2025-10", "2025-11"]
+        save_screenshot(page, tmp_path, "status-page.png")
 
         page.click("#cancel-btn")
+        page.click("#cancel-yes")
+        expect(page.locator("#cancel-result")).to_contain_text(f"cancelling {run_id}", timeout=WAIT_MS)
         expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#cancel-result")).to_have_text("")
+        expect(notice).to_be_hidden()  # the busy notice was about a run that has ended
         expect(page.locator(f'#history tr[data-run="{run_id}"]')).to_contain_text("cancelled", timeout=WAIT_MS)
+
+
+def test_calendar_follows_the_run_and_cancel_asks_first(syncd_factory, page):
+    daemon = syncd_factory({"source": {"demo": {"day_delay_s": 0.5}}})
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        submit_range(page, "2025-08-01", "2025-10-31")
+        expect(page.locator("#state-badge")).to_have_text("running", timeout=WAIT_MS)
+        expect_months(page, ["2025-07", "2025-08", "2025-09"])  # the month of the day in flight, not the range's end
+        expect_months(page, ["2025-08", "2025-09", "2025-10"])  # and on, as the run reaches September
+
+        page.click("#cancel-btn")
+        expect(page.locator("#cancel-confirm")).to_be_visible()
+        expect(page.locator("#cancel-question")).to_contain_text(daemon.client().status().current_task.run_id)
+        page.click("#cancel-no")
+        expect(page.locator("#cancel-confirm")).to_be_hidden()
+        assert daemon.client().status().state == "running"
+
+        page.click("#cancel-btn")
+        page.click("#cancel-yes")
+        expect(page.locator("#cancel-result")).to_contain_text("cancelling", timeout=WAIT_MS)
+        assert daemon.wait_idle().last_run.status == "cancelled"
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#cancel-result")).to_have_text("")
+        expect_months(page, ["2025-08", "2025-09", "2025-10"])  # it stays where the run stopped
+
+
+def test_idle_page_opens_on_the_latest_synced_month(syncd_factory, page):
+    daemon = syncd_factory()
+    daemon.client().start("2025-09-22", "2025-09-26")
+    daemon.wait_idle()
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect_months(page, ["2025-07", "2025-08", "2025-09"])
+        expect(page.locator('.cell[data-date="2025-09-22"]')).to_have_attribute("data-status", "success")
+        page.click("#cal-next")
+        expect_months(page, ["2025-08", "2025-09", "2025-10"])
+        page.click("#cal-latest")
+        expect_months(page, ["2025-07", "2025-08", "2025-09"])
+
+
+def test_month_parameter_shows_that_month_in_the_middle(syncd_factory, page):
+    with serve(create_app(syncd_factory().endpoint)) as base:
+        page.goto(base + "/?month=2025-10")
+        expect_months(page, ["2025-09", "2025-10", "2025-11"])
+        expect(page.locator("#cal-label")).to_have_text("Sep 2025 – Nov 2025")
 
 
 def test_form_shows_why_a_range_is_invalid(syncd_factory, page):
@@ -115,3 +205,170 @@ def test_page_says_when_syncd_is_unreachable(page):
         page.goto(base + "/")
         expect(page.locator("#conn")).to_have_class(re.compile(r"\bdown\b"), timeout=WAIT_MS)
         expect(page.locator("#conn-text")).to_contain_text("syncd is not running at")
+        expect(page.locator("#state-badge")).to_have_text("unreachable")
+        expect(page.locator("#current-idle")).to_contain_text("syncd is not answering")
+        expect(page.locator("#sync-submit")).to_be_disabled()
+
+
+def test_page_notices_the_daemon_going_down_and_coming_back(syncd_factory, page):
+    daemon = syncd_factory()
+    with serve(create_app(daemon.endpoint, timeout=0.5)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#sync-submit")).to_be_enabled()
+        daemon.stop()
+        expect(page.locator("#state-badge")).to_have_text("unreachable", timeout=WAIT_MS)
+        expect(page.locator("#sync-submit")).to_be_disabled()
+        daemon.start()
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#sync-submit")).to_be_enabled()
+
+
+def test_at_390_px_nothing_is_clipped(syncd_factory, open_page, tmp_path: Path):
+    daemon = syncd_factory(SLOW)
+    client = daemon.client()
+    client.start("2025-09-22", "2025-09-23", requested_by="ops@host")
+    daemon.wait_idle()
+    page = open_page(locale="zh-CN", width=390, height=844)
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        run_id = client.start("2025-09-24", "2025-10-31", requested_by="ops@host").run_id
+        expect(page.locator("#cur-run")).to_have_text(run_id, timeout=WAIT_MS)
+        expect(page.locator("#history tr[data-run]")).to_have_count(2, timeout=WAIT_MS)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the page itself never scrolls sideways
+        run = page.eval_on_selector("#cur-run", "n => [n.scrollWidth, n.clientWidth, n.getBoundingClientRect().right]")
+        assert run[0] <= run[1] and run[2] <= 390, run  # the whole run id shows
+        wrap = page.eval_on_selector("#history-wrap", "n => [n.scrollWidth, n.clientWidth, n.getBoundingClientRect().right]")
+        assert wrap[0] > wrap[1] and wrap[2] <= 390, wrap  # the runs table scrolls inside its card
+        save_screenshot(page, tmp_path, "status-page-narrow.png")
+        last_column = page.locator("#history tr[data-run] td").last
+        last_column.scroll_into_view_if_needed()
+        expect(last_column).to_be_in_viewport()
+        client.cancel()
+        daemon.wait_idle()
+
+
+def test_page_speaks_chinese_or_english_with_a_switch(syncd_factory, open_page):
+    daemon = syncd_factory(SLOW)
+    daemon.client().start("2025-09-01", "2025-10-31")
+    page = open_page(locale="zh-CN")
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("html")).to_have_attribute("lang", "zh")
+        expect(page.locator("#current-card h2")).to_have_text("当前同步")
+        expect(page.locator("#state-badge")).to_have_text("运行中", timeout=WAIT_MS)
+        submit_range(page, "2025-11-03", "2025-11-07")
+        expect(page.locator("#form-result")).to_contain_text(BUSY_ZH, timeout=WAIT_MS)
+
+        page.click("#lang-switch")
+        expect(page.locator("html")).to_have_attribute("lang", "en")
+        expect(page.locator("#current-card h2")).to_have_text("Current sync")
+        expect(page.locator("#state-badge")).to_have_text("running")
+        expect(page.locator("#form-result")).to_contain_text(BUSY_EN)
+        expect(page.locator("#form-result")).not_to_contain_text(BUSY_ZH)
+        page.reload()
+        expect(page.locator("#current-card h2")).to_have_text("Current sync")  # the switch's choice is kept
+        daemon.client().cancel()
+        daemon.wait_idle()
+
+
+def test_favicon_and_no_missing_resources(syncd_factory, page):
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(f"{r.status} {r.url}") if r.status == 404 else None)
+    with serve(create_app(syncd_factory().endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator(".month")).to_have_count(3, timeout=WAIT_MS)
+        assert page.locator('link[rel="icon"]').count() == 1
+        icon = httpx.get(base + "/favicon.ico")
+        assert icon.status_code == 200
+    # /verify and /check are probed: an older web server answers 404 and the page does without them
+    assert [f for f in failures if not re.search(r"/(verify|check)(\?|$)", f)] == []
+
+
+def test_with_a_token_the_page_asks_for_it_once(syncd_factory, page):
+    with serve(create_app(syncd_factory().endpoint, token="s3cret")) as base:
+        page.goto(base + "/")
+        expect(page.locator("#auth")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#sync-submit")).to_be_disabled()
+        page.fill("#auth-token", "wrong")
+        page.click("#auth-submit")
+        expect(page.locator("#auth-error")).to_be_visible(timeout=WAIT_MS)
+        page.fill("#auth-token", "s3cret")
+        page.click("#auth-submit")
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#auth")).to_be_hidden()
+        expect(page.locator("#sync-submit")).to_be_enabled()
+        page.reload()  # kept for the tab's session
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        expect(page.locator("#auth")).to_be_hidden()
+
+
+# --- the data-trust and ops routes (`verify`, `check`): shown when there, done without when not -------------
+def app_with_routes_in_front(endpoint: str, routes: dict[str, Any]) -> FastAPI:
+    """syncd's router at /x, behind routes registered first (so they answer instead of the router's)."""
+    app = FastAPI()
+    configure(app, endpoint=endpoint)
+    for path, answer in routes.items():
+        app.add_api_route(f"/x{path}", answer, methods=["GET"])
+    app.include_router(make_router(), prefix="/x")
+    return app
+
+
+VERIFIED_DAYS = [
+    {"date": "2025-10-09", "status": "incomplete", "rows": 5290, "expected": 5300, "anomalies": 3,
+     "findings": [{"stock": "600000", "check": "high_low", "detail": "high 9.80 < low 9.90"},
+                  {"stock": "000001", "check": "price_limit", "detail": "pct_change 15.2 beyond ±10%"}]},
+    {"date": "2025-10-10", "status": "success", "rows": 5300, "expected": 5300, "anomalies": 0, "findings": []},
+]
+
+
+def test_calendar_shows_incomplete_days_anomalies_and_the_check_verdict(syncd_factory, page):
+    def days(start_date: str, end_date: str) -> dict[str, Any]:
+        listed = {d["date"]: d for d in VERIFIED_DAYS}
+        return {"status": "ok", "days": [{"date": d, "status": listed[d]["status"], "rows": listed[d]["rows"],
+                                          "run_id": "r1", "error": None, "expected": 5300, "missing": 10}
+                                         for d in listed if start_date <= d <= end_date]}
+
+    def verify(start_date: str, end_date: str) -> dict[str, Any]:
+        return {"status": "ok", "days": [d for d in VERIFIED_DAYS if start_date <= d["date"] <= end_date]}
+
+    verdict = {"status": "ok", "healthy": False, "reason": "2025-10-09 is incomplete",
+               "latest_completed_trading_day": "2025-10-09", "day_status": "incomplete", "last_scheduled_run": None}
+    app = app_with_routes_in_front(syncd_factory().endpoint, {"/days": days, "/verify": verify,
+                                                              "/check": lambda: JSONResponse(verdict, 503)})
+    with serve(app) as base:
+        page.goto(base + "/x/page?month=2025-10")
+        cell = page.locator('.cell[data-date="2025-10-09"]')
+        expect(cell).to_have_attribute("data-status", "incomplete", timeout=WAIT_MS)
+        expect(cell).to_have_attribute("data-anomalies", "3", timeout=WAIT_MS)
+        expect(cell.locator(".mark")).to_have_text("3")
+        tip = cell.get_attribute("title")
+        assert "expected 5,300 stocks, 10 missing" in tip
+        assert "600000 high_low: high 9.80 < low 9.90" in tip and "000001 price_limit" in tip
+        expect(page.locator('.cell[data-date="2025-10-10"] .mark')).to_have_count(0)
+        expect(page.locator("#legend-anomalies")).to_be_visible()
+        expect(page.locator('.month[data-month="2025-10"] h3')).to_contain_text("1 incomplete")
+        box = page.locator("#check")
+        expect(box).to_have_attribute("data-healthy", "false", timeout=WAIT_MS)
+        expect(box).to_contain_text("2025-10-09 is incomplete")
+
+
+def test_without_verify_and_check_the_page_does_quietly_without(syncd_factory, page):
+    def absent() -> None:
+        raise HTTPException(404, "Not Found")  # what a web server without these routes answers
+
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/verify" in r.url else None)
+    app = app_with_routes_in_front(syncd_factory().endpoint, {"/verify": absent, "/check": absent})
+    with serve(app) as base:
+        page.goto(base + "/x/page?month=2025-10")
+        expect(page.locator('.cell[data-date="2025-10-11"]')).to_have_attribute("data-status", "skipped", timeout=WAIT_MS)
+        page.wait_for_function("() => document.querySelector('#check').hidden", timeout=WAIT_MS)
+        page.click("#cal-prev")
+        expect_months(page, ["2025-08", "2025-09", "2025-10"])
+        expect(page.locator('.cell[data-date="2025-08-01"]')).to_have_attribute("data-status", "pending", timeout=WAIT_MS)
+        expect(page.locator("#legend-anomalies")).to_be_hidden()
+        expect(page.locator(".mark:visible")).to_have_count(0)
+        expect(page.locator("#months")).not_to_contain_text("unavailable")
+    assert len(asked) == 1, asked  # asked once, then never again
