@@ -1,0 +1,121 @@
+"""The sanity checks of a written day: what `verify` reports, computed in SQL where the rows are.
+
+This module owns the rules (docs/data.md, "What is checked") and the one statement that
+applies them to a day's rows in daily_bars and stores what it finds in bar_findings:
+
+- `price_order`: low <= open, close <= high (and low <= high);
+- `volume`: volume >= 0;
+- `unit`: amount / volume within [low - t, high + t], t = max(0.01, 1 % of high - low), the
+  guard against a source's units or mapping changing (rows with volume 0 are not judged);
+- `pct_change`: pct_change agrees with close and pre_close (within PCT_TOLERANCE points);
+- `price_limit`: |pct_change| within the board's daily limit plus LIMIT_TOLERANCE points,
+  with the boards' first-days rules and ST (by the stock's name that day, where known).
+
+A NULL field leaves the checks that need it unjudged. Findings never block a write, except
+the unit guard's: `unit_guard_error` says when too many of a day's rows fail it. It runs
+inside the caller's transaction (the day's write, or `verify` on a day written before
+findings existed) and knows nothing of runs or sockets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+
+UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`: the day fails
+LIMIT_TOLERANCE = 0.5     # percentage points over a price limit before `price_limit` is reported
+PCT_TOLERANCE = 0.02      # percentage points between pct_change and (close / pre_close - 1) * 100
+FIRST_DAYS_FREE = 5       # sessions without a limit after a listing (STAR; ChiNext and main boards since their reforms)
+
+CHINEXT_REFORM = dt.date(2020, 8, 24)   # ChiNext's registration system: +/-20 %, five free sessions for listings from here
+MAIN_BOARD_REFORM = dt.date(2023, 4, 10)  # main boards' registration system: five free sessions for listings from here
+# Main-board ST / *ST stocks move from +/-5 % to +/-10 % on this date: proposed by the SSE and SZSE on 2025-06-27
+# ("关于调整主板风险警示股票价格涨跌幅限制比例及有关事项的通知", consultation draft), in force from the session of
+# Monday 2026-07-06 (as reported in akfamily/akquant#249 and simonlin1212/TradingAgents-astock#85).
+MAIN_BOARD_ST_TEN_PERCENT = dt.date(2026, 7, 6)
+
+CHECKS = ("price_order", "volume", "unit", "pct_change", "price_limit")
+
+# Board by code: STAR 688/689, ChiNext 300/301/302, BSE 43x/83x/87x/88x/920, main boards the rest.
+_BOARD = """CASE WHEN b.code ~ '^68[89]' THEN 'STAR' WHEN b.code ~ '^30[012]' THEN 'ChiNext'
+                 WHEN b.code ~ '^(4|8|920)' THEN 'BSE' ELSE 'main board' END"""
+
+# Price limits of the rows whose move could break one (|pct| over the tightest limit plus tolerance);
+# a NULL `up` means no limit that session. Listing day: stocks.listing_date, else the first stored row.
+_LIMITS = f"""
+candidates AS (
+    SELECT b.trade_date, b.code, b.pct, {_BOARD} AS board, coalesce(s.listing_date, first.day) AS listed,
+           (SELECT count(*) FROM (SELECT 1 FROM daily_bars p WHERE p.code = b.code AND p.trade_date < b.trade_date
+                                  AND p.trade_date >= coalesce(s.listing_date, first.day) LIMIT {FIRST_DAYS_FREE}) x) AS session,
+           EXISTS (SELECT 1 FROM stock_names n WHERE n.code = b.code AND b.trade_date BETWEEN n.first_seen AND n.last_seen
+                   AND n.name LIKE '%%ST%%') AS st
+    FROM bars b
+    LEFT JOIN stocks s ON s.code = b.code
+    LEFT JOIN LATERAL (SELECT min(f.trade_date) AS day FROM daily_bars f WHERE f.code = b.code) first ON true
+    WHERE abs(b.pct) > 5 + {LIMIT_TOLERANCE}
+),
+limits AS (
+    SELECT c.trade_date, c.code, c.board, c.st, c.session,
+           CASE WHEN c.board = 'STAR' AND c.session < {FIRST_DAYS_FREE} THEN NULL
+                WHEN c.board = 'BSE' AND c.session = 0 THEN NULL
+                WHEN c.board = 'BSE' THEN 30
+                WHEN c.board = 'STAR' THEN 20
+                WHEN c.board = 'ChiNext' AND c.listed >= '{CHINEXT_REFORM}' AND c.session < {FIRST_DAYS_FREE} THEN NULL
+                WHEN c.board = 'ChiNext' AND c.trade_date >= '{CHINEXT_REFORM}' THEN 20
+                WHEN c.board = 'main board' AND c.listed >= '{MAIN_BOARD_REFORM}' AND c.session < {FIRST_DAYS_FREE} THEN NULL
+                WHEN c.session = 0 THEN 44
+                WHEN c.st AND (c.board = 'ChiNext' OR c.trade_date < '{MAIN_BOARD_ST_TEN_PERCENT}') THEN 5
+                ELSE 10 END AS up,
+           CASE WHEN c.session = 0 AND c.board IN ('main board', 'ChiNext') THEN 36 END AS first_day_down
+    FROM candidates c
+)"""
+
+_FINDINGS = f"""
+WITH bars AS (
+    SELECT b.trade_date, b.code, b.open, b.high, b.low, b.close, b.pre_close, b.volume, b.amount, b.pct_change,
+           coalesce(b.pct_change, (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) AS pct
+    FROM daily_bars b WHERE b.trade_date = %(day)s
+),
+{_LIMITS}
+INSERT INTO bar_findings (trade_date, code, check_name, detail)
+SELECT b.trade_date, b.code, c.check_name, c.detail
+FROM bars b
+LEFT JOIN limits l ON l.code = b.code
+CROSS JOIN LATERAL (VALUES
+    ('price_order', CASE WHEN b.low > b.high THEN format('high %%s is below low %%s', b.high, b.low)
+                         WHEN b.open NOT BETWEEN b.low AND b.high OR b.close NOT BETWEEN b.low AND b.high
+                         THEN format('open %%s / close %%s outside low %%s .. high %%s', b.open, b.close, b.low, b.high) END),
+    ('volume', CASE WHEN b.volume < 0 THEN format('volume %%s is negative', b.volume) END),
+    ('unit', CASE WHEN b.volume > 0 AND b.amount / b.volume NOT BETWEEN
+                       b.low - greatest(0.01, (b.high - b.low) / 100) AND b.high + greatest(0.01, (b.high - b.low) / 100)
+                  THEN format('amount / volume = %%s outside low %%s .. high %%s: units (lots? thousands of yuan?) or columns mixed up',
+                              round((b.amount / b.volume)::numeric, 4), b.low, b.high) END),
+    ('pct_change', CASE WHEN abs(b.pct_change - (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) > {PCT_TOLERANCE}
+                        THEN format('pct_change %%s but close %%s against pre_close %%s is %%s', b.pct_change, b.close,
+                                    b.pre_close, round(((b.close - b.pre_close) / b.pre_close * 100)::numeric, 4)) END),
+    ('price_limit', CASE WHEN l.up IS NOT NULL AND (b.pct > l.up + {LIMIT_TOLERANCE}
+                                                    OR b.pct < -coalesce(l.first_day_down, l.up) - {LIMIT_TOLERANCE})
+                         THEN format('pct_change %%s beyond the %%s limit of +%%s%%%% / -%%s%%%%', round(b.pct::numeric, 2),
+                                     l.board || CASE WHEN l.session = 0 THEN ' first-day' WHEN l.st THEN ' ST' ELSE '' END,
+                                     l.up, coalesce(l.first_day_down, l.up)) END)
+) c(check_name, detail)
+WHERE c.detail IS NOT NULL
+RETURNING check_name"""
+
+
+def record_findings(conn: psycopg.Connection[Any], day: dt.date) -> list[str]:
+    """Replace `day`'s stored findings with the checks' verdict on its rows now; return each finding's check."""
+    conn.execute("DELETE FROM bar_findings WHERE trade_date = %s", (day,))
+    return [row[0] for row in conn.execute(_FINDINGS, {"day": day}).fetchall()]
+
+
+def unit_guard_error(day: dt.date, checks: list[str], rows: int) -> str | None:
+    """The day's error when more than UNIT_GUARD_SHARE of its rows fail the unit guard, else None."""
+    failing = checks.count("unit")
+    if rows == 0 or failing <= UNIT_GUARD_SHARE * rows:
+        return None
+    return (f"unit guard: {failing} of {rows} rows of {day} have amount / volume outside [low, high] "
+            f"(more than {UNIT_GUARD_SHARE:.0%}): the source's units or column mapping have changed; nothing of this day "
+            "was written (see `syncctl verify` and docs/data.md)")
