@@ -45,7 +45,7 @@ _BOARD = """CASE WHEN b.code ~ '^68[89]' THEN 'STAR' WHEN b.code ~ '^30[012]' TH
 # Price limits of the rows whose move could break one (|pct| over the tightest limit plus tolerance);
 # a NULL `up` means no limit that session. Listing day: stocks.listing_date, else the first stored row.
 _LIMITS = f"""
-candidates AS (
+candidates AS MATERIALIZED (
     SELECT b.trade_date, b.code, b.pct, {_BOARD} AS board, coalesce(s.listing_date, first.day) AS listed,
            (SELECT count(*) FROM (SELECT 1 FROM daily_bars p WHERE p.code = b.code AND p.trade_date < b.trade_date
                                   AND p.trade_date >= coalesce(s.listing_date, first.day) LIMIT {FIRST_DAYS_FREE}) x) AS session,
@@ -72,34 +72,48 @@ limits AS (
     FROM candidates c
 )"""
 
+_TOLERANCE_T = "greatest(0.01, (b.high - b.low) / 100)"
+# Each check: the condition a row fails it on (NULL fields make it NULL: not judged), and the finding's detail.
+_CHECKS: dict[str, tuple[str, str]] = {
+    "price_order": (
+        "b.low > b.high OR b.open NOT BETWEEN b.low AND b.high OR b.close NOT BETWEEN b.low AND b.high",
+        "CASE WHEN b.low > b.high THEN format('high %%s is below low %%s', b.high, b.low) "
+        "ELSE format('open %%s / close %%s outside low %%s .. high %%s', b.open, b.close, b.low, b.high) END"),
+    "volume": ("b.volume < 0", "format('volume %%s is negative', b.volume)"),
+    "unit": (
+        f"b.volume > 0 AND b.amount / b.volume NOT BETWEEN b.low - {_TOLERANCE_T} AND b.high + {_TOLERANCE_T}",
+        "format('amount / volume = %%s outside low %%s .. high %%s: units (lots? thousands of yuan?) or columns mixed up', "
+        "round((b.amount / b.volume)::numeric, 4), b.low, b.high)"),
+    "pct_change": (
+        f"abs(b.pct_change - (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) > {PCT_TOLERANCE}",
+        "format('pct_change %%s but close %%s against pre_close %%s is %%s', b.pct_change, b.close, b.pre_close, "
+        "round(((b.close - b.pre_close) / b.pre_close * 100)::numeric, 4))"),
+    "price_limit": (
+        f"l.up IS NOT NULL AND (b.pct > l.up + {LIMIT_TOLERANCE} OR b.pct < -coalesce(l.first_day_down, l.up) - {LIMIT_TOLERANCE})",
+        "format('pct_change %%s beyond the %%s limit of +%%s%%%% / -%%s%%%%', round(b.pct::numeric, 2), "
+        "l.board || CASE WHEN l.session = 0 THEN ' first-day' WHEN l.st THEN ' ST' ELSE '' END, "
+        "l.up, coalesce(l.first_day_down, l.up))"),
+}
+assert tuple(_CHECKS) == CHECKS
+
+# Rows that fail any check are found with the conditions alone; only those get their findings spelt out.
 _FINDINGS = f"""
-WITH bars AS (
+WITH bars AS MATERIALIZED (
     SELECT b.trade_date, b.code, b.open, b.high, b.low, b.close, b.pre_close, b.volume, b.amount, b.pct_change,
            coalesce(b.pct_change, (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) AS pct
     FROM daily_bars b WHERE b.trade_date = %(day)s
 ),
-{_LIMITS}
+{_LIMITS},
+failing AS MATERIALIZED (
+    SELECT b.*, l.board, l.st, l.session, l.up, l.first_day_down
+    FROM bars b LEFT JOIN limits l ON l.code = b.code
+    WHERE {' OR '.join(f'coalesce({condition}, false)' for condition, _ in _CHECKS.values())}
+)
 INSERT INTO bar_findings (trade_date, code, check_name, detail)
 SELECT b.trade_date, b.code, c.check_name, c.detail
-FROM bars b
-LEFT JOIN limits l ON l.code = b.code
-CROSS JOIN LATERAL (VALUES
-    ('price_order', CASE WHEN b.low > b.high THEN format('high %%s is below low %%s', b.high, b.low)
-                         WHEN b.open NOT BETWEEN b.low AND b.high OR b.close NOT BETWEEN b.low AND b.high
-                         THEN format('open %%s / close %%s outside low %%s .. high %%s', b.open, b.close, b.low, b.high) END),
-    ('volume', CASE WHEN b.volume < 0 THEN format('volume %%s is negative', b.volume) END),
-    ('unit', CASE WHEN b.volume > 0 AND b.amount / b.volume NOT BETWEEN
-                       b.low - greatest(0.01, (b.high - b.low) / 100) AND b.high + greatest(0.01, (b.high - b.low) / 100)
-                  THEN format('amount / volume = %%s outside low %%s .. high %%s: units (lots? thousands of yuan?) or columns mixed up',
-                              round((b.amount / b.volume)::numeric, 4), b.low, b.high) END),
-    ('pct_change', CASE WHEN abs(b.pct_change - (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) > {PCT_TOLERANCE}
-                        THEN format('pct_change %%s but close %%s against pre_close %%s is %%s', b.pct_change, b.close,
-                                    b.pre_close, round(((b.close - b.pre_close) / b.pre_close * 100)::numeric, 4)) END),
-    ('price_limit', CASE WHEN l.up IS NOT NULL AND (b.pct > l.up + {LIMIT_TOLERANCE}
-                                                    OR b.pct < -coalesce(l.first_day_down, l.up) - {LIMIT_TOLERANCE})
-                         THEN format('pct_change %%s beyond the %%s limit of +%%s%%%% / -%%s%%%%', round(b.pct::numeric, 2),
-                                     l.board || CASE WHEN l.session = 0 THEN ' first-day' WHEN l.st THEN ' ST' ELSE '' END,
-                                     l.up, coalesce(l.first_day_down, l.up)) END)
+FROM failing b CROSS JOIN LATERAL (SELECT b.board, b.st, b.session, b.up, b.first_day_down) l
+CROSS JOIN LATERAL (VALUES {', '.join(f"('{name}', CASE WHEN {condition} THEN {detail} END)"
+                                      for name, (condition, detail) in _CHECKS.items())}
 ) c(check_name, detail)
 WHERE c.detail IS NOT NULL
 RETURNING check_name"""

@@ -145,7 +145,7 @@ class Daemon:
     def _prepare_database(self, dsn: str) -> tuple[TradingCalendar, Any]:
         conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
         try:
-            version = store.migrate(conn, self.config.database.compat_view)
+            version = store.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))

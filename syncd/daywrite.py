@@ -118,6 +118,7 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
     with conn.transaction(), conn.cursor() as cur:
         if fence is not None:
             fence(conn)
+        cur.execute("SET LOCAL jit = off")  # compiling these few-millisecond statements would take ~100 ms and more
         cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
         fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
         if fetched == 0:

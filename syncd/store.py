@@ -260,6 +260,11 @@ def session_id(conn: psycopg.Connection[Any]) -> SessionId:
     return (row[0], row[1])
 
 
+def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
+    """In a transaction: take the day-write fence if no day write holds it now (verify checking a day)."""
+    return bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})").fetchone()[0])
+
+
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
     conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
