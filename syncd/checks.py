@@ -6,7 +6,8 @@ applies them to a day's rows in daily_bars and stores what it finds in bar_findi
 - `price_order`: low <= open, close <= high (and low <= high);
 - `volume`: volume >= 0;
 - `unit`: amount / volume within [low - t, high + t], t = max(0.01, 1 % of high - low), the
-  guard against a source's units or mapping changing (rows with volume 0 are not judged);
+  guard against a source's units or mapping changing (rows with volume 0, or high below low,
+  are not judged);
 - `pct_change`: pct_change agrees with close and pre_close (within PCT_TOLERANCE points);
 - `price_limit`: |pct_change| within the board's daily limit plus LIMIT_TOLERANCE points,
   with the boards' first-days rules and ST (by the stock's name that day, where known).
@@ -28,6 +29,7 @@ UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`:
 LIMIT_TOLERANCE = 0.5     # percentage points over a price limit before `price_limit` is reported
 PCT_TOLERANCE = 0.02      # percentage points between pct_change and (close / pre_close - 1) * 100
 FIRST_DAYS_FREE = 5       # sessions without a limit after a listing (STAR; ChiNext and main boards since their reforms)
+FIRST_DAYS_SPAN = 20      # calendar days that surely hold a listing's first five sessions (a long holiday included)
 
 CHINEXT_REFORM = dt.date(2020, 8, 24)   # ChiNext's registration system: +/-20 %, five free sessions for listings from here
 MAIN_BOARD_REFORM = dt.date(2023, 4, 10)  # main boards' registration system: five free sessions for listings from here
@@ -43,18 +45,26 @@ _BOARD = """CASE WHEN b.code ~ '^68[89]' THEN 'STAR' WHEN b.code ~ '^30[012]' TH
                  WHEN b.code ~ '^(4|8|920)' THEN 'BSE' ELSE 'main board' END"""
 
 # Price limits of the rows whose move could break one (|pct| over the tightest limit plus tolerance);
-# a NULL `up` means no limit that session. Listing day: stocks.listing_date, else the first stored row.
+# a NULL `up` means no limit that session. Listing day: stocks.listing_date, else the stock's first stored
+# row when that is not on the first day the table holds (a stock there was already trading, as far as we know).
+# `session`: sessions since the listing day (stored rows counted, up to FIRST_DAYS_FREE).
 _LIMITS = f"""
 candidates AS MATERIALIZED (
-    SELECT b.trade_date, b.code, b.pct, {_BOARD} AS board, coalesce(s.listing_date, first.day) AS listed,
-           (SELECT count(*) FROM (SELECT 1 FROM daily_bars p WHERE p.code = b.code AND p.trade_date < b.trade_date
-                                  AND p.trade_date >= coalesce(s.listing_date, first.day) LIMIT {FIRST_DAYS_FREE}) x) AS session,
+    SELECT b.trade_date, b.code, b.pct, {_BOARD} AS board, s.listing_date IS NOT NULL AS listing_known,
+           coalesce(s.listing_date, CASE WHEN first.day > (SELECT min(trade_date) FROM daily_bars) THEN first.day END) AS listed,
            EXISTS (SELECT 1 FROM stock_names n WHERE n.code = b.code AND b.trade_date BETWEEN n.first_seen AND n.last_seen
                    AND n.name LIKE '%%ST%%') AS st
     FROM bars b
     LEFT JOIN stocks s ON s.code = b.code
     LEFT JOIN LATERAL (SELECT min(f.trade_date) AS day FROM daily_bars f WHERE f.code = b.code) first ON true
     WHERE abs(b.pct) > 5 + {LIMIT_TOLERANCE}
+),
+sessions AS (
+    SELECT c.*, CASE WHEN c.listed IS NULL OR c.listed > c.trade_date THEN {FIRST_DAYS_FREE}
+                     WHEN c.listing_known AND c.trade_date > c.listed + {FIRST_DAYS_SPAN} THEN {FIRST_DAYS_FREE}
+                     ELSE (SELECT count(*) FROM (SELECT 1 FROM daily_bars p WHERE p.code = c.code AND p.trade_date < c.trade_date
+                                                 AND p.trade_date >= c.listed LIMIT {FIRST_DAYS_FREE}) x) END AS session
+    FROM candidates c
 ),
 limits AS (
     SELECT c.trade_date, c.code, c.board, c.st, c.session,
@@ -69,7 +79,7 @@ limits AS (
                 WHEN c.st AND (c.board = 'ChiNext' OR c.trade_date < '{MAIN_BOARD_ST_TEN_PERCENT}') THEN 5
                 ELSE 10 END AS up,
            CASE WHEN c.session = 0 AND c.board IN ('main board', 'ChiNext') THEN 36 END AS first_day_down
-    FROM candidates c
+    FROM sessions c
 )"""
 
 _TOLERANCE_T = "greatest(0.01, (b.high - b.low) / 100)"
@@ -81,7 +91,7 @@ _CHECKS: dict[str, tuple[str, str]] = {
         "ELSE format('open %%s / close %%s outside low %%s .. high %%s', b.open, b.close, b.low, b.high) END"),
     "volume": ("b.volume < 0", "format('volume %%s is negative', b.volume)"),
     "unit": (
-        f"b.volume > 0 AND b.amount / b.volume NOT BETWEEN b.low - {_TOLERANCE_T} AND b.high + {_TOLERANCE_T}",
+        f"b.volume > 0 AND b.low <= b.high AND b.amount / b.volume NOT BETWEEN b.low - {_TOLERANCE_T} AND b.high + {_TOLERANCE_T}",
         "format('amount / volume = %%s outside low %%s .. high %%s: units (lots? thousands of yuan?) or columns mixed up', "
         "round((b.amount / b.volume)::numeric, 4), b.low, b.high)"),
     "pct_change": (
