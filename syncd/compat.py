@@ -4,7 +4,7 @@ This module owns their SQL (docs/data.md). `daily_bars_hfq` and `daily_bars_qfq`
 columns of daily_bars with open/high/low/close/pre_close adjusted (NULL where adj_factor is
 NULL): hfq = raw x adj_factor; qfq = raw x adj_factor / the stock's latest non-NULL
 adj_factor, looked up at read time through the (code, trade_date) index, so nothing stored
-goes stale at an ex-date. They are created by a migration (store.MIGRATIONS).
+goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (store.MIGRATIONS).
 
 `daily_stock_data` (database.compat_view) has the original table's columns, types,
 precision and scale (numeric(10,2) prices, bigint volume in lots, numeric(20,2) amount,
@@ -30,7 +30,7 @@ ADJUSTED_VIEWS = f"""
     SELECT b.trade_date, b.code, {', '.join(f'b.{p} * b.adj_factor AS {p}' for p in _PRICES)}, {_OTHERS}
     FROM daily_bars b;
     CREATE OR REPLACE VIEW daily_bars_qfq AS
-    SELECT b.trade_date, b.code, {', '.join(f'b.{p} * b.adj_factor / latest.factor AS {p}' for p in _PRICES)}, {_OTHERS}
+    SELECT b.trade_date, b.code, {', '.join(f'b.{p} * (b.adj_factor / latest.factor) AS {p}' for p in _PRICES)}, {_OTHERS}
     FROM daily_bars b {_LATEST_FACTOR};
 """
 
