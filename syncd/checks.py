@@ -59,7 +59,7 @@ candidates AS MATERIALIZED (
     LEFT JOIN LATERAL (SELECT min(f.trade_date) AS day FROM daily_bars f WHERE f.code = b.code) first ON true
     WHERE abs(b.pct) > 5 + {LIMIT_TOLERANCE}
 ),
-sessions AS (
+sessions AS MATERIALIZED (
     SELECT c.*, CASE WHEN c.listed IS NULL OR c.listed > c.trade_date THEN {FIRST_DAYS_FREE}
                      WHEN c.listing_known AND c.trade_date > c.listed + {FIRST_DAYS_SPAN} THEN {FIRST_DAYS_FREE}
                      ELSE (SELECT count(*) FROM (SELECT 1 FROM daily_bars p WHERE p.code = c.code AND p.trade_date < c.trade_date
