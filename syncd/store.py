@@ -1,9 +1,10 @@
 """Everything syncd reads from and writes to PostgreSQL, as plain functions over a connection.
 
-This module owns the SQL: versioned migrations, the atomic per-day replace (DELETE + binary
-COPY + sync_days/sync_runs bookkeeping in one transaction), run and day records, crash
-recovery, the advisory lock that makes the database the arbiter between hosts, and the reads
-behind `history` and `days`. Connections are autocommit; every multi-statement change runs
+This module owns the SQL: versioned migrations, run and day records, crash recovery, the
+advisory lock that makes the database the arbiter between hosts, the stock list and its
+names, and the reads behind `history` and `days`. The per-day write (DELETE + binary COPY +
+derivation + checks + bookkeeping in one transaction) is daywrite.py's, re-exported here; the
+views are compat.py's. Connections are autocommit; every multi-statement change runs
 in an explicit transaction. It knows nothing about sockets, threads or sources.
 """
 
