@@ -107,8 +107,9 @@ _CHECKS: dict[str, tuple[str, str]] = {
 assert tuple(_CHECKS) == CHECKS
 
 # Rows that fail any check are found with the conditions alone; only those get their findings spelt out.
+# `bars` is read twice through the primary key rather than materialized (cheaper for a day's 5,000 rows).
 _FINDINGS = f"""
-WITH bars AS MATERIALIZED (
+WITH bars AS NOT MATERIALIZED (
     SELECT b.trade_date, b.code, b.open, b.high, b.low, b.close, b.pre_close, b.volume, b.amount, b.pct_change,
            coalesce(b.pct_change, (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) AS pct
     FROM daily_bars b WHERE b.trade_date = %(day)s
