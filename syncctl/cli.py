@@ -2,7 +2,8 @@
 
 Owns argument parsing, human output (rich tables and a live progress bar), `--json` output
 of the daemon's replies as they came, and the exit codes: 0 ok, 1 daemon unreachable or
-timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded. It talks
+timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded, 5 `verify`
+found anomalies or a failed or incomplete day. It talks
 to syncd only through SyncClient and never syncs anything itself.
 """
 
@@ -20,13 +21,15 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
-from syncd.protocol import Days, History, Ok, Run, Task, parse_date
+from syncd.protocol import Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0, 1, 2, 3, 4
+EXIT_ANOMALIES = 5  # verify: anomalies, or a failed or incomplete day
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim",
                 "incomplete": "yellow"}
@@ -87,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"first day: {DATE_HELP}")
     days.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
                       help="last day, included: YYYY-MM-DD")
+    verify = sub.add_parser("verify", parents=[json_flag], help="each day's coverage and anomalies; exit 5 if any",
+                            epilog=RANGE_EPILOG)
+    verify.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D",
+                        help=f"first day: {DATE_HELP}")
+    verify.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
+                        help="last day, included: YYYY-MM-DD")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
     return parser
 
@@ -331,8 +340,49 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def cmd_verify(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    reply = _verified(client, Verify(start_date=args.start_date, end_date=args.end_date))
+    if args.json:
+        _emit_json(reply)
+    else:
+        _print_verified(out, reply.days)
+    return EXIT_ANOMALIES if any(_needs_attention(day) for day in reply.days) else EXIT_OK
+
+
+def _verified(client: SyncClient, request: Verify) -> VerifyReply:
+    """Ask until every day is checked (days written by an earlier version are checked a batch per request)."""
+    reply: VerifyReply = client.call(request)
+    left = sum(not day.checked for day in reply.days)
+    while left:
+        reply = client.call(request)
+        now = sum(not day.checked for day in reply.days)
+        if now >= left:  # no progress (a run is writing those days): report them as they are
+            break
+        left = now
+    return reply
+
+
+def _needs_attention(day: VerifiedDay) -> bool:
+    return day.anomalies > 0 or day.status in ("failed", "incomplete")
+
+
+def _print_verified(out: Console, days: list[VerifiedDay]) -> None:
+    table = Table("date", "status", "rows", "expected", "missing", "anomalies", "first findings")
+    for day in days:
+        if day.status == "skipped":
+            continue
+        anomalies = str(day.anomalies) if day.checked else "not checked yet"
+        findings = "; ".join(f"{f.stock} {f.check}: {f.detail}" for f in day.findings)
+        table.add_row(day.date, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
+                      "-" if day.expected is None else f"{day.expected:,}", str(day.missing),
+                      f"[red]{anomalies}[/]" if day.anomalies else anomalies, Text(findings))
+    out.print(table)
+    attention = [day for day in days if _needs_attention(day)]
+    out.print(f"{len(attention)} day(s) need attention" if attention else "every day is complete and passed the checks")
+
+
 COMMANDS = {"ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
-            "history": cmd_history, "days": cmd_days}
+            "history": cmd_history, "days": cmd_days, "verify": cmd_verify}
 
 
 def _print_busy(err: Console, exc: SyncdBusy) -> None:

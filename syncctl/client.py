@@ -20,7 +20,7 @@ import zmq
 
 from syncd.protocol import (
     REPLY_TYPES, Cancel, CancelReply, Day, Days, ErrorCode, History, Ping, PingReply, Request, Run, Start,
-    StartReply, Status, StatusReply, Task, encode_request, op_name, parse_date,
+    StartReply, Status, StatusReply, Task, VerifiedDay, Verify, encode_request, op_name, parse_date,
 )
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -112,6 +112,10 @@ class SyncClient:
 
     def days(self, start_date: dt.date | str, end_date: dt.date | str) -> list[Day]:
         return self.call(Days(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
+
+    def verify(self, start_date: dt.date | str, end_date: dt.date | str) -> list[VerifiedDay]:
+        """Each day's coverage and anomalies; a day with `checked` False was not checked yet (ask again)."""
+        return self.call(Verify(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
 
     def call(self, request: Request) -> Any:
         """Send any request and return its whole ok reply (the Struct its op declares), or raise a typed error."""

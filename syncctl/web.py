@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from syncd import __version__
-from syncd.protocol import Days, ErrorCode, History, parse_date as parse_wire_date
+from syncd.protocol import Days, ErrorCode, History, Verify, parse_date as parse_wire_date
 
 from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
 
@@ -202,6 +202,14 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
         def call() -> Any:
             start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
             return pick(request).call(Days(start_date=start, end_date=end))
+        return forward(call)
+
+    @router.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each)")
+    def verify(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
+               end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
+        def call() -> Any:
+            start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
+            return pick(request).call(Verify(start_date=start, end_date=end))
         return forward(call)
 
     @router.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")

@@ -54,6 +54,7 @@ class DatabaseConfig(_Section):
     dsn: str = ""
     lock_dsn: str = ""  # a direct (unpooled) connection for the run lock alone; empty: dsn (docs/operations.md)
     compat_view: bool = False
+    compat_adjust: Literal["none", "qfq"] = "none"  # the prices daily_stock_data shows (docs/data.md)
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
 
@@ -73,6 +74,7 @@ class DemoConfig(_Section):
     fail_dates: list[str] = []                                 # these days' fetches fail
     timeout_dates: list[str] = []                              # these days' fetches raise TimeoutError
     fail_times: Annotated[int, msgspec.Meta(ge=0)] = 0         # 0: always; N: only the first N fetches of each day
+    corporate_actions: bool = True                             # deterministic ex-dividend / bonus-share days
 
     def __post_init__(self) -> None:
         for key in ("fail_dates", "timeout_dates"):

@@ -159,7 +159,7 @@ class Daemon:
         timeout_s = self.config.database.connect_timeout_s
         conn = store.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
-            version = store.migrate(conn, self.config.database.compat_view)
+            version = store.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")

@@ -1,6 +1,7 @@
 """The ops: one decoded request in, one reply Struct out, on the control loop's thread.
 
-This module owns what each op means (`ping`, `start`, `status`, `cancel`, `history`, `days`)
+This module owns what each op means (`ping`, `start`, `status`, `cancel`, `history`, `days`,
+`verify`)
 and turns every failure into a reply with `status` and `code`: a RequestError becomes its
 ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
 sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
@@ -17,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from . import __version__, store
+from . import __version__, store, verify
 from .admission import Admission, Busy
 from .calendar import TradingCalendar, calendar_days
 from .config import Config
@@ -26,7 +27,7 @@ from .logs import Event, get_logger
 from .protocol import (
     AnyRequest, BusyReply, Cancel, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorCode, ErrorReply, History,
     HistoryReply, Ok, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply, Task,
-    check_range, decode_request,
+    VerifiedDay, Verify, VerifyReply, check_range, decode_request,
 )
 from .record import RunRecord
 from .runlock import recover_orphans
@@ -71,6 +72,8 @@ class Ops:
                 return HistoryReply(runs=self.history(request.limit))
             case Days():
                 return DaysReply(days=self.days(request.start_date, request.end_date))
+            case Verify():
+                return VerifyReply(days=self.verify(request.start_date, request.end_date))
         raise RequestError(ErrorCode.BAD_REQUEST, f"unsupported request {type(request).__name__}")
 
     def uptime(self) -> float:
@@ -125,6 +128,11 @@ class Ops:
             found = self.db.call(lambda c: store.days(c, start, end))
         recorded = {d.date: d for d in found}
         return [recorded.get(day.isoformat()) or self._unrecorded(day) for day in calendar_days(start, end)]
+
+    def verify(self, start: dt.date, end: dt.date) -> list[VerifiedDay]:
+        """Each day's coverage and anomalies (verify.py); days never checked are checked first, within a budget."""
+        check_range(start, end, self.config.sync.max_days)
+        return self.db.call(lambda c: verify.verify_days(c, start, end, self.calendar.is_trading_day))
 
     def _unrecorded(self, day: dt.date) -> Day:
         status = "pending" if self.calendar.is_trading_day(day) else "skipped"

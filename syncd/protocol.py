@@ -85,6 +85,31 @@ class Day(msgspec.Struct, kw_only=True):
     rows: int
     run_id: str | None
     error: str | None
+    expected: int | None = None  # stocks the source says were listed that day (null: it cannot say)
+    missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
+
+
+class Finding(msgspec.Struct, kw_only=True):
+    """One row that failed a check (docs/data.md, "What is checked")."""
+
+    stock: str
+    check: str
+    detail: str
+
+
+class VerifiedDay(msgspec.Struct, kw_only=True):
+    """A day as `verify` judges it: its coverage, and its anomalies with the first few findings."""
+
+    date: str
+    status: str
+    rows: int
+    expected: int | None
+    missing: int = 0
+    anomalies: int
+    findings: list[Finding]
+    # False only for a day written by an earlier version that this request had no time left to check:
+    # its anomalies are not known yet (ask again; `syncctl verify` does)
+    checked: bool = True
 
 
 class ScheduledJob(msgspec.Struct, kw_only=True):
@@ -139,6 +164,10 @@ class HistoryReply(Ok, kw_only=True):
 
 class DaysReply(Ok, kw_only=True):
     days: list[Day]
+
+
+class VerifyReply(Ok, kw_only=True):
+    days: list[VerifiedDay]
 
 
 class BusyReply(msgspec.Struct, kw_only=True):
@@ -198,8 +227,12 @@ class Days(RangeRequest, tag="days", frozen=True):
     reply = DaysReply
 
 
+class Verify(RangeRequest, tag="verify"):
+    reply = VerifyReply
+
+
 # The one list of ops: everything else (the decoder, OPS, REPLY_TYPES, error hints) derives from it.
-AnyRequest = Ping | Start | Status | Cancel | History | Days
+AnyRequest = Ping | Start | Status | Cancel | History | Days | Verify
 REQUEST_TYPES: tuple[type[Request], ...] = get_args(AnyRequest)
 
 

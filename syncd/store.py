@@ -1,11 +1,12 @@
 """Everything syncd reads from and writes to PostgreSQL, as plain functions over a connection.
 
-This module owns the SQL: versioned migrations, the atomic per-day replace (DELETE + binary
-COPY + sync_days/sync_runs bookkeeping in one transaction), run and day records, crash
-recovery, the advisory lock that makes the database the arbiter between hosts, and the reads
-behind `history` and `days`. Connections are autocommit and work through a transaction
-pooler (pooling.py); every multi-statement change runs in an explicit transaction. It knows
-nothing about sockets, threads or sources.
+This module owns the SQL: versioned migrations, run and day records, crash recovery, the
+advisory lock that makes the database the arbiter between hosts, the stock list and its
+names, and the reads behind `history` and `days`. The per-day write (DELETE + binary COPY +
+derivation + checks + bookkeeping in one transaction) is daywrite.py's, re-exported here; the
+views are compat.py's. Connections are autocommit and work through a transaction pooler
+(pooling.py); every multi-statement change runs in an explicit transaction. It knows nothing
+about sockets, threads or sources.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import psycopg
 from psycopg.rows import dict_row
 
 from . import pooling
+from . import compat
+from .daywrite import (  # noqa: F401 - the write path's names, as callers know them from here
+    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, WrittenDay, replace_day, write_day, write_staged_day,
+)
 from .protocol import Day
 from .record import RunRecord
-from .sources.base import EncodedRows, Row, StockInfo
+from .sources.base import StockInfo
 
 # Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
 # writing the same daily_bars exclude each other and ones writing another schema's do not.
@@ -31,9 +36,6 @@ _RUN_LOCK_KEY = f"(({RUN_LOCK_SPACE}::bigint << 32) | {_TARGET_OID}::bigint)"
 _WRITE_FENCE_KEY = f"(({WRITE_FENCE_SPACE}::bigint << 32) | {_TARGET_OID}::bigint)"
 MIGRATION_LOCK_KEY = 0x53594E4345
 
-BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
-BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8")
-COPY_BARS = f"COPY daily_bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "daily_bars, stocks, sync_runs, sync_days, trade_calendar", """
@@ -93,18 +95,39 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE sync_runs ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
         CREATE INDEX IF NOT EXISTS sync_runs_seq ON sync_runs (seq DESC);
     """),
+    (3, "adj_factor, adjusted views, day coverage and findings, stock names and listing dates", f"""
+        ALTER TABLE daily_bars ADD COLUMN IF NOT EXISTS adj_factor double precision;
+        CREATE INDEX IF NOT EXISTS daily_bars_code_date ON daily_bars (code, trade_date);
+        ALTER TABLE stocks ADD COLUMN IF NOT EXISTS listing_date date;
+        CREATE TABLE IF NOT EXISTS stock_names (
+            code text NOT NULL,
+            name text NOT NULL,
+            first_seen date NOT NULL,
+            last_seen date NOT NULL,
+            PRIMARY KEY (code, first_seen)
+        );
+        ALTER TABLE sync_days
+            ADD COLUMN IF NOT EXISTS expected integer,
+            ADD COLUMN IF NOT EXISTS missing integer NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS anomalies integer,
+            ADD COLUMN IF NOT EXISTS checked_at timestamptz,
+            ADD COLUMN IF NOT EXISTS written_at timestamptz;
+        UPDATE sync_days SET written_at = updated_at WHERE rows > 0 AND written_at IS NULL;
+        CREATE TABLE IF NOT EXISTS sync_day_missing (
+            date date NOT NULL,
+            code text NOT NULL,
+            PRIMARY KEY (date, code)
+        );
+        CREATE TABLE IF NOT EXISTS bar_findings (
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            check_name text NOT NULL,
+            detail text NOT NULL,
+            PRIMARY KEY (trade_date, code, check_name)
+        );
+        {compat.ADJUSTED_VIEWS}
+    """),
 ]
-
-COMPAT_VIEW = """
-    CREATE OR REPLACE VIEW daily_stock_data AS
-    SELECT b.code AS stock_code, s.name AS stock_name, b.trade_date,
-           b.open AS open_price, b.close AS close_price, b.high AS high_price, b.low AS low_price,
-           b.volume::numeric / 100 AS volume, b.amount, b.pct_change AS change_pct,
-           b.close - b.pre_close AS change_amount, b.turnover AS turnover_rate,
-           (b.high - b.low) / NULLIF(b.pre_close, 0) * 100 AS amplitude
-    FROM daily_bars b LEFT JOIN stocks s USING (code)
-"""
-
 
 class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
@@ -123,8 +146,9 @@ def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", 
     return pooling.connect(dsn, timeout_s, application_name, settings, session=session)
 
 
-def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
-    """Apply missing migrations (serialised across daemons); return the schema version."""
+def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adjust: str = "none") -> int:
+    """Apply missing migrations (serialised across daemons); return the schema version. With `compat_view`,
+    keep the daily_stock_data view (compat.py) showing `compat_adjust` prices."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute("CREATE TABLE IF NOT EXISTS syncd_migrations (version integer PRIMARY KEY, "
@@ -136,46 +160,14 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
                 conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
                 current = version
         if compat_view:
-            _ensure_compat_view(conn)
+            try:
+                compat.ensure_compat_view(conn, compat_adjust)
+            except compat.CompatViewError as exc:
+                raise StoreError(str(exc)) from None
     return current
 
 
-def _ensure_compat_view(conn: psycopg.Connection[Any]) -> None:
-    kind = conn.execute("SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('daily_stock_data')").fetchone()
-    if kind is not None and kind[0] != "v":
-        raise StoreError("database.compat_view: a table named daily_stock_data already exists; "
-                         "rename it (or set compat_view = false) so syncd can create the view")
-    conn.execute(COMPAT_VIEW)
-
-
-# --- the per-day write path -------------------------------------------------------------
-
-def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
-                fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> int:
-    """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count.
-    `fence`, called first inside the transaction, may raise to stop the write (the run lock check)."""
-    with conn.transaction(), conn.cursor() as cur:
-        if fence is not None:
-            fence(conn)
-        cur.execute("DELETE FROM daily_bars WHERE trade_date = %s", (day,))
-        count = 0
-        with cur.copy(COPY_BARS) as copy:
-            if isinstance(rows, EncodedRows):
-                copy.write(rows.payload)
-                count = rows.count
-            else:
-                copy.set_types(BAR_TYPES)
-                for row in rows:
-                    copy.write_row((day, *row))
-                    count += 1
-        cur.execute(
-            "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, updated_at) "
-            "VALUES (%s, 'success', %s, %s, NULL, NULL, now()) ON CONFLICT (date) DO UPDATE SET "
-            "status = 'success', rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, error = NULL, "
-            "prev_status = NULL, updated_at = now()", (day, count, run_id))
-        cur.execute("UPDATE sync_runs SET days_done = days_done + 1, rows = rows + %s WHERE run_id = %s", (count, run_id))
-    return count
-
+# --- the per-day write path: daywrite.py (re-exported here) -------------------------------------
 
 def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str) -> None:
     with conn.transaction():
@@ -270,6 +262,11 @@ def session_id(conn: psycopg.Connection[Any]) -> SessionId:
     return (row[0], row[1])
 
 
+def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
+    """In a transaction: take the day-write fence if no day write holds it now (verify checking a day)."""
+    return bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})").fetchone()[0])
+
+
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
     conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
@@ -323,9 +320,15 @@ def _run_from_row(r: dict[str, Any]) -> RunRecord:
 
 def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT date, status, rows, run_id, error FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date",
-                           (start, end)).fetchall()
-    return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"]) for r in rows]
+        rows = cur.execute("SELECT date, status, rows, run_id, error, expected, missing FROM sync_days "
+                           "WHERE date BETWEEN %s AND %s ORDER BY date", (start, end)).fetchall()
+    return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"],
+                expected=r["expected"], missing=r["missing"]) for r in rows]
+
+
+def missing_codes(conn: psycopg.Connection[Any], day: dt.date) -> list[str]:
+    """The stocks whose request failed when `day` was last written (an `incomplete` day's to fetch again)."""
+    return [r[0] for r in conn.execute("SELECT code FROM sync_day_missing WHERE date = %s ORDER BY code", (day,)).fetchall()]
 
 
 def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, str]:
@@ -349,13 +352,31 @@ def load_calendar(conn: psycopg.Connection[Any]) -> dict[dt.date, bool]:
     return dict(conn.execute("SELECT date, is_open FROM trade_calendar").fetchall())
 
 
-def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo]) -> None:
-    """Upsert the stock list: COPY into a temporary table, then one INSERT ... ON CONFLICT."""
+def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo], seen_on: dt.date | None = None) -> None:
+    """Upsert the stock list: COPY into a temporary table, then one INSERT ... ON CONFLICT. Each name is also
+    recorded as the stock's name on `seen_on` (default: today in the session's time zone) in stock_names,
+    where the checks learn which days a stock carried ST (a known listing date is kept when a later list lacks it)."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute("CREATE TEMPORARY TABLE incoming_stocks (code text, name text, exchange text) ON COMMIT DROP")
-        with cur.copy("COPY incoming_stocks (code, name, exchange) FROM STDIN") as copy:
+        cur.execute("CREATE TEMPORARY TABLE incoming_stocks (code text, name text, exchange text, listing_date date) "
+                    "ON COMMIT DROP")
+        with cur.copy("COPY incoming_stocks (code, name, exchange, listing_date) FROM STDIN") as copy:
             for stock in stocks:
-                copy.write_row((stock.code, stock.name, stock.exchange))
-        cur.execute("INSERT INTO stocks (code, name, exchange) SELECT DISTINCT ON (code) code, name, exchange "
-                    "FROM incoming_stocks ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, "
-                    "exchange = EXCLUDED.exchange, updated_at = now()")
+                copy.write_row((stock.code, stock.name, stock.exchange, stock.listing_date))
+        cur.execute("INSERT INTO stocks (code, name, exchange, listing_date) "
+                    "SELECT DISTINCT ON (code) code, name, exchange, listing_date FROM incoming_stocks "
+                    "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, exchange = EXCLUDED.exchange, "
+                    "listing_date = coalesce(EXCLUDED.listing_date, stocks.listing_date), updated_at = now()")
+        _record_names(cur, seen_on)
+
+
+def _record_names(cur: psycopg.Cursor[Any], seen_on: dt.date | None) -> None:
+    """Extend each stock's latest name record to `seen_on` when the name is unchanged, else start a new one."""
+    cur.execute("CREATE TEMPORARY TABLE seen_names ON COMMIT DROP AS "
+                "SELECT DISTINCT ON (i.code) i.code, i.name, coalesce(%s::date, current_date) AS seen, n.name AS last_name, "
+                "n.first_seen, n.last_seen FROM incoming_stocks i LEFT JOIN LATERAL (SELECT * FROM stock_names x "
+                "WHERE x.code = i.code ORDER BY x.first_seen DESC LIMIT 1) n ON true WHERE i.name IS NOT NULL", (seen_on,))
+    cur.execute("UPDATE stock_names n SET last_seen = greatest(n.last_seen, s.seen) FROM seen_names s "
+                "WHERE n.code = s.code AND n.first_seen = s.first_seen AND s.last_name = s.name")
+    cur.execute("INSERT INTO stock_names (code, name, first_seen, last_seen) SELECT code, name, seen, seen FROM seen_names "
+                "WHERE last_name IS DISTINCT FROM name "
+                "ON CONFLICT (code, first_seen) DO UPDATE SET name = EXCLUDED.name")

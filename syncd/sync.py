@@ -26,7 +26,7 @@ from .prefetch import read_ahead
 from .record import RunRecord
 from .runlock import RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
-from .sources.base import DayFailure, DayRows, Source, SourceError
+from .sources.base import DayBatch, DayFailure, DayRows, Source, SourceError
 
 
 class DatabaseDown(Exception):
@@ -44,18 +44,20 @@ class Syncer:
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
         self._fence: Callable[[psycopg.Connection[Any]], None] | None = None
+        self._days_written = 0  # this run's days written (success or incomplete): `failed` means none
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
         log = get_logger(run_id=run.run_id, task_type=run.task_type)
         error: str | None = None
         self._fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
+        self._days_written = 0
         try:
             trading = self._begin(run, state)
             failed = self._sync_days(run, trading, state, log)
-            status = "cancelled" if state.cancel_requested else _outcome(len(trading), failed)
+            status = "cancelled" if state.cancel_requested else _outcome(failed, self._days_written)
             if failed:
-                error = f"{failed} of {len(trading)} trading days failed"
+                error = f"{failed} of {len(trading)} trading days failed or incomplete"
         except RunLockLost as exc:
             log.error(Event.RUN_LOCK_LOST, error=str(exc))
             status, error = "failed", str(exc)
@@ -103,10 +105,11 @@ class Syncer:
         return failed
 
     def _sync_window(self, run: RunRecord, window: Sequence[dt.date], state: RunState, log: Any) -> int:
-        """Fetch and write one window, retrying what failed; return how many days ended failed."""
+        """Fetch and write one window, retrying what failed; return how many days ended failed or incomplete."""
         self._with_db(lambda c: store.mark_syncing(c, window, run.run_id))
         pending = list(window)
         errors: dict[dt.date, str] = {}
+        unfinished = 0  # incomplete days, and days the write path refused (retrying gives the same rows)
         for attempt in range(self.config.sync.retries + 1):
             if attempt and state.wait_cancel(self.config.sync.retry_backoff_s * 2 ** (attempt - 1)):
                 break
@@ -116,7 +119,11 @@ class Syncer:
                     if isinstance(result, DayFailure):
                         errors[day] = result.error
                         continue
-                    self._write_day(run, day, result, state, log)
+                    try:
+                        unfinished += self._write_day(run, day, result, state, log) == "incomplete"
+                    except store.DayRejected as exc:  # nothing fetched, or the unit guard: refused, not retried
+                        self._fail_day(run, day, str(exc), state, log)
+                        unfinished += 1
                     pending.remove(day)
                     errors.pop(day, None)
             except (RunLockLost, DatabaseDown):
@@ -130,19 +137,28 @@ class Syncer:
             log.info(Event.FETCH_RETRY, days=[d.isoformat() for d in pending], attempt=attempt + 1)
         if state.cancel_requested:
             self._with_db(lambda c: store.unmark_syncing(c, run.run_id))
-            return 0
+            return unfinished
         for day in pending:
-            error = errors.get(day, "source returned no data for this day")
-            self._with_db(lambda c, day=day, error=error: store.fail_day(c, day, run.run_id, error))
-            state.day_finished(0, failed=True)
-            log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
-        return len(pending)
+            self._fail_day(run, day, errors.get(day, "source returned no data for this day"), state, log)
+        return len(pending) + unfinished
 
-    def _write_day(self, run: RunRecord, day: dt.date, rows: DayRows, state: RunState, log: Any) -> None:
+    def _fail_day(self, run: RunRecord, day: dt.date, error: str, state: RunState, log: Any) -> None:
+        self._with_db(lambda c: store.fail_day(c, day, run.run_id, error))
+        state.day_finished(0, failed=True)
+        log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
+
+    def _write_day(self, run: RunRecord, day: dt.date, result: DayRows | DayBatch, state: RunState, log: Any) -> str:
+        """Write one fetched day (store.write_day); return its status, success or incomplete."""
         started = time.perf_counter()
-        count = self._with_db(lambda c: store.replace_day(c, day, rows, run.run_id, self._fence))
-        state.day_finished(count, failed=False)
-        log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=count, ms=round((time.perf_counter() - started) * 1000, 1))
+        batch = result if isinstance(result, DayBatch) else DayBatch(rows=result)
+        written = self._with_db(lambda c: store.write_day(
+            c, day, batch.rows, run.run_id, expected=batch.expected, missing=batch.missing, fence=self._fence,
+            is_trading_day=self.calendar.is_trading_day))
+        self._days_written += 1
+        state.day_finished(written.fetched, failed=written.status == "incomplete")
+        log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=written.rows, status=written.status,
+                 missing=len(batch.missing), anomalies=written.anomalies, ms=round((time.perf_counter() - started) * 1000, 1))
+        return written.status
 
     def _finish(self, run: RunRecord, state: RunState, status: str, error: str | None, log: Any) -> RunRecord:
         try:
@@ -199,7 +215,8 @@ def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | 
                                    finished_at=dt.datetime.now().astimezone())
 
 
-def _outcome(trading_days: int, failed: int) -> str:
+def _outcome(failed: int, written: int) -> str:
+    """`failed` counts days failed or incomplete; `written`, days written (success or incomplete)."""
     if failed == 0:
         return "succeeded"
-    return "failed" if failed == trading_days else "partial"
+    return "failed" if written == 0 else "partial"

@@ -23,7 +23,7 @@ from syncd.config import Config, DemoConfig
 from syncd.controldb import ControlDb
 from syncd.ops import Ops
 from syncd.protocol import (
-    OPS, REPLY_TYPES, BusyReply, ErrorCode, ErrorReply, Ok, PingReply, Start, StartReply, StatusReply, encode,
+    OPS, REPLY_TYPES, REQUEST_TYPES, BusyReply, ErrorCode, ErrorReply, Ok, PingReply, Start, StartReply, StatusReply, encode,
     parse_date,
 )
 from syncd.record import RunRecord, wire_time
@@ -88,7 +88,8 @@ def daemon(database: str) -> Iterator[Daemon]:
 # --- the wire, declared once ---------------------------------------------------------------------
 
 def test_every_op_names_its_reply_type_and_the_lists_derive_from_the_union():
-    assert OPS == ("ping", "start", "status", "cancel", "history", "days")
+    assert set(OPS) >= {"ping", "start", "status", "cancel", "history", "days", "verify"}
+    assert OPS == tuple(t.__struct_config__.tag for t in REQUEST_TYPES)
     assert set(REPLY_TYPES) == set(OPS)
     assert all(issubclass(t, Ok) and t.__struct_fields__[0] == "status" for t in REPLY_TYPES.values())
     assert encode(PingReply(version="v", pid=1, uptime_s=0.5)).startswith(b'{"status":"ok",')

@@ -24,13 +24,13 @@ def _read(folder, day):
 def test_csv_reads_rows_in_contract_units_and_tolerates_a_bom(tmp_path):
     _write(tmp_path, "2025-10-09", ["600000,10.1,10.5,10.0,10.4,10.2,123400,1283360.5,0.12,1.96"], bom=True)
     rows = _read(tmp_path, "2025-10-09")
-    assert rows == [("600000", 10.1, 10.5, 10.0, 10.4, 10.2, 123400, 1283360.5, 0.12, 1.96)]
+    assert rows == [("600000", 10.1, 10.5, 10.0, 10.4, 10.2, 123400, 1283360.5, 0.12, 1.96, None)]  # adj_factor: derived
 
 
 def test_csv_columns_in_any_order_and_empty_cells_are_null(tmp_path):
     (tmp_path / "2025-10-09.csv").write_text("close,code,open,high,low,pre_close,volume,amount,turnover,pct_change\n"
                                              "10.4,000001,,,,10.2,0,0,,\n")
-    assert _read(tmp_path, "2025-10-09") == [("000001", None, None, None, 10.4, 10.2, 0, 0.0, None, None)]
+    assert _read(tmp_path, "2025-10-09") == [("000001", None, None, None, 10.4, 10.2, 0, 0.0, None, None, None)]
 
 
 def test_csv_missing_file_fails_the_day_naming_the_file(tmp_path):

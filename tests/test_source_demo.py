@@ -3,6 +3,8 @@
 import datetime as dt
 import struct
 
+import pytest
+
 from syncd.config import DemoConfig
 from syncd.sources.base import DayFailure, EncodedRows
 from syncd.sources.demo import DemoSource
@@ -17,14 +19,38 @@ def test_demo_rows_do_not_depend_on_the_order_days_are_fetched_in():
     assert forwards == backwards
 
 
-def test_demo_pre_close_is_the_previous_weekdays_close_and_bars_are_consistent():
+def test_demo_pre_close_is_the_previous_trading_days_close_across_a_holiday_and_bars_are_consistent():
     source = DemoSource(DemoConfig(stocks=300, seed=3))
-    thursday, friday = source.rows_for(dt.date(2025, 10, 9)), source.rows_for(dt.date(2025, 10, 10))
-    assert [r[5] for r in friday] == [r[4] for r in thursday]
-    for code, open_, high, low, close, pre, volume, amount, turnover, pct in friday:
+    before_holiday, after_holiday = source.rows_for(dt.date(2025, 9, 30)), source.rows_for(dt.date(2025, 10, 9))
+    assert source.previous_trading_day(dt.date(2025, 10, 9)) == dt.date(2025, 9, 30)  # National Day week closed
+    assert [r[5] for r in after_holiday] == [r[4] for r in before_holiday]
+    for code, open_, high, low, close, pre, volume, amount, turnover, pct, factor in after_holiday:
         assert len(code) == 6 and low <= min(open_, close) and max(open_, close) <= high
-        assert volume % 100 == 0 and amount > 0 and 0 < turnover < 10
-        assert abs(pct - (close - pre) / pre * 100) < 0.001
+        assert volume % 100 == 0 and low <= amount / volume <= high and 0 < turnover < 10
+        assert abs(pct - (close - pre) / pre * 100) < 0.001 and abs(pct) < 9.5 and factor >= 1.0
+
+
+def test_demo_ex_dates_set_pre_close_below_the_previous_close_and_step_the_factor():
+    source = DemoSource(DemoConfig(stocks=300, seed=3))
+    ex_dates = source.ex_dates(2025)
+    assert 100 < len(ex_dates) < 200  # about half the stocks, each once, in June or July
+    assert all(dt.date(2025, 6, 1) <= day <= dt.date(2025, 7, 31) for day in ex_dates.values())
+    index = {code: i for i, code in enumerate(source.codes)}
+    for code, day in list(ex_dates.items())[:20]:
+        before = source.rows_for(source.previous_trading_day(day))[index[code]]
+        on, after = source.rows_for(day)[index[code]], source.rows_for(day + dt.timedelta(days=1))[index[code]]
+        assert on[5] < before[4]  # the exchange's reference price, after the dividend
+        assert on[10] == pytest.approx(before[10] * before[4] / on[5], rel=1e-12)  # f = f_prev x prev_close / pre_close
+        if source.previous_trading_day(day + dt.timedelta(days=1)) == day:
+            assert after[5] == on[4] and after[10] == on[10]  # an ordinary day after it
+
+
+def test_demo_without_corporate_actions_has_factor_one_and_pre_close_the_previous_close():
+    source = DemoSource(DemoConfig(stocks=100, seed=3, corporate_actions=False))
+    for day in (dt.date(2025, 7, 1), dt.date(2025, 7, 2)):
+        rows, previous = source.rows_for(day), source.rows_for(source.previous_trading_day(day))
+        assert {r[10] for r in rows} == {1.0} and [r[5] for r in rows] == [r[4] for r in previous]
+    assert source.ex_dates(2025) == {}
 
 
 def test_demo_encoded_day_is_binary_copy_of_the_same_rows():
@@ -35,7 +61,7 @@ def test_demo_encoded_day_is_binary_copy_of_the_same_rows():
     assert encoded.payload.startswith(b"PGCOPY\n\xff\r\n\x00") and encoded.payload.endswith(b"\xff\xff")
     first = encoded.payload[19:]
     fields, = struct.unpack(">h", first[:2])
-    assert fields == 11
+    assert fields == 12
     code_len, code = struct.unpack(">i6s", first[2 + 8:2 + 8 + 10])
     assert (code_len, code.decode()) == (6, source.rows_for(day)[0][0])
 

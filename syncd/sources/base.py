@@ -38,12 +38,17 @@ from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # the exchanges' clock
 
-# (code, open, high, low, close, pre_close, volume, amount, turnover, pct_change)
+# (code, open, high, low, close, pre_close, volume, amount, turnover, pct_change, adj_factor)
 # code is the 6-digit A-share code ("600000"); numeric fields may be None (missing upstream).
+# adj_factor is the source's own cumulative backward (hfq) factor where it has a factor series
+# (base 1.0 on the stock's first trading day), else None: the write path then derives it from
+# pre_close (docs/data.md, "Adjusted prices"). A source with a factor series and no exchange
+# pre_close gives pre_close None and the write path derives that instead.
 Row = tuple[str, float | None, float | None, float | None, float | None, float | None,
-            int | None, float | None, float | None, float | None]
+            int | None, float | None, float | None, float | None, float | None]
 
 COLUMNS = ("code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change")
+ROW_FIELDS = (*COLUMNS, "adj_factor")  # a Row's fields; COLUMNS stays the csv header
 
 Plan = Literal["by_day", "by_stock"]
 
@@ -66,8 +71,10 @@ class DayFailure:
 @dataclass(frozen=True)
 class EncodedRows:
     """A day's rows already in PostgreSQL's binary COPY format for daily_bars' columns
-    (trade_date, code, open, ..., pct_change): header, tuples, trailer. A source that builds
-    its rows column-wise (numpy) hands them over this way and skips per-row encoding."""
+    (trade_date, code, open, ..., pct_change, adj_factor): header, tuples, trailer. A source
+    that builds its rows column-wise (numpy) hands them over this way and skips per-row
+    encoding. They are written as they are: pre_close and adj_factor must already be final
+    (the write path derives nothing for them)."""
 
     payload: bytes
     count: int
@@ -108,6 +115,7 @@ class StockInfo:
     code: str
     name: str
     exchange: str  # "sh" | "sz" | "bj"
+    listing_date: dt.date | None = None  # where the source knows it (the price-limit checks' first days)
 
 
 ShouldStop = Callable[[], bool]

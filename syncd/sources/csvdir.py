@@ -91,7 +91,7 @@ def _parse(path: Path, handle) -> list[Row]:  # type: ignore[no-untyped-def]
             raise CsvRowError(f"{path} line {line_no}: code {code} already appears on line {seen[code]}")
         seen[code] = line_no
         values = [_number(path, line_no, name, cell) for name, cell in zip(COLUMNS[1:], cells[1:])]
-        rows.append((code, *values))  # type: ignore[arg-type]
+        rows.append((code, *values, None))  # type: ignore[arg-type]  # adj_factor: derived from pre_close
     return rows
 
 

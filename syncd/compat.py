@@ -1,0 +1,124 @@
+"""The views over daily_bars: adjusted prices, and the existing product's daily_stock_data.
+
+This module owns their SQL (docs/data.md). `daily_bars_hfq` and `daily_bars_qfq` have the
+columns of daily_bars with open/high/low/close/pre_close adjusted (NULL where adj_factor is
+NULL): hfq = raw x adj_factor; qfq = raw x adj_factor / the stock's latest non-NULL
+adj_factor, looked up at read time through the (code, trade_date) index, so nothing stored
+goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (store.MIGRATIONS).
+
+`daily_stock_data` (database.compat_view) has the original table's columns, types,
+precision and scale (numeric(10,2) prices, bigint volume in lots, numeric(20,2) amount,
+varchar(10) code, varchar(50) name that is never NULL), with raw or read-time qfq prices
+(database.compat_adjust). When its shape must change, it is dropped and created again, but
+never under objects of the user's that depend on it: those stop the start with their names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+_PRICES = ("open", "high", "low", "close", "pre_close")
+_OTHERS = "b.volume, b.amount, b.turnover, b.pct_change, b.adj_factor"
+# The stock's latest non-NULL factor, once per stock (PostgreSQL memoizes the lookup by code).
+_LATEST_FACTOR = """LEFT JOIN LATERAL (SELECT x.adj_factor AS factor FROM daily_bars x
+                   WHERE x.code = b.code AND x.adj_factor IS NOT NULL ORDER BY x.trade_date DESC LIMIT 1) latest ON true"""
+
+ADJUSTED_VIEWS = f"""
+    CREATE OR REPLACE VIEW daily_bars_hfq AS
+    SELECT b.trade_date, b.code, {', '.join(f'b.{p} * b.adj_factor AS {p}' for p in _PRICES)}, {_OTHERS}
+    FROM daily_bars b;
+    CREATE OR REPLACE VIEW daily_bars_qfq AS
+    SELECT b.trade_date, b.code, {', '.join(f'b.{p} * (b.adj_factor / latest.factor) AS {p}' for p in _PRICES)}, {_OTHERS}
+    FROM daily_bars b {_LATEST_FACTOR};
+"""
+
+
+class CompatViewError(Exception):
+    """daily_stock_data cannot be kept as configured; the message says why and what to do."""
+
+
+def _numeric(expr: str, precision: int, scale: int = 2) -> str:
+    """`expr` as numeric(precision, scale), NULL when it does not fit (a garbage row must not break every query)."""
+    bound = 10 ** (precision - scale) - 1
+    return f"(CASE WHEN abs({expr}) < {bound} THEN ({expr})::numeric END)::numeric({precision},{scale})"
+
+
+def compat_view_sql(adjust: str) -> str:
+    """The daily_stock_data view; `adjust` "qfq" scales prices by adj_factor / the latest factor (raw where NULL)."""
+    scale = "coalesce(b.adj_factor / latest.factor, 1)" if adjust == "qfq" else "1"
+    join = _LATEST_FACTOR if adjust == "qfq" else ""
+    price = {p: f"b.{p} * k.scale" for p in _PRICES}
+    return f"""
+    SELECT b.code::varchar(10) AS stock_code,
+           coalesce(s.name, b.code)::varchar(50) AS stock_name,
+           b.trade_date,
+           {_numeric(price['open'], 10)} AS open_price,
+           {_numeric(price['close'], 10)} AS close_price,
+           {_numeric(price['high'], 10)} AS high_price,
+           {_numeric(price['low'], 10)} AS low_price,
+           round(b.volume / 100.0)::bigint AS volume,
+           {_numeric('b.amount', 20)} AS amount,
+           {_numeric('b.pct_change', 10)} AS change_pct,
+           {_numeric(f"({price['close']}) - ({price['pre_close']})", 10)} AS change_amount,
+           {_numeric('b.turnover', 10)} AS turnover_rate,
+           {_numeric('(b.high - b.low) / NULLIF(b.pre_close, 0) * 100', 10)} AS amplitude,
+           d.written_at AS created_at,
+           d.written_at AS updated_at
+    FROM daily_bars b
+    LEFT JOIN stocks s ON s.code = b.code
+    LEFT JOIN sync_days d ON d.date = b.trade_date
+    {join}
+    CROSS JOIN LATERAL (SELECT {scale} AS scale) k"""
+
+
+# The view's columns as format_type() shows them: a view whose columns differ must be dropped and created again.
+COMPAT_COLUMNS = [
+    ("stock_code", "character varying(10)"), ("stock_name", "character varying(50)"), ("trade_date", "date"),
+    *[(name, "numeric(10,2)") for name in ("open_price", "close_price", "high_price", "low_price")],
+    ("volume", "bigint"), ("amount", "numeric(20,2)"),
+    *[(name, "numeric(10,2)") for name in ("change_pct", "change_amount", "turnover_rate", "amplitude")],
+    ("created_at", "timestamp with time zone"), ("updated_at", "timestamp with time zone"),
+]
+
+
+def ensure_compat_view(conn: psycopg.Connection[Any], adjust: str) -> None:
+    """Create or update daily_stock_data (inside the caller's migration transaction)."""
+    kind = conn.execute("SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('daily_stock_data')").fetchone()
+    body = compat_view_sql(adjust)
+    if kind is None:
+        conn.execute(f"CREATE VIEW daily_stock_data AS {body}")
+        return
+    if kind[0] != "v":
+        raise CompatViewError("database.compat_view: a table named daily_stock_data already exists; "
+                              "rename it (or set compat_view = false) so syncd can create the view")
+    if view_columns(conn) == COMPAT_COLUMNS:
+        conn.execute(f"CREATE OR REPLACE VIEW daily_stock_data AS {body}")  # same shape: dependents keep working
+        return
+    dependents = dependents_of(conn)
+    if dependents:
+        raise CompatViewError(
+            "database.compat_view: the view daily_stock_data must be recreated with the original table's column types, "
+            f"but these objects depend on it: {', '.join(dependents)}. Drop them (and create them again once syncd has "
+            "started), or set database.compat_view = false; syncd never drops objects of yours (no CASCADE)")
+    conn.execute("DROP VIEW daily_stock_data")
+    conn.execute(f"CREATE VIEW daily_stock_data AS {body}")
+
+
+def view_columns(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    return [(name, kind) for name, kind in conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'daily_stock_data'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum").fetchall()]
+
+
+def dependents_of(conn: psycopg.Connection[Any]) -> list[str]:
+    """Objects that depend on daily_stock_data (views, materialized views, functions...), named for the operator."""
+    rows = conn.execute("""
+        SELECT DISTINCT coalesce(r.ev_class::regclass::text, pg_describe_object(d.classid, d.objid, d.objsubid))
+        FROM pg_depend d
+        LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = 'daily_stock_data'::regclass AND d.deptype = 'n'
+          AND r.ev_class IS DISTINCT FROM 'daily_stock_data'::regclass
+        ORDER BY 1""").fetchall()
+    return [row[0] for row in rows]

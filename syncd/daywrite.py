@@ -1,0 +1,150 @@
+"""Writing one trading day into daily_bars: atomic, derived, checked and recorded, in one transaction.
+
+This module owns the per-day write path that sync.py calls once per day (store re-exports
+it). In one transaction: the run's fence; the day's old rows go, except those of the stocks
+whose request failed (`missing`: a failed request never deletes data); the new rows arrive
+by binary COPY (directly when complete, through a stage when pre_close, adj_factor or
+pct_change must be derived: factors.py); the checks run on the day's rows and their
+findings are stored (checks.py); and the day is recorded: `success`, or `incomplete` when
+stocks are missing, with `expected`, `missing`, its anomalies and when it was written, and
+the run's counters move. A day is refused (DayRejected, nothing written) when nothing was
+fetched or when the unit guard trips; the caller records it `failed` with that message.
+
+`write_day` takes the rows (Row tuples or a source's EncodedRows); `write_staged_day` takes
+a query over rows already in PostgreSQL (a by_stock source's staging table). Row tuples are
+encoded per row here; EncodedRows are copied as they are (no per-row Python).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+
+from . import checks, factors
+from .sources.base import EncodedRows, Row
+
+BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover",
+               "pct_change", "adj_factor")
+BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8", "float8")
+COPY_BARS = f"COPY daily_bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+STAGE_COLUMNS = BAR_COLUMNS[1:]  # a Row's fields, in order: what a stage query must select
+_STAGE = "incoming_bars"
+_CREATE_STAGE = (f"CREATE TEMPORARY TABLE {_STAGE} (code text, open float8, high float8, low float8, close float8, "
+                 "pre_close float8, volume int8, amount float8, turnover float8, pct_change float8, adj_factor float8) "
+                 "ON COMMIT DROP")
+_PRE_CLOSE, _PCT_CHANGE, _ADJ_FACTOR = 5, 9, 10  # Row positions the write path derives when None
+
+Fence = Callable[[psycopg.Connection[Any]], None]
+IsTradingDay = Callable[[dt.date], bool]
+
+
+class DayRejected(Exception):
+    """A day the write path refused to write; the message is the day's error (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class WrittenDay:
+    rows: int                                  # rows the day holds now: fetched plus those kept for missing stocks
+    fetched: int                               # rows written by this call
+    status: Literal["success", "incomplete"]
+    anomalies: int                             # findings of the checks on the day's rows
+
+
+def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
+                fence: Fence | None = None) -> int:
+    """A complete day (nothing missing, coverage unknown): `write_day`, returning the row count."""
+    return write_day(conn, day, rows, run_id, fence=fence).rows
+
+
+def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str, *,
+              expected: int | None = None, missing: Collection[str] = (), fence: Fence | None = None,
+              is_trading_day: IsTradingDay | None = None) -> WrittenDay:
+    """Atomically replace `day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record it.
+
+    `expected`: stocks the source says were listed (None: it cannot say). `missing`: codes whose request
+    failed. `fence`, called first inside the transaction, may raise to stop the write (the run lock check).
+    `is_trading_day` tells factor derivation which days a gap would be (default: the packaged calendar).
+    Raises DayRejected when nothing was fetched or the unit guard trips."""
+    if isinstance(rows, EncodedRows):
+        def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
+            with cur.copy(COPY_BARS) as copy:
+                copy.write(rows.payload)
+            return rows.count
+        return _write(conn, day, run_id, load, derive=False, expected=expected, missing=missing, fence=fence,
+                      is_trading_day=is_trading_day)
+    bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
+    fetched = {row[0] for row in bars}
+    derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
+
+    def load_rows(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
+        if chain is None:
+            _copy_rows(cur, COPY_BARS, BAR_TYPES, ((day, *row) for row in bars))
+            return len(bars)
+        cur.execute(_CREATE_STAGE)
+        _copy_rows(cur, f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)", BAR_TYPES[1:], bars)
+        return factors.insert_derived(cur.connection, chain, f"SELECT {', '.join(STAGE_COLUMNS)} FROM {_STAGE}")
+    return _write(conn, day, run_id, load_rows, derive=derive, expected=expected,
+                  missing=[code for code in missing if code not in fetched], fence=fence, is_trading_day=is_trading_day)
+
+
+def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str, params: dict[str, Any] | None,
+                     run_id: str, *, expected: int | None = None, missing: Collection[str] = (),
+                     fence: Fence | None = None, is_trading_day: IsTradingDay | None = None) -> WrittenDay:
+    """`write_day` for rows already in PostgreSQL: `stage_sql` selects STAGE_COLUMNS (in order) of `day`'s rows,
+    with its own named `params` (for example `SELECT code, open, ..., adj_factor FROM stage WHERE day = %(d)s`).
+    Its codes must not include `missing` ones."""
+    def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
+        assert chain is not None
+        return factors.insert_derived(cur.connection, chain, stage_sql, params)
+    return _write(conn, day, run_id, load, derive=True, expected=expected, missing=missing, fence=fence,
+                  is_trading_day=is_trading_day)
+
+
+def _copy_rows(cur: psycopg.Cursor[Any], statement: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    with cur.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
+def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
+           load: Callable[[psycopg.Cursor[Any], factors.Chain | None], int], *, derive: bool, expected: int | None,
+           missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None) -> WrittenDay:
+    kept_codes = sorted(set(missing))
+    with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
+        cur.execute("SET LOCAL jit = off")  # compiling these few-millisecond statements would take ~100 ms and more
+        cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+        fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
+        if fetched == 0:
+            raise DayRejected(f"nothing fetched for {day}" + (f" ({len(kept_codes)} stocks' requests failed)" if kept_codes else
+                                                              " (the source returned no rows)"))
+        kept = cur.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)",
+                           (day, kept_codes)).fetchone()[0] if kept_codes else 0
+        found = checks.record_findings(conn, day)
+        if (error := checks.unit_guard_error(day, found, fetched + kept)) is not None:
+            raise DayRejected(error)
+        status: Literal["success", "incomplete"] = "incomplete" if kept_codes else "success"
+        _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found))
+        cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
+                    "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
+    return WrittenDay(rows=fetched + kept, fetched=fetched, status=status, anomalies=len(found))
+
+
+def _record_day(cur: psycopg.Cursor[Any], day: dt.date, run_id: str, status: str, rows: int, expected: int | None,
+                missing: list[str], anomalies: int) -> None:
+    cur.execute(
+        "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, expected, missing, anomalies, checked_at, "
+        "written_at, updated_at) VALUES (%s, %s, %s, %s, NULL, NULL, %s, %s, %s, now(), now(), now()) "
+        "ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
+        "error = NULL, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
+        "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now()",
+        (day, status, rows, run_id, expected, len(missing), anomalies))
+    cur.execute("DELETE FROM sync_day_missing WHERE date = %s", (day,))
+    if missing:
+        cur.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (day, missing))
