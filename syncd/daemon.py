@@ -9,6 +9,7 @@ daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 import zmq
 
 from . import store
-from .calendar import TradingCalendar
+from .calendar import Confirms, TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .admission import Admission
 from .controldb import ControlDb
@@ -38,6 +39,7 @@ from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
 from .sources import load_source
+from .sources.base import confirms_trading_day
 from .runlock import recover_orphans
 from .sync import Syncer
 from .worker import Worker
@@ -83,13 +85,13 @@ class Daemon:
         source = load_source(self.config.source)
         dsn = self._database_dsn()
         try:
-            calendar, last_run = self._prepare_database(dsn)
+            calendar, last_run = self._prepare_database(dsn, confirms_trading_day(source))
             state = RunState(last_run)
             syncer = Syncer(self.config, dsn, source, calendar)
-            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.recover_orphans, idle_every_s=ORPHAN_SWEEP_S)
+            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.housekeeping, idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config)
             admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
-            sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.is_trading_day,
+            sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.kind,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
             ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external")
             with zmq.Context() as context:
@@ -142,13 +144,15 @@ class Daemon:
         self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
 
-    def _prepare_database(self, dsn: str) -> tuple[TradingCalendar, Any]:
+    def _prepare_database(self, dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             version = store.migrate(conn, self.config.database.compat_view)
             if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
-            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
+            zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
+            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
+                                       confirms=confirms, today=lambda: dt.datetime.now(zone).date())
             runs = store.history(conn, 1)
             self.log.info(Event.DATABASE_READY, schema_version=version, database=redact_dsn(self.config.database.dsn))
             return calendar, (runs[0] if runs else None)

@@ -85,6 +85,8 @@ class Day(msgspec.Struct, kw_only=True):
     rows: int
     run_id: str | None
     error: str | None
+    expected: int | None = None  # stocks the source reports as listed that day (None: it cannot say)
+    missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
 
 
 class ScheduledJob(msgspec.Struct, kw_only=True):

@@ -10,7 +10,8 @@ in an explicit transaction. It knows nothing about sockets, threads or sources.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -18,7 +19,7 @@ from psycopg.rows import dict_row
 
 from .protocol import Day
 from .record import RunRecord
-from .sources.base import EncodedRows, Row, StockInfo
+from .sources.base import COLUMNS, EncodedRows, Row, StockInfo
 
 # Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
 # writing the same daily_bars exclude each other and ones writing another schema's do not.
@@ -90,6 +91,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (2, "sync_runs.seq: insertion order (started_at has second precision)", """
         ALTER TABLE sync_runs ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
         CREATE INDEX IF NOT EXISTS sync_runs_seq ON sync_runs (seq DESC);
+    """),
+    (3, "sync_stage (per-stock fetches, by run); sync_days expected, missing, missing_codes", """
+        CREATE UNLOGGED TABLE IF NOT EXISTS sync_stage (
+            run_id text NOT NULL,
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            bar double precision[] NOT NULL,
+            PRIMARY KEY (run_id, trade_date, code)
+        );
+        ALTER TABLE sync_days ADD COLUMN IF NOT EXISTS expected integer,
+            ADD COLUMN IF NOT EXISTS missing integer NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS missing_codes text[];
     """),
 ]
 
@@ -322,9 +335,10 @@ def _run_from_row(r: dict[str, Any]) -> RunRecord:
 
 def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT date, status, rows, run_id, error FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date",
-                           (start, end)).fetchall()
-    return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"]) for r in rows]
+        rows = cur.execute("SELECT date, status, rows, run_id, error, expected, missing FROM sync_days "
+                           "WHERE date BETWEEN %s AND %s ORDER BY date", (start, end)).fetchall()
+    return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"],
+                expected=r["expected"], missing=r["missing"]) for r in rows]
 
 
 def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, str]:
@@ -358,3 +372,117 @@ def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo]) -> N
         cur.execute("INSERT INTO stocks (code, name, exchange) SELECT DISTINCT ON (code) code, name, exchange "
                     "FROM incoming_stocks ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, "
                     "exchange = EXCLUDED.exchange, updated_at = now()")
+
+
+# --- sync-flow: the stage of per-stock fetches, incomplete days, unconfirmed days ------------
+# The by_stock plan asks each stock once for the run's whole range and stages what arrives here,
+# then writes each day from the stage in its own transaction. A staged bar is a Row's values after
+# the code (base.COLUMNS order) as one float8[], so the stage follows Row's columns as they are.
+# Only the run holding the run lock uses the stage; it is emptied when such a run begins and ends.
+
+STAGE_COPY = "COPY sync_stage (run_id, trade_date, code, bar) FROM STDIN (FORMAT BINARY)"
+_VOLUME = COLUMNS.index("volume")
+
+
+@dataclass(frozen=True)
+class Keep:
+    """Which of a day's stored rows a write keeps: those of `codes` (stocks whose request failed: a
+    failed request never deletes data), or with `all_but`, every stored row except those of `codes`
+    (a re-fetch of some stocks of an incomplete day)."""
+
+    codes: frozenset[str] = frozenset()
+    all_but: bool = False
+
+    @property
+    def nothing(self) -> bool:
+        return not self.codes and not self.all_but
+
+
+def clear_stage(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("TRUNCATE sync_stage")
+
+
+def stage_bars(conn: psycopg.Connection[Any], run_id: str, bars: Iterable[tuple[dt.date, Row]]) -> int:
+    """Append (day, row) pairs to the run's stage (one COPY); return how many."""
+    count = 0
+    with conn.transaction(), conn.cursor() as cur, cur.copy(STAGE_COPY) as copy:
+        copy.set_types(["text", "date", "text", "float8[]"])
+        for day, row in bars:
+            copy.write_row((run_id, day, row[0], list(row[1:])))
+            count += 1
+    return count
+
+
+def staged_rows(conn: psycopg.Connection[Any], run_id: str, day: dt.date, codes: Collection[str] | None = None) -> list[Row]:
+    """The run's staged rows for `day` (only those of `codes` when given), as Row tuples in code order."""
+    sql = "SELECT code, bar FROM sync_stage WHERE run_id = %s AND trade_date = %s"
+    params: tuple[Any, ...] = (run_id, day)
+    if codes is not None:
+        sql, params = sql + " AND code = ANY(%s)", (*params, list(codes))
+    rows = []
+    for code, bar in conn.execute(sql + " ORDER BY code", params):
+        values = list(bar)
+        if values[_VOLUME - 1] is not None:
+            values[_VOLUME - 1] = int(values[_VOLUME - 1])
+        rows.append((code, *values))
+    return rows  # type: ignore[return-value]
+
+
+def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str, *,
+              fence: Callable[[psycopg.Connection[Any]], None], before_commit: Callable[[], None],
+              expected: int | None, missing: Collection[str], keep: Keep, missing_error: str | None = None) -> int:
+    """One day's atomic write through `replace_day`, plus what a partial answer needs; return the rows the day holds.
+
+    In one transaction: `fence` (first: the run lock; may raise), the stored rows that `keep` names set
+    aside, `replace_day` (delete, COPY, the day `success`, the run's counters), the kept rows put back,
+    the day's `expected`/`missing` (with `missing`, it is `incomplete` and counts as failed in the
+    run), then `before_commit`, which may raise to roll the whole day back (a cancel)."""
+    with conn.transaction(), conn.cursor() as cur:
+        fence(conn)
+        if not keep.nothing:
+            match = "code <> ALL(%s)" if keep.all_but else "code = ANY(%s)"
+            cur.execute(f"CREATE TEMPORARY TABLE kept_bars ON COMMIT DROP AS SELECT * FROM daily_bars "
+                        f"WHERE trade_date = %s AND {match}", (day, sorted(keep.codes)))
+        count = replace_day(conn, day, rows, run_id)
+        kept = 0
+        if not keep.nothing:
+            kept = cur.execute("INSERT INTO daily_bars SELECT * FROM kept_bars ON CONFLICT DO NOTHING").rowcount
+        cur.execute(
+            "UPDATE sync_days SET rows = rows + %(kept)s, expected = %(expected)s, missing = %(missing)s, "
+            "missing_codes = %(codes)s, status = CASE WHEN %(missing)s > 0 THEN 'incomplete' ELSE status END, "
+            "error = CASE WHEN %(missing)s > 0 THEN %(error)s ELSE error END WHERE date = %(day)s",
+            {"kept": kept, "expected": expected, "missing": len(missing), "codes": sorted(missing) or None,
+             "error": missing_error, "day": day})
+        if kept or missing:
+            cur.execute("UPDATE sync_runs SET rows = rows + %s, days_failed = days_failed + %s WHERE run_id = %s",
+                        (kept, int(bool(missing)), run_id))
+        before_commit()
+    return count + kept
+
+
+def keep_incomplete(conn: psycopg.Connection[Any], day: dt.date, run_id: str, missing: Collection[str], error: str) -> None:
+    """A re-fetch of an incomplete day's missing stocks failed again: the day keeps its rows and stays incomplete."""
+    with conn.transaction():
+        conn.execute("UPDATE sync_days SET status = 'incomplete', run_id = %s, error = %s, missing = %s, "
+                     "missing_codes = %s, prev_status = NULL, updated_at = now() WHERE date = %s",
+                     (run_id, error, len(missing), sorted(missing), day))
+        conn.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + 1 WHERE run_id = %s", (run_id,))
+
+
+def missing_codes(conn: psycopg.Connection[Any], days: Sequence[dt.date]) -> dict[dt.date, list[str]]:
+    """The incomplete days among `days` with the stocks each one misses."""
+    return dict(conn.execute("SELECT date, missing_codes FROM sync_days WHERE date = ANY(%s) AND status = 'incomplete' "
+                             "AND missing_codes IS NOT NULL", (list(days),)).fetchall())
+
+
+def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[dt.date], reason: Callable[[dt.date], str]) -> None:
+    """Weekdays no calendar confirms: recorded (or left) `pending` with the reason; a day already synced keeps its status."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'pending', 0, %s, %s, now()) "
+            "ON CONFLICT (date) DO UPDATE SET error = EXCLUDED.error, updated_at = now() WHERE sync_days.status = 'pending'",
+            [(d, run_id, reason(d)) for d in days])
+
+
+def mark_day_syncing(conn: psycopg.Connection[Any], day: dt.date, run_id: str) -> None:
+    mark_syncing(conn, [day], run_id)
