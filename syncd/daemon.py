@@ -258,10 +258,10 @@ class Daemon:
     # --- shutdown ----------------------------------------------------------------------------
     def _shutdown(self, rep: zmq.Socket[Any], ops: Ops, state: RunState, worker: Worker, syncer: Syncer) -> None:
         self.notifier.stopping()
+        run_id = state.request_cancel()  # first: from here no further day is written
         signum = self._signalled[0] if self._signalled else None
-        self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None)
+        self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None, cancelled_run=run_id)
         rep.close(linger=0)
-        run_id = state.request_cancel()
         if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
             self.log.error(Event.WORKER_DID_NOT_STOP, run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
             try:  # record it ourselves; the worker's open transaction dies with the process
