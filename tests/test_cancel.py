@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +20,7 @@ import psycopg
 import pytest
 
 from conftest import BASE_CONFIG, SyncdProcess, merge, wait_until
+from daemons import SpecialSyncd
 from syncd import store
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
@@ -29,17 +28,6 @@ from syncd.sources.demo import DemoSource
 TWO_DAYS = ("2025-10-09", "2025-10-10")
 LONG = ("2025-09-01", "2025-10-31")  # 39 trading days
 STOCKS = 300
-
-
-class FakeSourceSyncd(SyncdProcess):
-    """syncd on the by_stock test source (tests/fakesource.py), its settings in $SYNCD_FAKE_SOURCE."""
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        log = self.log_path.open("ab")
-        script = Path(__file__).with_name("fakesource.py")
-        self.proc = subprocess.Popen([sys.executable, str(script), "--config", str(self.config_path)],
-                                     cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        return self.proc
 
 
 @pytest.fixture
@@ -55,7 +43,7 @@ def daemon_on(database: str, short_tmp: Path) -> Iterator[Callable[[str], SyncdP
             write_csv_days(folder / "data", LONG)
             config = merge(config, {"source": {"name": "csv", "csv": {"path": "data"}}})
         if kind == "by_stock":
-            process: SyncdProcess = FakeSourceSyncd(folder, config, env={"SYNCD_FAKE_SOURCE": f'{{"stocks": {STOCKS}}}'})
+            process: SyncdProcess = SpecialSyncd(folder, config, fake_source={"stocks": STOCKS})
         else:
             process = SyncdProcess(folder, config)
         made.append(process)
