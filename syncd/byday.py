@@ -29,6 +29,7 @@ from .prefetch import read_ahead
 from .sources.base import DayBatch, DayFailure, EncodedRows, PlannedSource
 
 FETCH_FAILURES_IN_A_ROW = 3
+LOGGED_DAYS = 50  # a retry's log line names at most this many days (and counts them all)
 NO_DATA = "the source returned no data for this day"
 Backoff = Callable[[int], float]  # attempt (1, 2, ...) -> seconds to wait before it
 
@@ -40,7 +41,8 @@ def sync_by_day(source: PlannedSource, days: Sequence[dt.date], writer: DayWrite
     errors: dict[dt.date, str] = {}
     for attempt in range(attempts):
         if attempt:
-            log.info(Event.FETCH_RETRY, days=[d.isoformat() for d in pending], attempt=attempt + 1)
+            log.info(Event.FETCH_RETRY, days=[d.isoformat() for d in pending[:LOGGED_DAYS]], count=len(pending),
+                     attempt=attempt + 1)
             if writer.state.wait_cancel(backoff(attempt)):
                 return
         pending = _one_pass(source, pending, errors, writer, log, attempt, fatal)

@@ -22,6 +22,7 @@ import psycopg
 from . import store
 from .logs import Event
 from .record import RunRecord
+from .runlock import RunLockLost
 from .runstate import RunState
 from .sources.base import EncodedRows, Row
 
@@ -29,6 +30,10 @@ T = TypeVar("T")
 WithDb = Callable[[Callable[[psycopg.Connection[Any]], T]], T]
 Fence = Callable[[psycopg.Connection[Any]], None]
 MISSING_CODES_SHOWN = 10  # how many missing stocks a day's error names
+
+
+class DatabaseDown(Exception):
+    """The database could not be reached after the configured retries."""
 
 
 class Cancelled(Exception):
@@ -72,9 +77,9 @@ class DayWriter:
                 expected=expected, missing=missing, keep=keep, missing_error=note))
         except Cancelled:
             return False
-        except psycopg.OperationalError:
+        except (RunLockLost, DatabaseDown, psycopg.OperationalError):
             raise
-        except psycopg.Error as exc:
+        except Exception as exc:  # the rows were refused (a constraint, a check on the day's data): this day only
             raise DayRejected(f"writing the day failed: {type(exc).__name__}: {str(exc).strip()}") from exc
         self.written += 1
         self.failed += int(bool(missing))

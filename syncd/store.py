@@ -483,6 +483,3 @@ def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[
             "ON CONFLICT (date) DO UPDATE SET error = EXCLUDED.error, updated_at = now() WHERE sync_days.status = 'pending'",
             [(d, run_id, reason(d)) for d in days])
 
-
-def mark_day_syncing(conn: psycopg.Connection[Any], day: dt.date, run_id: str) -> None:
-    mark_syncing(conn, [day], run_id)

@@ -30,7 +30,7 @@ from .byday import sync_by_day
 from .bystock import sync_by_stock
 from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from .config import Config
-from .daywriter import DayWriter
+from .daywriter import DatabaseDown, DayWriter
 from .logs import Event, get_logger
 from .record import RunRecord
 from .runlock import RunLock, RunLockLost, recover_orphans
@@ -41,10 +41,6 @@ MISSING_JOB = "scheduler_missing"  # scheduling.MISSING: its by_stock runs ask o
 # While a recent weekday past the packaged calendar is unconfirmed, the idle worker asks the
 # source's calendar about it at most this often (the schedule decides from what it knows).
 CALENDAR_ASK_EVERY_S = 600.0
-
-
-class DatabaseDown(Exception):
-    """The database could not be reached after the configured retries."""
 
 
 class Syncer:

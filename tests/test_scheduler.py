@@ -4,6 +4,7 @@ import datetime as dt
 import zoneinfo
 
 import pytest
+import structlog
 
 from conftest import wait_until
 from syncd.calendar import DayKind, TradingCalendar
@@ -102,6 +103,21 @@ def test_daily_job_syncs_today_only_on_trading_days():
         assert bool(started) == expected, today
         if expected:
             assert started == [("scheduler_daily", [today])]
+
+
+def test_daily_job_starts_no_run_for_a_weekday_no_calendar_confirms_and_says_why():
+    started = []
+    now = dt.datetime(2027, 1, 4, 20, 0, tzinfo=SHANGHAI)  # a Monday past the packaged calendar
+    with structlog.testing.capture_logs() as logs:
+        DailySchedule(ScheduleConfig(), lambda job, days: started.append(days) or "r", TradingCalendar().kind,
+                      lambda a, b: [], now=lambda: now).run_daily()
+    assert started == []
+    [note] = [e for e in logs if e["event"] == "schedule_not_trading_day"]
+    assert note["reason"] == "unconfirmed" and "upgrade chinese_calendar" in note["detail"]
+    confirmed = TradingCalendar({dt.date(2027, 1, 4): True})  # a source's calendar says it trades
+    DailySchedule(ScheduleConfig(), lambda job, days: started.append(days) or "r", confirmed.kind,
+                  lambda a, b: [], now=lambda: now).run_daily()
+    assert started == [[dt.date(2027, 1, 4)]]
 
 
 def test_missing_job_asks_for_exactly_the_unsynced_trading_days():

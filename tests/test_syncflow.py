@@ -189,6 +189,20 @@ def test_a_by_day_batch_with_missing_stocks_is_written_incomplete_and_the_missin
     assert day_record(dsn, days[2])[:5] == ("success", 12, 12, 0, None)
 
 
+def test_rows_the_database_refuses_fail_that_day_only(dsn):
+    days = weekdays(*WEEK)
+
+    class Duplicated(MarketDays):
+        def fetch_days(self, asked, should_stop):  # type: ignore[no-untyped-def]
+            for day, batch in super().fetch_days(asked, should_stop):
+                yield day, DayBatch(batch.rows + batch.rows[:1], expected=12) if day == days[1] else batch
+
+    run = sync(dsn, Duplicated(), *WEEK)
+    assert (run.status, run.days_done, run.days_failed, run.rows) == ("partial", 5, 1, 4 * 12)
+    status, rows, *_, error = day_record(dsn, days[1])
+    assert (status, rows) == ("failed", 0) and "writing the day failed: UniqueViolation" in error
+
+
 # --- cancel inside a day's write -----------------------------------------------------------------
 
 class CancelAtWrite:
