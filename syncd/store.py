@@ -476,10 +476,13 @@ def missing_codes(conn: psycopg.Connection[Any], days: Sequence[dt.date]) -> dic
 
 
 def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[dt.date], reason: Callable[[dt.date], str]) -> None:
-    """Weekdays no calendar confirms: recorded (or left) `pending` with the reason; a day already synced keeps its status."""
+    """Weekdays no calendar confirms: recorded `pending` with the reason. A day that holds rows keeps its
+    status; one that failed with nothing stored (an earlier version took every weekday past the horizon
+    for a trading day) becomes pending too."""
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'pending', 0, %s, %s, now()) "
-            "ON CONFLICT (date) DO UPDATE SET error = EXCLUDED.error, updated_at = now() WHERE sync_days.status = 'pending'",
+            "ON CONFLICT (date) DO UPDATE SET status = 'pending', error = EXCLUDED.error, run_id = EXCLUDED.run_id, "
+            "updated_at = now() WHERE sync_days.status = 'pending' OR (sync_days.status = 'failed' AND sync_days.rows = 0)",
             [(d, run_id, reason(d)) for d in days])
 

@@ -270,6 +270,7 @@ NEW_YEAR = (dt.date(2027, 1, 1), dt.date(2027, 1, 8))  # Friday (a market holida
 
 
 def test_a_manual_range_past_the_horizon_leaves_unconfirmed_weekdays_pending_with_the_reason(dsn):
+    q(dsn, "INSERT INTO sync_days (date, status, rows, error) VALUES (%s, 'failed', 0, 'no file')", NEW_YEAR[0])  # the old fallback's
     run = sync(dsn, DemoSource(DemoConfig(stocks=10)), *NEW_YEAR, calendar=TradingCalendar())  # nothing confirms
     assert (run.status, run.trading_days, run.days_done) == ("succeeded", 0, 0)
     records = dict(q(dsn, "SELECT date, status FROM sync_days"))
