@@ -27,13 +27,14 @@ pytestmark = pytest.mark.skipif(not faketime_available(), reason="needs Debian's
 NEW_YEAR = dt.date(2027, 1, 1)
 MONDAY = dt.date(2027, 1, 4)
 STOCKS = 50
-DAILY_AT = "20:00:03"  # the daemons start at 20:00:00 (faked): the job fires 3 s later
+FAKE_START = "19:59:54"  # the daemons' clock starts here: 6 s to start up before the daily job
+DAILY_AT = "20:00:00"
 REASON = "upgrade chinese_calendar"
 
 
 @pytest.fixture
 def daemon_at(database: str, short_tmp: Path) -> Iterator[Callable[..., SpecialSyncd]]:
-    """daemon_at("2027-01-01", source={...}, fake_source=None) -> a started syncd whose clock reads that day, 20:00 Shanghai."""
+    """daemon_at(day, source={...}, fake_source=None) -> a started syncd whose clock reads `day`, just before 20:00 Shanghai."""
     made: list[SpecialSyncd] = []
 
     def start(day: dt.date, source: dict[str, Any] | None = None, fake_source: dict[str, Any] | None = None) -> SpecialSyncd:
@@ -42,7 +43,7 @@ def daemon_at(database: str, short_tmp: Path) -> Iterator[Callable[..., SpecialS
         config = merge(BASE_CONFIG, {
             "database": {"dsn": database}, "source": merge({"demo": {"stocks": STOCKS}}, source or {}),
             "schedule": {"enabled": True, "catch_up_on_start": False, "daily_at": DAILY_AT, "missing_at": "03:00"}})
-        process = SpecialSyncd(folder, config, fake_source=fake_source, faketime=f"{day} 20:00:00")
+        process = SpecialSyncd(folder, config, fake_source=fake_source, faketime=f"{day} {FAKE_START}")
         made.append(process)
         process.start()
         assert_clock_moved(process, day)
@@ -55,9 +56,10 @@ def daemon_at(database: str, short_tmp: Path) -> Iterator[Callable[..., SpecialS
 
 def assert_clock_moved(daemon: SpecialSyncd, day: dt.date) -> None:
     jobs = {j.job: j.next_run for j in daemon.client().status().schedule}
-    assert jobs["scheduler_daily"] == f"{day}T{DAILY_AT}+08:00", jobs
-    started = daemon.events("daemon_started")[0]["timestamp"]
-    assert started.startswith(f"{day}T12:00"), started  # 20:00 in Shanghai is 12:00 UTC
+    assert jobs["scheduler_daily"] == f"{day}T{DAILY_AT}+08:00", f"{jobs} (did start-up take over 6 s?)"
+    started = dt.datetime.fromisoformat(daemon.events("daemon_started")[0]["timestamp"].replace("Z", "+00:00"))
+    fake_start = dt.datetime.fromisoformat(f"{day}T{FAKE_START}+08:00")
+    assert fake_start <= started < fake_start + dt.timedelta(seconds=6), started
 
 
 def write_csv(folder: Path, *days: dt.date) -> None:
