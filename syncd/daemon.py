@@ -9,6 +9,7 @@ daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 import zmq
 
 from . import pooling, store
-from .calendar import TradingCalendar
+from .calendar import Confirms, TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .admission import Admission
 from .controldb import ControlDb
@@ -39,6 +40,7 @@ from .scheduling import DailySchedule
 from .sessioncheck import check_lock_session
 from .security import apply_server_curve, check_endpoint
 from .sources import load_source
+from .sources.base import confirms_trading_day
 from .runlock import recover_orphans
 from .sync import Syncer
 from .worker import Worker
@@ -87,13 +89,13 @@ class Daemon:
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = pooling.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
-            calendar, last_run = self._prepare_database(dsn, lock_dsn)
+            calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             syncer = Syncer(self.config, dsn, source, calendar, lock_dsn)
-            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.recover_orphans, idle_every_s=ORPHAN_SWEEP_S)
+            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.housekeeping, idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
             admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
-            sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.is_trading_day,
+            sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.kind,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
             ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external")
             with zmq.Context() as context:
@@ -155,7 +157,7 @@ class Daemon:
             raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
         check_dsn(lock_dsn, key)
 
-    def _prepare_database(self, dsn: str, lock_dsn: str) -> tuple[TradingCalendar, Any]:
+    def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s
         conn = store.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
@@ -165,7 +167,9 @@ class Daemon:
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
             if recover_orphans(lock_dsn, timeout_s, found_by="start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
-            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
+            zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
+            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
+                                       confirms=confirms, today=lambda: dt.datetime.now(zone).date())
             runs = store.history(conn, 1)
             self.log.info(Event.DATABASE_READY, schema_version=version, database=redact_dsn(self.config.database.dsn))
             return calendar, (runs[0] if runs else None)
@@ -271,10 +275,10 @@ class Daemon:
     # --- shutdown ----------------------------------------------------------------------------
     def _shutdown(self, rep: zmq.Socket[Any], ops: Ops, state: RunState, worker: Worker, syncer: Syncer) -> None:
         self.notifier.stopping()
+        run_id = state.request_cancel()  # first: from here no further day is written
         signum = self._signalled[0] if self._signalled else None
-        self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None)
+        self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None, cancelled_run=run_id)
         rep.close(linger=0)
-        run_id = state.request_cancel()
         if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
             self.log.error(Event.WORKER_DID_NOT_STOP, run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
             try:  # record it ourselves; the worker's open transaction dies with the process

@@ -62,12 +62,16 @@ def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row]
 
 def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str, *,
               expected: int | None = None, missing: Collection[str] = (), fence: Fence | None = None,
-              is_trading_day: IsTradingDay | None = None) -> WrittenDay:
+              is_trading_day: IsTradingDay | None = None, replace_only: Collection[str] | None = None,
+              before_commit: Callable[[], None] | None = None, error: str | None = None) -> WrittenDay:
     """Atomically replace `day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record it.
 
     `expected`: stocks the source says were listed (None: it cannot say). `missing`: codes whose request
     failed. `fence`, called first inside the transaction, may raise to stop the write (the run lock check).
     `is_trading_day` tells factor derivation which days a gap would be (default: the packaged calendar).
+    `replace_only`: a re-fetch of some stocks (an incomplete day's missing ones): only their stored rows
+    go, every other stored row stays. `before_commit` is called last inside the transaction and may raise
+    to roll the whole day back (a cancel). `error`: the day's recorded error (why it is incomplete).
     Raises DayRejected when nothing was fetched or the unit guard trips."""
     if isinstance(rows, EncodedRows):
         def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
@@ -75,7 +79,7 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
                 copy.write(rows.payload)
             return rows.count
         return _write(conn, day, run_id, load, derive=False, expected=expected, missing=missing, fence=fence,
-                      is_trading_day=is_trading_day)
+                      is_trading_day=is_trading_day, replace_only=replace_only, before_commit=before_commit, error=error)
     bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
     fetched = {row[0] for row in bars}
     derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
@@ -88,7 +92,8 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
         _copy_rows(cur, f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)", BAR_TYPES[1:], bars)
         return factors.insert_derived(cur.connection, chain, f"SELECT {', '.join(STAGE_COLUMNS)} FROM {_STAGE}")
     return _write(conn, day, run_id, load_rows, derive=derive, expected=expected,
-                  missing=[code for code in missing if code not in fetched], fence=fence, is_trading_day=is_trading_day)
+                  missing=[code for code in missing if code not in fetched], fence=fence, is_trading_day=is_trading_day,
+                  replace_only=replace_only, before_commit=before_commit, error=error)
 
 
 def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str, params: dict[str, Any] | None,
@@ -113,38 +118,46 @@ def _copy_rows(cur: psycopg.Cursor[Any], statement: str, types: Sequence[str], r
 
 def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
            load: Callable[[psycopg.Cursor[Any], factors.Chain | None], int], *, derive: bool, expected: int | None,
-           missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None) -> WrittenDay:
+           missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None,
+           replace_only: Collection[str] | None = None, before_commit: Callable[[], None] | None = None,
+           error: str | None = None) -> WrittenDay:
     kept_codes = sorted(set(missing))
     with conn.transaction(), conn.cursor() as cur:
         if fence is not None:
             fence(conn)
         cur.execute("SET LOCAL jit = off")  # compiling these few-millisecond statements would take ~100 ms and more
-        cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+        if replace_only is None:
+            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+        else:
+            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(replace_only))))
+        kept = (cur.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,)).fetchone()[0]
+                if kept_codes or replace_only is not None else 0)
         fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
         if fetched == 0:
             raise DayRejected(f"nothing fetched for {day}" + (f" ({len(kept_codes)} stocks' requests failed)" if kept_codes else
                                                               " (the source returned no rows)"))
-        kept = cur.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)",
-                           (day, kept_codes)).fetchone()[0] if kept_codes else 0
         found = checks.record_findings(conn, day)
-        if (error := checks.unit_guard_error(day, found, fetched + kept)) is not None:
-            raise DayRejected(error)
+        if (guard := checks.unit_guard_error(day, found, fetched + kept)) is not None:
+            raise DayRejected(guard)
         status: Literal["success", "incomplete"] = "incomplete" if kept_codes else "success"
-        _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found))
+        _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found),
+                    error if status == "incomplete" else None)
         cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
                     "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
+        if before_commit is not None:
+            before_commit()
     return WrittenDay(rows=fetched + kept, fetched=fetched, status=status, anomalies=len(found))
 
 
 def _record_day(cur: psycopg.Cursor[Any], day: dt.date, run_id: str, status: str, rows: int, expected: int | None,
-                missing: list[str], anomalies: int) -> None:
+                missing: list[str], anomalies: int, error: str | None) -> None:
     cur.execute(
         "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, expected, missing, anomalies, checked_at, "
-        "written_at, updated_at) VALUES (%s, %s, %s, %s, NULL, NULL, %s, %s, %s, now(), now(), now()) "
+        "written_at, updated_at) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, now(), now(), now()) "
         "ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
-        "error = NULL, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
+        "error = EXCLUDED.error, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
         "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now()",
-        (day, status, rows, run_id, expected, len(missing), anomalies))
+        (day, status, rows, run_id, error, expected, len(missing), anomalies))
     cur.execute("DELETE FROM sync_day_missing WHERE date = %s", (day,))
     if missing:
         cur.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (day, missing))

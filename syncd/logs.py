@@ -54,6 +54,11 @@ class Event(StrEnum):
     DB_RECONNECT = "db_reconnect"
     REFERENCE_DATA_UNAVAILABLE = "reference_data_unavailable"
     CALENDAR_BEYOND_HORIZON = "calendar_beyond_horizon"
+    # the fetch plans (sync-flow)
+    RUN_PLANNED = "run_planned"
+    DAYS_UNCONFIRMED = "days_unconfirmed"
+    DAY_INCOMPLETE = "day_incomplete"
+    STOCKS_STAGED = "stocks_staged"
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

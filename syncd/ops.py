@@ -20,7 +20,7 @@ import psycopg
 
 from . import __version__, store, verify
 from .admission import Admission, Busy
-from .calendar import TradingCalendar, calendar_days
+from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from .config import Config
 from .controldb import ControlDb
 from .logs import Event, get_logger
@@ -127,16 +127,27 @@ class Ops:
         if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans():
             found = self.db.call(lambda c: store.days(c, start, end))
         recorded = {d.date: d for d in found}
-        return [recorded.get(day.isoformat()) or self._unrecorded(day) for day in calendar_days(start, end)]
+        return [self._with_horizon(recorded.get(day.isoformat()), day) for day in calendar_days(start, end)]
 
     def verify(self, start: dt.date, end: dt.date) -> list[VerifiedDay]:
         """Each day's coverage and anomalies (verify.py); days never checked are checked first, within a budget."""
         check_range(start, end, self.config.sync.max_days)
         return self.db.call(lambda c: verify.verify_days(c, start, end, self.calendar.is_trading_day))
 
-    def _unrecorded(self, day: dt.date) -> Day:
-        status = "pending" if self.calendar.is_trading_day(day) else "skipped"
-        return Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
+    def _with_horizon(self, recorded: Day | None, day: dt.date) -> Day:
+        """A day as recorded; with no record, pending or skipped by the calendar. A pending weekday that no
+        calendar confirms says why (calendar.beyond_horizon_reason)."""
+        kind = self.calendar.kind(day)
+        if recorded is None:
+            status = "skipped" if kind is DayKind.CLOSED else "pending"
+            recorded = Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
+        if recorded.status == "pending":
+            reason = beyond_horizon_reason(day)
+            if kind is DayKind.UNCONFIRMED and recorded.error is None:
+                recorded.error = reason
+            elif kind is not DayKind.UNCONFIRMED and recorded.error == reason:  # confirmed since it was planned
+                recorded.error = None
+        return recorded
 
     def _task(self, run: RunRecord) -> Task:
         """The in-flight view of `run`, with live progress while it is the current run."""

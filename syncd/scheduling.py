@@ -18,6 +18,7 @@ import schedule
 
 from .config import ScheduleConfig
 from .admission import Busy
+from .calendar import DayKind, beyond_horizon_reason
 from .logs import Event, get_logger
 from .protocol import ScheduledJob, Task
 
@@ -26,17 +27,17 @@ DAILY, MISSING = "scheduler_daily", "scheduler_missing"
 
 # start(task_type, days) -> run_id; raises Busy (or another exception, logged)
 StartRun = Callable[[str, Sequence[dt.date]], str]
-IsTradingDay = Callable[[dt.date], bool]
+DayKindOf = Callable[[dt.date], DayKind]
 MissingDays = Callable[[dt.date, dt.date], list[dt.date]]
 
 
 class DailySchedule:
-    def __init__(self, config: ScheduleConfig, start_run: StartRun, is_trading_day: IsTradingDay,
+    def __init__(self, config: ScheduleConfig, start_run: StartRun, day_kind: DayKindOf,
                  missing_days: MissingDays, now: Callable[[], dt.datetime] | None = None) -> None:
         self.config = config
         self.zone = zoneinfo.ZoneInfo(config.timezone)
         self._start_run = start_run
-        self._is_trading_day = is_trading_day
+        self._day_kind = day_kind
         self._missing_days = missing_days
         self._now = now or (lambda: dt.datetime.now(self.zone))
         self._log = get_logger()
@@ -68,8 +69,14 @@ class DailySchedule:
 
     # --- the jobs --------------------------------------------------------------------------
     def run_daily(self) -> None:
+        """Sync today if a calendar confirms it as a trading day; an unconfirmed weekday starts no run (it stays pending)."""
         today = self._now().astimezone(self.zone).date()
-        if not self._is_trading_day(today):
+        kind = self._day_kind(today)
+        if kind is DayKind.UNCONFIRMED:
+            self._log.warning(Event.SCHEDULE_NOT_TRADING_DAY, job=DAILY, date=today.isoformat(), reason="unconfirmed",
+                              detail=beyond_horizon_reason(today))
+            return
+        if kind is DayKind.CLOSED:
             why = "weekend" if today.weekday() >= 5 else "exchange holiday"
             self._log.info(Event.SCHEDULE_NOT_TRADING_DAY, job=DAILY, date=today.isoformat(), reason=why)
             return

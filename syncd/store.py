@@ -12,7 +12,8 @@ about sockets, threads or sources.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -25,7 +26,7 @@ from .daywrite import (  # noqa: F401 - the write path's names, as callers know 
 )
 from .protocol import Day
 from .record import RunRecord
-from .sources.base import StockInfo
+from .sources.base import COLUMNS, Row, StockInfo
 
 # Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
 # writing the same daily_bars exclude each other and ones writing another schema's do not.
@@ -126,6 +127,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (trade_date, code, check_name)
         );
         {compat.ADJUSTED_VIEWS}
+    """),
+    (4, "sync_stage: per-stock fetches staged by run (by_stock sources)", """
+        CREATE UNLOGGED TABLE IF NOT EXISTS sync_stage (
+            run_id text NOT NULL,
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            bar double precision[] NOT NULL,
+            PRIMARY KEY (run_id, trade_date, code)
+        );
     """),
 ]
 
@@ -380,3 +390,74 @@ def _record_names(cur: psycopg.Cursor[Any], seen_on: dt.date | None) -> None:
     cur.execute("INSERT INTO stock_names (code, name, first_seen, last_seen) SELECT code, name, seen, seen FROM seen_names "
                 "WHERE last_name IS DISTINCT FROM name "
                 "ON CONFLICT (code, first_seen) DO UPDATE SET name = EXCLUDED.name")
+
+
+# --- sync-flow: the stage of per-stock fetches, incomplete days, unconfirmed days ------------
+# The by_stock plan asks each stock once for the run's whole range and stages what arrives here,
+# then writes each day from the stage in its own transaction. A staged bar is a Row's values after
+# the code (base.COLUMNS order) as one float8[], so the stage follows Row's columns as they are.
+# Only the run holding the run lock uses the stage; it is emptied when such a run begins and ends.
+
+STAGE_COPY = "COPY sync_stage (run_id, trade_date, code, bar) FROM STDIN (FORMAT BINARY)"
+_VOLUME = COLUMNS.index("volume")
+
+
+def clear_stage(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("TRUNCATE sync_stage")
+
+
+def stage_bars(conn: psycopg.Connection[Any], run_id: str, bars: Iterable[tuple[dt.date, Row]]) -> int:
+    """Append (day, row) pairs to the run's stage (one COPY); return how many."""
+    count = 0
+    with conn.transaction(), conn.cursor() as cur, cur.copy(STAGE_COPY) as copy:
+        copy.set_types(["text", "date", "text", "float8[]"])
+        for day, row in bars:
+            copy.write_row((run_id, day, row[0], list(row[1:])))
+            count += 1
+    return count
+
+
+def staged_rows(conn: psycopg.Connection[Any], run_id: str, day: dt.date, codes: Collection[str] | None = None) -> list[Row]:
+    """The run's staged rows for `day` (only those of `codes` when given), as Row tuples in code order."""
+    sql = "SELECT code, bar FROM sync_stage WHERE run_id = %s AND trade_date = %s"
+    params: tuple[Any, ...] = (run_id, day)
+    if codes is not None:
+        sql, params = sql + " AND code = ANY(%s)", (*params, list(codes))
+    rows = []
+    for code, bar in conn.execute(sql + " ORDER BY code", params):
+        values = list(bar)
+        if values[_VOLUME - 1] is not None:
+            values[_VOLUME - 1] = int(values[_VOLUME - 1])
+        rows.append((code, *values))
+    return rows  # type: ignore[return-value]
+
+
+def keep_incomplete(conn: psycopg.Connection[Any], day: dt.date, run_id: str, missing: Collection[str], error: str) -> None:
+    """A re-fetch of an incomplete day's missing stocks failed again: the day keeps its rows and stays incomplete."""
+    with conn.transaction():
+        conn.execute("UPDATE sync_days SET status = 'incomplete', run_id = %s, error = %s, missing = %s, "
+                     "prev_status = NULL, updated_at = now() WHERE date = %s", (run_id, error, len(missing), day))
+        conn.execute("DELETE FROM sync_day_missing WHERE date = %s", (day,))
+        conn.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (day, sorted(missing)))
+        conn.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + 1 WHERE run_id = %s", (run_id,))
+
+
+def missing_codes_by_day(conn: psycopg.Connection[Any], days: Sequence[dt.date]) -> dict[dt.date, list[str]]:
+    """The incomplete days among `days` with the stocks each one misses."""
+    rows = conn.execute("SELECT m.date, array_agg(m.code ORDER BY m.code) FROM sync_day_missing m JOIN sync_days d "
+                        "USING (date) WHERE m.date = ANY(%s) AND d.status = 'incomplete' GROUP BY m.date",
+                        (list(days),)).fetchall()
+    return dict(rows)
+
+
+def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[dt.date], reason: Callable[[dt.date], str]) -> None:
+    """Weekdays no calendar confirms: recorded `pending` with the reason. A day that holds rows keeps its
+    status; one that failed with nothing stored (an earlier version took every weekday past the horizon
+    for a trading day) becomes pending too."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'pending', 0, %s, %s, now()) "
+            "ON CONFLICT (date) DO UPDATE SET status = 'pending', error = EXCLUDED.error, run_id = EXCLUDED.run_id, "
+            "updated_at = now() WHERE sync_days.status = 'pending' OR (sync_days.status = 'failed' AND sync_days.rows = 0)",
+            [(d, run_id, reason(d)) for d in days])
+

@@ -1,17 +1,24 @@
-"""The one sync method: plan a date range into trading days, fetch them in windows, write each day atomically.
+"""The one sync method: plan a run's range into trading days, fetch them by the source's plan, write each day atomically.
 
-`Syncer.run(run, state, lock)` runs on the worker thread and only there. It owns the worker's
-database connection (reopened when lost, the day retried), retries with backoff, per-day
-failure handling (the run goes on and ends `partial`), cooperative cancel between days and
-fetch batches, and the run's record in sync_runs (inserted by the control loop at admission).
-Each day is written only while the run holds the run lock (`RunLock.fence`). Progress goes to the RunState; events to
-the log with run_id and task_type bound.
+`Syncer.run(run, state, lock)` runs on the worker thread and only there. It plans the run
+(trading days by the calendar; closed days `skipped`; weekdays no calendar confirms left out
+and `pending` with the reason), asks the source for its plan and hands the days to it:
+by_day (byday.py: a day at a time, read ahead) or by_stock (bystock.py: each stock once for
+the whole range, staged in PostgreSQL, then written day by day). Either way each day is
+written in its own transaction, in day order, only while the run holds the run lock
+(`RunLock.fence`), and never after a cancel (daywriter.py). It owns the worker's database
+connection (reopened when lost, the statement retried), the retry policy, and the run's
+record in sync_runs (inserted by the control loop at admission). Between runs it does the
+worker's housekeeping: orphaned runs, and the source's calendar fetched ahead of the schedule
+past the packaged calendar's horizon. Progress goes to the RunState; events to the log with
+run_id and task_type bound.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
+import zoneinfo
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,150 +26,123 @@ import msgspec
 import psycopg
 
 from . import store
-from .calendar import TradingCalendar, calendar_days
+from .byday import sync_by_day
+from .bystock import sync_by_stock
+from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from .config import Config
+from .daywriter import DatabaseDown, DayWriter
 from .logs import Event, get_logger
-from .prefetch import read_ahead
 from .record import RunRecord
 from .runlock import RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
-from .sources.base import DayBatch, DayFailure, DayRows, Source, SourceError
+from .sources.base import PlannedSource, SourceError
 
-
-class DatabaseDown(Exception):
-    """The database could not be reached after the configured retries."""
+MISSING_JOB = "scheduler_missing"  # scheduling.MISSING: its by_stock runs ask only for the stocks a day misses
+# While a recent weekday past the packaged calendar is unconfirmed, the idle worker asks the
+# source's calendar about it at most this often (the schedule decides from what it knows).
+CALENDAR_ASK_EVERY_S = 600.0
 
 
 class Syncer:
-    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
+    def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
                  lock_dsn: str | None = None) -> None:
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
         self.calendar = calendar
+        self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
-        self._fence: Callable[[psycopg.Connection[Any]], None] | None = None
-        self._days_written = 0  # this run's days written (success or incomplete): `failed` means none
+        self._calendar_asked_at: float | None = None
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
         log = get_logger(run_id=run.run_id, task_type=run.task_type)
         error: str | None = None
-        self._fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
-        self._days_written = 0
+        fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
+        writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day)
+        staged = False
         try:
-            trading = self._begin(run, state)
-            failed = self._sync_days(run, trading, state, log)
-            status = "cancelled" if state.cancel_requested else _outcome(failed, self._days_written)
-            if failed:
-                error = f"{failed} of {len(trading)} trading days failed or incomplete"
+            trading = self._begin(run, state, log)
+            if trading:
+                staged = self._sync(run, trading, writer, log)
+            status = "cancelled" if state.cancel_requested else _outcome(writer)
+            if writer.failed:
+                error = f"{writer.failed} of {len(trading)} trading days failed or incomplete"
         except RunLockLost as exc:
             log.error(Event.RUN_LOCK_LOST, error=str(exc))
             status, error = "failed", str(exc)
         except Exception as exc:  # a run must always end recorded; the loop boundary is here
             log.exception(Event.RUN_ERROR, error=str(exc))
             status, error = "failed", f"{type(exc).__name__}: {exc}"
-        return self._finish(run, state, status, error, log)
+        return self._finish(run, state, status, error, log, staged)
 
-    def _begin(self, run: RunRecord, state: RunState) -> list[dt.date]:
+    def _begin(self, run: RunRecord, state: RunState, log: Any) -> list[dt.date]:
         conn = self._db()
         self._refresh_reference_data(conn, run)  # a source's calendar may change which days trade
-        days = run.planned_days()
-        trading = [d for d in days if self.calendar.is_trading_day(d)]
-        closed = [d for d in days if not self.calendar.is_trading_day(d)]
+        kinds = {day: self.calendar.kind(day) for day in run.planned_days()}
+        trading = [d for d, kind in kinds.items() if kind is DayKind.TRADING]
+        closed = [d for d, kind in kinds.items() if kind is DayKind.CLOSED]
+        unconfirmed = [d for d, kind in kinds.items() if kind is DayKind.UNCONFIRMED]
         store.set_trading_days(conn, run.run_id, len(trading))
         store.plan_days(conn, run.run_id, trading, closed)
+        if unconfirmed:
+            store.plan_unconfirmed(conn, run.run_id, unconfirmed, beyond_horizon_reason)
+            log.warning(Event.DAYS_UNCONFIRMED, days=len(unconfirmed), first=unconfirmed[0].isoformat(),
+                        last=unconfirmed[-1].isoformat(), reason=beyond_horizon_reason(unconfirmed[0]))
         state.planned(len(trading))
         return trading
 
     def _refresh_reference_data(self, conn: psycopg.Connection[Any], run: RunRecord) -> None:
         """Let a source with an authoritative calendar or stock list override the built-in ones."""
         try:
-            self._refresh_calendar_and_stocks(conn, run)
-        except SourceError as exc:  # the built-in calendar still plans the run; the list can wait a day
+            self._refresh_calendar(conn, run.start_date, run.end_date)
+            stocks = self.source.stock_list()
+            if stocks is not None and stocks is not self._stocks_saved:
+                store.save_stocks(conn, stocks)
+                self._stocks_saved = stocks
+        except SourceError as exc:  # the known calendars still plan the run; the list can wait a day
             get_logger(run_id=run.run_id, task_type=run.task_type).warning(Event.REFERENCE_DATA_UNAVAILABLE, error=str(exc))
 
-    def _refresh_calendar_and_stocks(self, conn: psycopg.Connection[Any], run: RunRecord) -> None:
-        open_days = self.source.trading_days(run.start_date, run.end_date)
+    def _refresh_calendar(self, conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> None:
+        open_days = self.source.trading_days(start, end)
         if open_days is not None:
-            store.save_calendar(conn, run.start_date, run.end_date, open_days, self.source.name)
+            store.save_calendar(conn, start, end, open_days, self.source.name)
             open_set = set(open_days)
-            self.calendar.update({d: d in open_set for d in calendar_days(run.start_date, run.end_date)})
-        stocks = self.source.stock_list()
-        if stocks is not None and stocks is not self._stocks_saved:
-            store.save_stocks(conn, stocks)
-            self._stocks_saved = stocks
+            self.calendar.update({d: d in open_set for d in calendar_days(start, end)})
 
-    def _sync_days(self, run: RunRecord, trading: Sequence[dt.date], state: RunState, log: Any) -> int:
-        failed = 0
-        window = max(1, self.source.window_days)
-        for i in range(0, len(trading), window):
-            if state.cancel_requested:
-                break
-            failed += self._sync_window(run, trading[i:i + window], state, log)
-        return failed
+    def _sync(self, run: RunRecord, trading: Sequence[dt.date], writer: DayWriter, log: Any) -> bool:
+        """Fetch and write the run's trading days by the source's plan; True if the plan staged (by_stock)."""
+        plan = self.source.plan(trading)
+        attempts, fatal = self.config.sync.retries + 1, (RunLockLost, DatabaseDown)
+        if plan == "by_stock":
+            patch = self._patch(run, trading)
+            log.info(Event.RUN_PLANNED, plan=plan, days=len(trading), stocks="missing only" if patch else "all")
+            self._with_db(store.clear_stage)  # what a dead run left behind
+            sync_by_stock(self.source, trading, writer, self._with_db, attempts, self._backoff, log, fatal, patch)
+            return True
+        log.info(Event.RUN_PLANNED, plan=plan, days=len(trading))
+        sync_by_day(self.source, trading, writer, attempts, self._backoff, log, fatal)
+        return False
 
-    def _sync_window(self, run: RunRecord, window: Sequence[dt.date], state: RunState, log: Any) -> int:
-        """Fetch and write one window, retrying what failed; return how many days ended failed or incomplete."""
-        self._with_db(lambda c: store.mark_syncing(c, window, run.run_id))
-        pending = list(window)
-        errors: dict[dt.date, str] = {}
-        unfinished = 0  # incomplete days, and days the write path refused (retrying gives the same rows)
-        for attempt in range(self.config.sync.retries + 1):
-            if attempt and state.wait_cancel(self.config.sync.retry_backoff_s * 2 ** (attempt - 1)):
-                break
-            try:
-                for day, result in read_ahead(self.source.fetch_window(list(pending), lambda: state.cancel_requested)):
-                    state.day_started(day)
-                    if isinstance(result, DayFailure):
-                        errors[day] = result.error
-                        continue
-                    try:
-                        unfinished += self._write_day(run, day, result, state, log) == "incomplete"
-                    except store.DayRejected as exc:  # nothing fetched, or the unit guard: refused, not retried
-                        self._fail_day(run, day, str(exc), state, log)
-                        unfinished += 1
-                    pending.remove(day)
-                    errors.pop(day, None)
-            except (RunLockLost, DatabaseDown):
-                raise
-            except Exception as exc:  # a source's whole-window failure: retry the window
-                log.warning(Event.FETCH_FAILED, days=len(pending), attempt=attempt + 1, error=str(exc))
-                for day in pending:
-                    errors.setdefault(day, f"{type(exc).__name__}: {exc}")
-            if not pending or state.cancel_requested:
-                break
-            log.info(Event.FETCH_RETRY, days=[d.isoformat() for d in pending], attempt=attempt + 1)
-        if state.cancel_requested:
-            self._with_db(lambda c: store.unmark_syncing(c, run.run_id))
-            return unfinished
-        for day in pending:
-            self._fail_day(run, day, errors.get(day, "source returned no data for this day"), state, log)
-        return len(pending) + unfinished
+    def _patch(self, run: RunRecord, trading: Sequence[dt.date]) -> dict[dt.date, frozenset[str]] | None:
+        """For the missing-data job on incomplete days only: the stocks each day misses (else None: all stocks)."""
+        if run.task_type != MISSING_JOB:
+            return None
+        missing = self._with_db(lambda c: store.missing_codes_by_day(c, trading))
+        if not all(missing.get(day) for day in trading):
+            return None
+        return {day: frozenset(missing[day]) for day in trading}
 
-    def _fail_day(self, run: RunRecord, day: dt.date, error: str, state: RunState, log: Any) -> None:
-        self._with_db(lambda c: store.fail_day(c, day, run.run_id, error))
-        state.day_finished(0, failed=True)
-        log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
+    def _backoff(self, attempt: int) -> float:
+        return self.config.sync.retry_backoff_s * 2 ** (attempt - 1)
 
-    def _write_day(self, run: RunRecord, day: dt.date, result: DayRows | DayBatch, state: RunState, log: Any) -> str:
-        """Write one fetched day (store.write_day); return its status, success or incomplete."""
-        started = time.perf_counter()
-        batch = result if isinstance(result, DayBatch) else DayBatch(rows=result)
-        written = self._with_db(lambda c: store.write_day(
-            c, day, batch.rows, run.run_id, expected=batch.expected, missing=batch.missing, fence=self._fence,
-            is_trading_day=self.calendar.is_trading_day))
-        self._days_written += 1
-        state.day_finished(written.fetched, failed=written.status == "incomplete")
-        log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=written.rows, status=written.status,
-                 missing=len(batch.missing), anomalies=written.anomalies, ms=round((time.perf_counter() - started) * 1000, 1))
-        return written.status
-
-    def _finish(self, run: RunRecord, state: RunState, status: str, error: str | None, log: Any) -> RunRecord:
+    def _finish(self, run: RunRecord, state: RunState, status: str, error: str | None, log: Any, staged: bool) -> RunRecord:
         try:
-            self._with_db(lambda c: store.unmark_syncing(c, run.run_id))  # days left mid-window get their status back
+            self._with_db(lambda c: store.unmark_syncing(c, run.run_id))  # a day a cancel stopped gets its status back
+            if staged:
+                self._with_db(store.clear_stage)
             recorded = self._with_db(lambda c: store.finish_run(c, run.run_id, status, error))
         except Exception as exc:  # the database is gone: report the run from memory; restart recovery fixes the row
             log.error(Event.RUN_RECORD_FAILED, error=str(exc))
@@ -173,10 +153,31 @@ class Syncer:
         return recorded
 
     # --- between runs (the worker's idle housekeeping) --------------------------------------
+    def housekeeping(self) -> None:
+        """Orphaned runs, then (past the packaged calendar) the source's calendar ahead of the schedule."""
+        self.recover_orphans()
+        self.confirm_recent_days()
+
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if store.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
             recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check")
+
+    def confirm_recent_days(self) -> None:
+        """Ask the source's calendar about recent weekdays no calendar confirms (so the schedule knows them in time)."""
+        today = dt.datetime.now(self.zone).date()
+        start = today - dt.timedelta(days=self.config.schedule.missing_lookback_days - 1)
+        if not self.calendar.unconfirmed_days(start, today):
+            return
+        now = time.monotonic()
+        if self._calendar_asked_at is not None and now - self._calendar_asked_at < CALENDAR_ASK_EVERY_S:
+            return
+        self._calendar_asked_at = now
+        try:
+            self._refresh_calendar(self._db(), start, today)
+        except SourceError as exc:
+            get_logger().warning(Event.REFERENCE_DATA_UNAVAILABLE, error=str(exc), start_date=start.isoformat(),
+                                 end_date=today.isoformat())
 
     # --- the connection --------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:
@@ -215,8 +216,8 @@ def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | 
                                    finished_at=dt.datetime.now().astimezone())
 
 
-def _outcome(failed: int, written: int) -> str:
-    """`failed` counts days failed or incomplete; `written`, days written (success or incomplete)."""
-    if failed == 0:
+def _outcome(writer: DayWriter) -> str:
+    """succeeded: no day failed or incomplete; failed: some did and no day was written; partial: the rest."""
+    if writer.failed == 0:
         return "succeeded"
-    return "failed" if written == 0 else "partial"
+    return "failed" if writer.written == 0 else "partial"

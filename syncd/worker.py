@@ -54,13 +54,19 @@ class Worker:
             try:
                 return self._jobs.get(timeout=self._idle_every_s)
             except queue.Empty:
-                assert self._on_idle is not None
-                try:
-                    self._on_idle()
-                except Exception as exc:  # housekeeping must never end the one worker thread
-                    get_logger().warning(Event.IDLE_HOUSEKEEPING_FAILED, error=str(exc))
+                self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        if self._on_idle is None:
+            return
+        try:
+            self._on_idle()
+        except Exception as exc:  # housekeeping must never end the one worker thread
+            get_logger().warning(Event.IDLE_HOUSEKEEPING_FAILED, error=str(exc))
 
     def _loop(self) -> None:
+        if self._jobs.empty():
+            self._housekeeping()  # once at start too: a calendar the schedule needs today is asked for now
         while (item := self._next()) is not None:
             job, lock = item
             log = get_logger(run_id=job.run_id, task_type=job.task_type)

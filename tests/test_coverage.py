@@ -25,7 +25,7 @@ class FlakySource(DemoSource):
         super().__init__(DemoConfig(stocks=100, seed=4))
         self.lost = lost
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         for day in days:
             missing = self.lost.get(day, set())
             rows = [row for row in self.rows_for(day) if row[0] not in missing]
@@ -71,4 +71,4 @@ def test_a_day_with_nothing_fetched_fails_and_a_run_with_no_day_written_fails(da
     assert (run.status, run.days_failed) == ("failed", 2)
     with store.connect(database) as conn:
         days = store.days(conn, DAYS[0], DAYS[-1])
-        assert [d.status for d in days] == ["failed", "failed"] and "nothing fetched" in days[0].error
+        assert [d.status for d in days] == ["failed", "failed"] and "requests failed" in days[0].error

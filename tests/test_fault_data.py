@@ -219,13 +219,13 @@ def test_demo_fault_keys_are_deterministic_and_do_not_change_rows():
     for _ in range(2):
         results: list = []
         with pytest.raises(TimeoutError, match="2025-10-10"):
-            results.extend(flaky.fetch_window([day, other], lambda: False))
+            results.extend(flaky.fetch_days([day, other], lambda: False))
         assert [(d, type(r)) for d, r in results] == [(day, DayFailure)]
-    third = dict(flaky.fetch_window([day, other], lambda: False))
-    assert third == {day: clean.encoded(day), other: clean.encoded(other)}  # same config, same rows, faults or not
-    assert all(isinstance(r, EncodedRows) for r in third.values())
+    third = dict(flaky.fetch_days([day, other], lambda: False))
+    assert {d: batch.rows for d, batch in third.items()} == {day: clean.encoded(day), other: clean.encoded(other)}  # same config, same rows, faults or not
+    assert all(isinstance(batch.rows, EncodedRows) and batch.expected == 50 and not batch.missing for batch in third.values())
     always = DemoSource(DemoConfig(stocks=5, fail_dates=[day.isoformat()]))  # fail_times = 0: today's "always fails"
-    assert all(isinstance(dict(always.fetch_window([day], lambda: False))[day], DayFailure) for _ in range(4))
+    assert all(isinstance(dict(always.fetch_days([day], lambda: False))[day], DayFailure) for _ in range(4))
     with pytest.raises(ConfigError, match="source.demo.timeout_dates"):
         parse_config(b'[source.demo]\ntimeout_dates = ["9 Oct"]\n')
     with pytest.raises(ConfigError, match="source.demo.fail_times"):
@@ -257,13 +257,12 @@ def test_days_failing_past_the_retries_end_partial_then_the_missing_data_run_hea
     if (missing_at + dt.timedelta(seconds=60)).date() != today:
         pytest.skip("too close to midnight in Shanghai for a same-day missing-data job")
     start = today - dt.timedelta(days=lookback - 1)
-    days = TradingCalendar().trading_days(start, today)
+    days = TradingCalendar(confirms=lambda day: day.weekday() < 5).trading_days(start, today)  # the demo's calendar
     if len(days) < 6:
         pytest.skip(f"only {len(days)} trading days in the last {lookback} days")
-    window = DemoSource.window_days
     flaky, slow = days[1], days[2]
-    # A timeout fails the rest of its fetch window with it (sync.py: an exception fails the window).
-    failed = {flaky} | set(days[days.index(slow):(days.index(slow) // window + 1) * window])
+    # A timeout is charged to the day being fetched; the fetch goes on after it (byday.py).
+    failed = {flaky, slow}
     daemon = syncd_factory({
         "source": {"demo": {"stocks": stocks, "seed": SEED_B, "fail_dates": [flaky.isoformat()],
                             "timeout_dates": [slow.isoformat()], "fail_times": 3}},

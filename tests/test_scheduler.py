@@ -4,13 +4,19 @@ import datetime as dt
 import zoneinfo
 
 import pytest
+import structlog
 
 from conftest import wait_until
-from syncd.calendar import TradingCalendar
+from syncd.calendar import DayKind, TradingCalendar
 from syncd.config import ScheduleConfig
 from syncd.scheduling import Busy, DailySchedule
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+
+def demo_calendar() -> TradingCalendar:
+    """The calendar a demo daemon plans by (past the packaged calendar, the demo confirms its weekdays)."""
+    return TradingCalendar(confirms=lambda day: day.weekday() < 5)
 
 
 def _in_shanghai(seconds_ahead: int) -> tuple[str, dt.datetime]:
@@ -34,7 +40,7 @@ def test_daily_job_fires_on_time_in_shanghai_on_a_utc_host(syncd_factory):
     fired_at = dt.datetime.fromisoformat(fired["timestamp"].replace("Z", "+00:00"))
     assert fired["job"] == "scheduler_daily"
     assert dt.timedelta(0) <= fired_at - target < dt.timedelta(seconds=2)
-    if TradingCalendar().is_trading_day(target.date()):
+    if demo_calendar().is_trading_day(target.date()):
         status = daemon.wait_idle()
         assert status.last_run.task_type == "scheduler_daily"
         assert status.last_run.start_date == status.last_run.end_date == target.date().isoformat()
@@ -58,7 +64,7 @@ def test_catch_up_on_start_heals_days_missed_while_down(syncd_factory):
     daemon = syncd_factory(config)
     today = dt.datetime.now(SHANGHAI).date()
     start = today - dt.timedelta(days=9)
-    calendar = TradingCalendar()
+    calendar = demo_calendar()
     trading = [d.isoformat() for d in calendar.trading_days(start, today)]
     if len(trading) < 2:
         pytest.skip("fewer than two trading days in the lookback window")
@@ -92,18 +98,33 @@ def test_daily_job_syncs_today_only_on_trading_days():
     for today, expected in [(dt.date(2025, 10, 9), True), (dt.date(2025, 10, 11), False), (dt.date(2025, 10, 1), False)]:
         started.clear()
         now = dt.datetime.combine(today, dt.time(20, 0), SHANGHAI)
-        schedule = DailySchedule(ScheduleConfig(), start, TradingCalendar().is_trading_day, lambda a, b: [], now=lambda: now)
+        schedule = DailySchedule(ScheduleConfig(), start, TradingCalendar().kind, lambda a, b: [], now=lambda: now)
         schedule.run_daily()
         assert bool(started) == expected, today
         if expected:
             assert started == [("scheduler_daily", [today])]
 
 
+def test_daily_job_starts_no_run_for_a_weekday_no_calendar_confirms_and_says_why():
+    started = []
+    now = dt.datetime(2027, 1, 4, 20, 0, tzinfo=SHANGHAI)  # a Monday past the packaged calendar
+    with structlog.testing.capture_logs() as logs:
+        DailySchedule(ScheduleConfig(), lambda job, days: started.append(days) or "r", TradingCalendar().kind,
+                      lambda a, b: [], now=lambda: now).run_daily()
+    assert started == []
+    [note] = [e for e in logs if e["event"] == "schedule_not_trading_day"]
+    assert note["reason"] == "unconfirmed" and "upgrade chinese_calendar" in note["detail"]
+    confirmed = TradingCalendar({dt.date(2027, 1, 4): True})  # a source's calendar says it trades
+    DailySchedule(ScheduleConfig(), lambda job, days: started.append(days) or "r", confirmed.kind,
+                  lambda a, b: [], now=lambda: now).run_daily()
+    assert started == [[dt.date(2027, 1, 4)]]
+
+
 def test_missing_job_asks_for_exactly_the_unsynced_trading_days():
     now = dt.datetime(2025, 10, 13, 21, 0, tzinfo=SHANGHAI)
     asked = []
     schedule = DailySchedule(ScheduleConfig(missing_lookback_days=7), lambda job, days: asked.append(list(days)) or "r",
-                             TradingCalendar().is_trading_day, lambda a, b: [dt.date(2025, 10, 9), dt.date(2025, 10, 13)],
+                             TradingCalendar().kind, lambda a, b: [dt.date(2025, 10, 9), dt.date(2025, 10, 13)],
                              now=lambda: now)
     schedule.run_missing()
     assert asked == [[dt.date(2025, 10, 9), dt.date(2025, 10, 13)]]
@@ -113,9 +134,9 @@ def test_a_busy_refusal_is_not_an_error():
     def busy(job, days):
         raise Busy(None)
     now = dt.datetime(2025, 10, 9, 20, 0, tzinfo=SHANGHAI)
-    DailySchedule(ScheduleConfig(), busy, lambda d: True, lambda a, b: [], now=lambda: now).run_daily()
+    DailySchedule(ScheduleConfig(), busy, lambda d: DayKind.TRADING, lambda a, b: [], now=lambda: now).run_daily()
 
 
 def test_disabled_schedule_has_no_jobs_and_never_wakes():
-    schedule = DailySchedule(ScheduleConfig(enabled=False), lambda j, d: "r", lambda d: True, lambda a, b: [])
+    schedule = DailySchedule(ScheduleConfig(enabled=False), lambda j, d: "r", lambda d: DayKind.TRADING, lambda a, b: [])
     assert schedule.jobs() == [] and schedule.idle_seconds() is None

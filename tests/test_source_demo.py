@@ -70,5 +70,5 @@ def test_demo_seed_changes_the_market_and_fail_dates_fail():
     day = dt.date(2025, 10, 9)
     assert DemoSource(DemoConfig(stocks=20, seed=1)).rows_for(day) != DemoSource(DemoConfig(stocks=20, seed=2)).rows_for(day)
     source = DemoSource(DemoConfig(stocks=20, fail_dates=["2025-10-09"]))
-    [(got_day, result)] = list(source.fetch_window([day], lambda: False))
+    [(got_day, result)] = list(source.fetch_days([day], lambda: False))
     assert got_day == day and isinstance(result, DayFailure) and "2025-10-09" in result.error

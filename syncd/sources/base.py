@@ -20,6 +20,12 @@ Two fetch plans, chosen by the source for each run (`plan(days)`):
   `expected` comes from `listed_on(day)` and its `missing` from the failed stocks listed on
   it. `codes` narrows a fetch to some stocks (the missing-data job re-asks only those).
 
+sync.py only ever asks for days that a calendar confirmed as trading (calendar.py): a weekday
+past the packaged holiday calendar that neither the source's own calendar (`trading_days`) nor
+its `confirms_trading_day` covers is never fetched. A source that answers with a dateless
+whole-market snapshot must still refuse a day whose session has not closed (`session_closed`)
+and a day other than the snapshot's own (a DayFailure saying why).
+
 `should_stop` returns True once the run is cancelled: a source checks it between requests
 and returns early (yielding nothing more) when it does. An exception out of a fetch means
 the whole fetch failed (sync.py retries with backoff); per-day and per-stock failures are
@@ -122,36 +128,8 @@ ShouldStop = Callable[[], bool]
 DayRows = list[Row] | EncodedRows
 
 
-class Source(Protocol):
-    """What sync.py needs from a source."""
-
-    name: str
-    # How many trading days one fetch_window call should cover: 1 for per-day sources, more
-    # for per-stock history APIs (one request per stock per window instead of per day).
-    window_days: int
-
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayRows | DayFailure]]:
-        """Yield (day, rows-or-failure) for each day in `days`, in order, each exactly once.
-
-        `should_stop` returns True once the run is cancelled: check it between requests
-        and return early (yielding nothing more) when it does.
-        """
-        ...
-
-    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
-        """The exchange's open days in [start, end] if this source knows them authoritatively, else None."""
-        ...
-
-    def stock_list(self) -> list[StockInfo] | None:
-        """All A-share stocks with names if the source knows them, else None."""
-        ...
-
-    def close(self) -> None:
-        ...
-
-
 class PlannedSource(Protocol):
-    """The fetch interface sync.py moves to (see the module docstring); `fetch_window` above goes then."""
+    """What sync.py needs from a source (see the module docstring)."""
 
     name: str
 
@@ -182,6 +160,40 @@ class PlannedSource(Protocol):
 
     def close(self) -> None:
         ...
+
+
+Source = PlannedSource
+
+
+class DaySource:
+    """Defaults for a by_day source (demo, csv): it plans by_day, never by_stock, and cannot say who was listed."""
+
+    def plan(self, days: Sequence[dt.date]) -> Plan:
+        return "by_day"
+
+    def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
+                     codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
+        raise NotImplementedError(f"{type(self).__name__} fetches by day only (its plan is always by_day)")
+
+    def listed_on(self, day: dt.date) -> int | None:
+        return None
+
+
+def confirms_trading_day(source: object) -> Callable[[dt.date], bool] | None:
+    """The source's own word for a weekday past the packaged calendar's horizon, if it has one.
+
+    Optional on a source: `confirms_trading_day(day) -> bool`, True when the source itself vouches
+    that `day` traded where no calendar covers it: the demo for its synthetic weekdays, csv for a
+    day whose file exists. It must be quick (the control loop asks it) and never touch the network;
+    a source with a calendar of its own answers through `trading_days` instead."""
+    confirms = getattr(source, "confirms_trading_day", None)
+    return confirms if callable(confirms) else None
+
+
+def session_closed(day: dt.date, now: dt.datetime | None = None, close: dt.time = dt.time(15, 0)) -> bool:
+    """Whether `day`'s session has ended by `now` (Shanghai time): a dateless snapshot is only ever that day's after this."""
+    now = (now or shanghai_now()).astimezone(SHANGHAI)
+    return day < now.date() or (day == now.date() and now.time() >= close)
 
 
 def shanghai_now() -> dt.datetime:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..config import CsvConfig
-from .base import COLUMNS, DayFailure, Row, ShouldStop, StockInfo
+from .base import COLUMNS, DayBatch, DayFailure, DaySource, Row, ShouldStop, StockInfo
 
 _INT_COLUMNS = {"volume"}
 
@@ -24,21 +24,29 @@ class CsvRowError(Exception):
     pass
 
 
-class CsvSource:
+class CsvSource(DaySource):
     name = "csv"
-    window_days = 5  # read lazily, a file a day: a window only lets the read-ahead run a day ahead
 
     def __init__(self, config: CsvConfig) -> None:
         self.root = Path(config.path)
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, list[Row] | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        """A file a day, read lazily (the read-ahead then runs one day ahead of the writer)."""
         for day in days:
             if should_stop():
                 return
-            yield day, self.read_day(day)
+            rows = self.read_day(day)
+            yield day, rows if isinstance(rows, DayFailure) else DayBatch(rows)
+
+    def day_file(self, day: dt.date) -> Path:
+        return self.root / f"{day.isoformat()}.csv"
+
+    def confirms_trading_day(self, day: dt.date) -> bool:
+        """Past the packaged calendar a day trades when its file is there (a holiday has none)."""
+        return self.day_file(day).is_file()
 
     def read_day(self, day: dt.date) -> list[Row] | DayFailure:
-        path = self.root / f"{day.isoformat()}.csv"
+        path = self.day_file(day)
         try:
             with path.open(encoding="utf-8-sig", newline="") as handle:
                 return _parse(path, handle)

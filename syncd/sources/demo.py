@@ -39,7 +39,7 @@ import numpy as np
 
 from ..calendar import TradingCalendar
 from ..config import DemoConfig
-from .base import DayFailure, EncodedRows, Row, ShouldStop, StockInfo
+from .base import DayBatch, DayFailure, DaySource, EncodedRows, Row, ShouldStop, StockInfo
 
 _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688", "sh", 0.10),
            ("000", "sz", 0.10), ("002", "sz", 0.17), ("300", "sz", 0.15))
@@ -95,9 +95,8 @@ class _YearActions:
     shares_after: np.ndarray
 
 
-class DemoSource:
+class DemoSource(DaySource):
     name = "demo"
-    window_days = 5  # lazily generated: a window only lets the read-ahead run a day ahead
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
@@ -114,10 +113,12 @@ class DemoSource:
         self._close_cache: dict[dt.date, np.ndarray] = {}
         self._years: dict[int, _YearActions] = {}
         self._year_index: dict[int, np.ndarray] = {}  # per year: trading days since _INDEX_FROM before each day
-        self._calendar = TradingCalendar()  # the packaged calendar only: the same on every machine
+        # The packaged calendar, and past its horizon every weekday (confirms_trading_day): the same on every machine.
+        self._calendar = TradingCalendar(confirms=self.confirms_trading_day)
         self._stocks = [StockInfo(code, f"DEMO{code}", "sh" if code.startswith("6") else "sz") for code in self.codes]
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, EncodedRows | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        """Each day generated lazily (the read-ahead then runs one day ahead of the writer), every stock listed."""
         for day in days:
             if self.config.day_delay_s and _wait(self.config.day_delay_s, should_stop):
                 return
@@ -128,7 +129,7 @@ class DemoSource:
                     raise TimeoutError(f"demo source: fetch of {day} timed out (listed in source.demo.timeout_dates)")
                 yield day, DayFailure(f"demo source: fetch of {day} failed (listed in source.demo.fail_dates)")
                 continue
-            yield day, self.encoded(day)
+            yield day, DayBatch(self.encoded(day), expected=len(self.codes))
 
     def _faulty_now(self, day: dt.date) -> bool:
         """Whether this fetch of `day` fails: always for a listed day, or its first `fail_times` fetches."""
@@ -275,11 +276,15 @@ class DemoSource:
         )
 
     # --- the rest of the source interface --------------------------------------------------
-    def listed_on(self, day: dt.date) -> int:
-        return len(self.codes)
-
     def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
         return None
+
+    def listed_on(self, day: dt.date) -> int | None:
+        return len(self.codes)
+
+    def confirms_trading_day(self, day: dt.date) -> bool:
+        """Past the packaged calendar the demo market trades every weekday (it is synthetic: by contract)."""
+        return day.weekday() < 5
 
     def stock_list(self) -> list[StockInfo] | None:
         return self._stocks  # the same object every run, so sync.py saves it only once per process
