@@ -108,9 +108,19 @@ class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
 
-# The server drops a session whose client host vanished within ~25 s instead of the kernel's
-# two hours, so the run lock of a dead host frees in time (ignored on unix sockets).
-SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+# Server side, on the run lock's session: the server drops the session of a host that vanished
+# (cut off, powered off) 3-6 s after the last packet it got from it, instead of the kernel's two
+# hours: probes after 2 s idle, then every 1 s; tcp_user_timeout bounds a reply it cannot deliver
+# (and, once probing, when the session is dropped). Its run lock frees then, and a standby's start
+# is admitted (docs/operations.md, "Active/standby"). Ignored on unix sockets.
+SESSION_KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3",
+                      "tcp_user_timeout": "5000"}
+
+# Client side, libpq's own parameters on every connection (unless the DSN sets them): a statement
+# on a connection whose server is unreachable fails within ~6 s instead of waiting ~15 min for
+# TCP to give up. A slow statement is not affected (the server's kernel keeps answering).
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "2", "keepalives_interval": "1", "keepalives_count": "3",
+                     "tcp_user_timeout": "5000"}
 
 
 def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", **settings: str) -> psycopg.Connection[Any]:
@@ -119,7 +129,13 @@ def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", 
     own = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
     options = " ".join([*([str(own)] if own else []), *(f"-c {k}={v}" for k, v in settings.items())])
     return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
-                           application_name=application_name, options=options or None)
+                           application_name=application_name, options=options or None, **client_keepalives(dsn))
+
+
+def client_keepalives(dsn: str) -> dict[str, str]:
+    """CLIENT_KEEPALIVES, less any the DSN sets itself (an operator's own choice wins)."""
+    own = psycopg.conninfo.conninfo_to_dict(dsn)
+    return {key: value for key, value in CLIENT_KEEPALIVES.items() if key not in own}
 
 
 def migrate(conn: psycopg.Connection[Any], compat_view: bool = False) -> int:
@@ -176,8 +192,11 @@ def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row]
     return count
 
 
-def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str) -> None:
+def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str,
+             fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
     with conn.transaction():
+        if fence is not None:
+            fence(conn)
         conn.execute(
             "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'failed', 0, %s, %s, now()) "
             "ON CONFLICT (date) DO UPDATE SET status = 'failed', run_id = EXCLUDED.run_id, error = EXCLUDED.error, "
@@ -199,18 +218,25 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
                 "ON CONFLICT (date) DO NOTHING", [(d, run_id) for d in trading])
 
 
-def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str) -> None:
-    """Mark the days of a window as being synced, remembering each one's status to restore on cancel."""
-    conn.execute(
-        "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
-        "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
+def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str,
+                 fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+    """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
+    `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
+    with conn.transaction():
+        if fence is not None:
+            fence(conn)
+        conn.execute(
+            "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
+            "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
-    """After a cancel: days this run had marked syncing get their previous status back."""
+    """After a cancel: days this run had marked syncing get their previous status back. Not once the run's
+    row has left `running`: whoever marked it interrupted has settled its days (recover_orphans)."""
     conn.execute(
         "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
-        "WHERE status = 'syncing' AND run_id = %s", (run_id,))
+        "WHERE status = 'syncing' AND run_id = %s "
+        "AND EXISTS (SELECT 1 FROM sync_runs WHERE run_id = %s AND status = 'running')", (run_id, run_id))
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -256,9 +282,13 @@ def release_run_lock(conn: psycopg.Connection[Any]) -> None:
 
 
 # pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
-_RUN_LOCK_ROW = ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
-                 "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                 f"AND l.classid = {RUN_LOCK_SPACE} AND l.objid = {_TARGET_OID}")
+def _advisory_lock_row(space: int) -> str:
+    return ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+            f"AND l.classid = {space} AND l.objid = {_TARGET_OID}")
+
+
+_RUN_LOCK_ROW = _advisory_lock_row(RUN_LOCK_SPACE)
 
 
 SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone may be reused after a restart
@@ -272,6 +302,21 @@ def session_id(conn: psycopg.Connection[Any]) -> SessionId:
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
     conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
+
+
+_WRITE_FENCE_ROW = _advisory_lock_row(WRITE_FENCE_SPACE)
+STRAY_WRITE_WAIT_MS = 3000  # within the lock session's statement_timeout
+
+
+def end_stray_writes(conn: psycopg.Connection[Any]) -> list[int]:
+    """Call holding the run lock. A write transaction still holding the write fence then belongs to a run
+    that lost the lock: typically a host cut off mid-write, whose server session lingers until TCP gives
+    up on it, and could still commit if its link came back. End it (pg_terminate_backend, waiting for
+    the session to exit), so no write of an earlier run commits after the caller's run began.
+    Returns the ended sessions' pids. Raises InsufficientPrivilege when the role may not end them."""
+    rows = conn.execute(f"SELECT l.pid, pg_terminate_backend(l.pid, {STRAY_WRITE_WAIT_MS}) FROM pg_locks l "
+                        f"WHERE {_WRITE_FENCE_ROW} AND l.pid <> pg_backend_pid()").fetchall()
+    return [pid for pid, _ in rows]
 
 
 def run_lock_holder(conn: psycopg.Connection[Any]) -> SessionId | None:

@@ -102,7 +102,7 @@ class Syncer:
 
     def _sync_window(self, run: RunRecord, window: Sequence[dt.date], state: RunState, log: Any) -> int:
         """Fetch and write one window, retrying what failed; return how many days ended failed."""
-        self._with_db(lambda c: store.mark_syncing(c, window, run.run_id))
+        self._with_db(lambda c: store.mark_syncing(c, window, run.run_id, self._fence))
         pending = list(window)
         errors: dict[dt.date, str] = {}
         for attempt in range(self.config.sync.retries + 1):
@@ -131,7 +131,7 @@ class Syncer:
             return 0
         for day in pending:
             error = errors.get(day, "source returned no data for this day")
-            self._with_db(lambda c, day=day, error=error: store.fail_day(c, day, run.run_id, error))
+            self._with_db(lambda c, day=day, error=error: store.fail_day(c, day, run.run_id, error, self._fence))
             state.day_finished(0, failed=True)
             log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
         return len(pending)
@@ -146,11 +146,11 @@ class Syncer:
         try:
             self._with_db(lambda c: store.unmark_syncing(c, run.run_id))  # days left mid-window get their status back
             recorded = self._with_db(lambda c: store.finish_run(c, run.run_id, status, error))
-        except Exception as exc:  # the database is gone: report the run from memory; restart recovery fixes the row
+        except Exception as exc:  # the database is gone: report the run from memory; orphan recovery fixes the row
             log.error(Event.RUN_RECORD_FAILED, error=str(exc))
-            recorded = None
+            recorded = _run_from_memory(run, state, status, error, str(exc))
         recorded = recorded or _run_from_memory(run, state, status, error)
-        log.info(Event.RUN_FINISHED, status=status, error=error, trading_days=recorded.trading_days,
+        log.info(Event.RUN_FINISHED, status=recorded.status, error=recorded.error, trading_days=recorded.trading_days,
                  days_done=recorded.days_done, days_failed=recorded.days_failed, rows=recorded.rows)
         return recorded
 
@@ -190,9 +190,15 @@ class Syncer:
             self._conn = None
 
 
-def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | None) -> RunRecord:
-    """The run's end as this daemon saw it, when the database could not record it."""
+def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | None,
+                     unrecorded: str | None = None) -> RunRecord:
+    """The run's end as this daemon saw it. When the database could not record it (`unrecorded`), its row
+    stays `running` until whoever next takes the run lock (a standby, or this daemon's idle check once
+    the database answers again) marks it `interrupted`: reported so here too, never as what it was not."""
     seen = state.snapshot().current or run
+    if unrecorded is not None:
+        error = f"the run's end ({status}{': ' + error if error else ''}) could not be recorded: {unrecorded}"
+        status = "interrupted"
     return msgspec.structs.replace(seen, status=status, error=error, current_date=None,
                                    finished_at=dt.datetime.now().astimezone())
 
