@@ -93,13 +93,14 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 # --- a private PostgreSQL -------------------------------------------------------------------------
 
 class PgServer:
-    """A PostgreSQL of a test's own. `netns`: run it inside that network namespace (listening on all
-    of its addresses); `waldir`: keep the WAL there (initdb --waldir). The test's DSN is its socket."""
+    """A PostgreSQL of a test's own; its socket and log in `folder`. `netns`: run it inside that network
+    namespace (listening on all of its addresses); `pgdata`, `waldir`: keep the data directory, the WAL
+    there (default: in `folder`). The test's DSN is its socket."""
 
-    def __init__(self, folder: Path, *, netns: str | None = None, waldir: Path | None = None,
-                 settings: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, *, netns: str | None = None, pgdata: Path | None = None, waldir: Path | None = None,
+                 initdb_args: tuple[str, ...] = (), settings: dict[str, str] | None = None) -> None:
         self.folder = folder
-        self.pgdata = folder / "data"
+        self.pgdata = pgdata or folder / "data"
         self.netns = netns
         self.bin = server_binaries()
         self.user = server_user()
@@ -107,7 +108,8 @@ class PgServer:
         self.settings = {"fsync": "off", "listen_addresses": "*" if netns else "", "unix_socket_directories": str(folder),
                          "max_connections": "60", **(settings or {})}
         self._chown(folder)
-        init = [str(self.bin / "initdb"), "-D", str(self.pgdata), "-A", "trust", "-U", "postgres", "--no-sync"]
+        self._chown(self.pgdata.parent)
+        init = [str(self.bin / "initdb"), "-D", str(self.pgdata), "-A", "trust", "-U", "postgres", "--no-sync", *initdb_args]
         if waldir is not None:
             self._chown(waldir)
             init += ["--waldir", str(waldir / "wal")]
@@ -164,9 +166,11 @@ class Tmpfs:
     def resize(self, size_mb: int) -> None:
         run("mount", "-o", f"remount,size={size_mb}m", str(self.path))
 
-    def free_bytes(self) -> int:
+    def resize_to_used_plus(self, free_kb: int) -> None:
+        """Shrink it to what is used now plus `free_kb` (what the disk has left before it is full)."""
         stat = os.statvfs(self.path)
-        return stat.f_bavail * stat.f_frsize
+        used_kb = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
+        run("mount", "-o", f"remount,size={used_kb + free_kb}k", str(self.path))
 
     def close(self) -> None:
         run("umount", "-l", str(self.path), check=False)
