@@ -50,8 +50,7 @@ def full_disk(request: pytest.FixtureRequest) -> Any:
         if where == "data":  # the data directory on the tmpfs, the WAL beside it on the ordinary disk
             server = PgServer(folder, pgdata=disk.path / "data", waldir=folder)
         else:  # 1 MB WAL segments: a new one is needed every day or two of writes
-            server = PgServer(folder, waldir=disk.path, initdb_args=("--wal-segsize=1",),
-                              settings={"min_wal_size": "4MB", "max_wal_size": "16MB"})
+            server = PgServer(folder, waldir=disk.path, initdb_args=("--wal-segsize=1",))
         server.start()
         yield where, server, disk
     finally:
@@ -83,7 +82,7 @@ def test_a_full_disk_fails_days_whole_and_the_missing_data_job_heals_them(syncd_
                      "missing_at": missing_at.strftime("%H:%M:%S"),
                      "daily_at": (missing_at - dt.timedelta(hours=1)).strftime("%H:%M:%S")}})
     client = daemon.client()
-    leave_kb = 1024 if where == "data" else 512
+    leave_kb = 2048 if where == "data" else 3072
     disk.resize_to_used_plus(leave_kb)  # a few days' room, then the disk is full
 
     poller = StatusPoller(daemon)
@@ -108,6 +107,7 @@ def test_a_full_disk_fails_days_whole_and_the_missing_data_job_heals_them(syncd_
     stored = stored_aggregates(dsn)
     assert all(stored[d] == expected[d] for d in stored), "a day holds other than its complete rows"
     assert len(stored) < len(days), "the disk never filled"
+    assert ended.error, ended
     if where == "data":  # PostgreSQL stayed up: the run's end and the days' errors name the cause
         assert ended.status in ("failed", "partial") and ended.days_failed == len(days) - len(stored)
         errors = {d.error for d in client.days(start.isoformat(), today.isoformat()) if d.status == "failed"}
