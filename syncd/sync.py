@@ -174,8 +174,8 @@ class Syncer:
             try:
                 return action(self._db())
             except psycopg.OperationalError as exc:
-                if self._conn is not None and not self._conn.broken:
-                    raise  # the server answered with an error (its disk full, say): not a lost connection
+                if exc.pgresult is not None and self._conn is not None and not self._conn.broken:
+                    raise  # the server answered a statement with an error (its disk full, say): not a lost connection
                 self.close()
                 if attempt + 1 == attempts:
                     raise DatabaseDown(f"database unreachable after {attempts} attempts: {exc}") from None
