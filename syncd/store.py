@@ -104,6 +104,13 @@ COMPAT_VIEW = """
 """
 
 
+# Called first inside a run's write transaction (RunLock.fence): raises to stop the write when the run
+# no longer holds the run lock, and holds the write fence (hold_write_fence) until the transaction ends.
+# Every multi-statement write of a run passes it, so a new holder can end (end_stray_writes) any write
+# of a run that lost the lock, and no such write can block or outlast the new run's.
+Fence = Callable[[psycopg.Connection[Any]], None]
+
+
 class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
@@ -166,7 +173,7 @@ def _ensure_compat_view(conn: psycopg.Connection[Any]) -> None:
 # --- the per-day write path -------------------------------------------------------------
 
 def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
-                fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> int:
+                fence: Fence | None = None) -> int:
     """Atomically replace `day`'s bars with `rows` and record the day as synced; return the row count.
     `fence`, called first inside the transaction, may raise to stop the write (the run lock check)."""
     with conn.transaction(), conn.cursor() as cur:
@@ -193,7 +200,7 @@ def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row]
 
 
 def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str,
-             fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+             fence: Fence | None = None) -> None:
     with conn.transaction():
         if fence is not None:
             fence(conn)
@@ -204,9 +211,12 @@ def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: st
         conn.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + 1 WHERE run_id = %s", (run_id,))
 
 
-def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date]) -> None:
+def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date],
+              fence: Fence | None = None) -> None:
     """Record closed days as skipped and never-seen trading days as pending."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         if closed:
             cur.executemany(
                 "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'skipped', 0, %s, now()) "
@@ -219,7 +229,7 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
 
 
 def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str,
-                 fence: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+                 fence: Fence | None = None) -> None:
     """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
     `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
     with conn.transaction():
@@ -379,12 +389,15 @@ def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) ->
 
 # --- calendar and stock list from a source ----------------------------------------------------
 
-def save_calendar(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, open_days: Sequence[dt.date], source: str) -> None:
+def save_calendar(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, open_days: Sequence[dt.date], source: str,
+                  fence: Fence | None = None) -> None:
     """Store a source's authoritative calendar for [start, end]: every day open or closed."""
     open_set = set(open_days)
     values = [(start + dt.timedelta(days=i), (start + dt.timedelta(days=i)) in open_set, source)
               for i in range((end - start).days + 1)]
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.executemany("INSERT INTO trade_calendar (date, is_open, source) VALUES (%s, %s, %s) ON CONFLICT (date) "
                         "DO UPDATE SET is_open = EXCLUDED.is_open, source = EXCLUDED.source, updated_at = now()", values)
 
@@ -393,9 +406,11 @@ def load_calendar(conn: psycopg.Connection[Any]) -> dict[dt.date, bool]:
     return dict(conn.execute("SELECT date, is_open FROM trade_calendar").fetchall())
 
 
-def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo]) -> None:
+def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo], fence: Fence | None = None) -> None:
     """Upsert the stock list: COPY into a temporary table, then one INSERT ... ON CONFLICT."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.execute("CREATE TEMPORARY TABLE incoming_stocks (code text, name text, exchange text) ON COMMIT DROP")
         with cur.copy("COPY incoming_stocks (code, name, exchange) FROM STDIN") as copy:
             for stock in stocks:

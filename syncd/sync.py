@@ -41,7 +41,7 @@ class Syncer:
         self.calendar = calendar
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
-        self._fence: Callable[[psycopg.Connection[Any]], None] | None = None
+        self._fence: store.Fence | None = None
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
@@ -69,7 +69,7 @@ class Syncer:
         trading = [d for d in days if self.calendar.is_trading_day(d)]
         closed = [d for d in days if not self.calendar.is_trading_day(d)]
         store.set_trading_days(conn, run.run_id, len(trading))
-        store.plan_days(conn, run.run_id, trading, closed)
+        store.plan_days(conn, run.run_id, trading, closed, self._fence)
         state.planned(len(trading))
         return trading
 
@@ -83,12 +83,12 @@ class Syncer:
     def _refresh_calendar_and_stocks(self, conn: psycopg.Connection[Any], run: RunRecord) -> None:
         open_days = self.source.trading_days(run.start_date, run.end_date)
         if open_days is not None:
-            store.save_calendar(conn, run.start_date, run.end_date, open_days, self.source.name)
+            store.save_calendar(conn, run.start_date, run.end_date, open_days, self.source.name, self._fence)
             open_set = set(open_days)
             self.calendar.update({d: d in open_set for d in calendar_days(run.start_date, run.end_date)})
         stocks = self.source.stock_list()
         if stocks is not None and stocks is not self._stocks_saved:
-            store.save_stocks(conn, stocks)
+            store.save_stocks(conn, stocks, self._fence)
             self._stocks_saved = stocks
 
     def _sync_days(self, run: RunRecord, trading: Sequence[dt.date], state: RunState, log: Any) -> int:
