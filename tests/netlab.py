@@ -71,7 +71,8 @@ def unavailable_reason(network: bool = True) -> str | None:
         return "no PostgreSQL server binaries (apt-get install postgresql-15, or pip install pgserver)"
     if server_user() is None:
         return f"no non-root user to run PostgreSQL as (one of {', '.join(SERVER_USERS)})"
-    missing = [tool for tool in ("ip", "unshare", "runuser", "mount") if shutil.which(tool) is None]
+    tools = ("runuser", "mount", *(("ip", "unshare") if network else ()))
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         return f"missing tools: {', '.join(missing)} (iproute2, util-linux)"
     probe = f"{NETNS_PREFIX}{os.getpid()}-probe"
@@ -159,9 +160,22 @@ class PgServer:
 class Tmpfs:
     """A tmpfs of `size_mb` mounted on a new folder; `resize` grows or shrinks it in place."""
 
+    PREFIX = "sdfs-"
+
     def __init__(self, size_mb: int) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="sdfs-", dir="/tmp"))
+        self._remove_stale()
+        self.path = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir="/tmp"))
         run("mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(self.path))
+
+    @classmethod
+    def _remove_stale(cls) -> None:
+        """Unmount the tmpfs left by test processes that no longer exist (a run killed before its clean-up)."""
+        for line in Path("/proc/mounts").read_text().splitlines():
+            mounted = line.split()[1]
+            match = re.match(rf"^/tmp/{cls.PREFIX}(\d+)-", mounted)
+            if match and not Path(f"/proc/{match.group(1)}").exists():
+                run("umount", "-l", mounted, check=False)
+                shutil.rmtree(mounted, ignore_errors=True)
 
     def resize(self, size_mb: int) -> None:
         run("mount", "-o", f"remount,size={size_mb}m", str(self.path))
