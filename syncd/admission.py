@@ -110,9 +110,11 @@ class Admission:
         raise Busy(unknown_holder_task(LockHolder.parse(holder_name)))
 
     def _record_new_run(self, lock: RunLock, run: RunRecord) -> RunRecord:
-        """Under the lock: mark runs orphaned by dead daemons interrupted, then insert this run's row."""
+        """Under the lock: end writes still open from a run that lost the lock, mark runs orphaned by dead
+        daemons interrupted, then insert this run's row."""
         run.trading_days = sum(map(self.calendar.is_trading_day, run.planned_days()))
         try:
+            lock.end_stray_writes()
             for run_id in store.recover_orphans(lock.conn):
                 self._log.warning(Event.RUN_INTERRUPTED, run_id=run_id, found_by="run_lock")
             run.started_at = store.insert_run(lock.conn, run)

@@ -70,7 +70,7 @@ class DayWriter:
         started = time.perf_counter()
         run_id = self.run.run_id
         note = incomplete_note(missing, expected, errors or {}) if missing else None
-        self._with_db(lambda c: store.mark_syncing(c, [day], run_id))
+        self._with_db(lambda c: store.mark_syncing(c, [day], run_id, self._lock_fence))
         try:
             written = self._with_db(lambda c: store.write_day(
                 c, day, rows, run_id, expected=expected, missing=missing, fence=self._fence,
@@ -78,9 +78,10 @@ class DayWriter:
                 error=note))
         except Cancelled:
             return False
-        except (RunLockLost, DatabaseDown, DayRejected, psycopg.OperationalError):
+        except (RunLockLost, DatabaseDown, DayRejected):
             raise
-        except Exception as exc:  # the rows were refused (a constraint, a check on the day's data): this day only
+        except Exception as exc:  # refused by the database (a constraint, its disk full: the server answered) or
+            # by a check on the day's data: this day only. A lost connection arrives as DatabaseDown.
             raise DayRejected(f"writing the day failed: {type(exc).__name__}: {str(exc).strip()}") from exc
         incomplete = written.status == "incomplete"
         self.written += 1
@@ -99,14 +100,14 @@ class DayWriter:
         """Record `day` failed (nothing written; its stored rows stay) unless the run is cancelled."""
         if self.cancelled:
             return
-        self._with_db(lambda c: store.fail_day(c, day, self.run.run_id, error))
+        self._with_db(lambda c: store.fail_day(c, day, self.run.run_id, error, self._lock_fence))
         self._failed(day, error)
 
     def still_incomplete(self, day: dt.date, missing: Collection[str], error: str) -> None:
         """An incomplete day whose missing stocks failed again: it keeps its rows and stays incomplete."""
         if self.cancelled:
             return
-        self._with_db(lambda c: store.keep_incomplete(c, day, self.run.run_id, missing, error))
+        self._with_db(lambda c: store.keep_incomplete(c, day, self.run.run_id, missing, error, self._lock_fence))
         self._failed(day, error)
 
     def _failed(self, day: dt.date, error: str) -> None:

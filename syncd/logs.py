@@ -46,6 +46,8 @@ class Event(StrEnum):
     RUN_RECORD_FAILED = "run_record_failed"
     RECOVERY_DEFERRED = "recovery_deferred"
     LOCK_SESSION_CHECKED = "lock_session_checked"  # start-up: the run lock's connection is one real session
+    STRAY_WRITE_ENDED = "stray_write_ended"
+    STRAY_WRITE_NOT_ENDED = "stray_write_not_ended"
     WORKER_ERROR = "worker_error"
     IDLE_HOUSEKEEPING_FAILED = "idle_housekeeping_failed"
     # fetching and writing

@@ -109,15 +109,17 @@ def _escape(value: str) -> str:
 
 
 def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping[str, str], *,
-            session: bool = False) -> psycopg.Connection[Any]:
+            session: bool = False, libpq: Mapping[str, str] | None = None) -> psycopg.Connection[Any]:
     """An autocommit connection with no startup options and no server-side prepared statements.
 
     `settings` (added to the DSN's own, and winning over them) apply to every statement: inside
     each transaction on a pooled connection, or once for the session when `session` is true.
+    `libpq`: more connection parameters for libpq itself (client keepalives), never sent to the server.
     """
     merged = {**dsn_settings(dsn), **settings}
     common: dict[str, Any] = dict(autocommit=True, prepare_threshold=None, connect_timeout=max(1, int(timeout_s)),
-                                  application_name=application_name, options="")  # "": not even $PGOPTIONS
+                                  application_name=application_name, options="",  # "": not even $PGOPTIONS
+                                  **(libpq or {}))
     if session:
         merged.pop("application_name", None)  # the run lock's session is named by syncd (runlock.LockHolder)
         conn = psycopg.Connection.connect(dsn, **common)

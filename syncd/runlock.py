@@ -7,6 +7,10 @@ its session ends and PostgreSQL frees the lock; any daemon that then takes it (t
 run, or briefly when it finds a `running` row) marks the orphaned rows `interrupted` (see
 `store.recover_orphans`).
 
+A holder cut off from the database loses its lock when the server drops its session (within
+seconds: `store.SESSION_KEEPALIVES`); the next holder first ends any day write of it still open
+(`end_stray_writes`), so nothing of the cut-off run commits after the next run begins.
+
 A run also loses its lock when its session is cut (PostgreSQL restarted, a network drop, an
 administrator's pg_terminate_backend). `fence` is called inside each day's write transaction:
 it checks that our session still holds the lock, and otherwise re-takes it on a new session,
@@ -87,6 +91,20 @@ class RunLock:
             raise RunLockLost("the run lock was lost (its database session ended) and another daemon took over meanwhile")
         get_logger(run_id=run_id).warning(Event.RUN_LOCK_RETAKEN, reason="the run lock's database session had ended")
 
+    def end_stray_writes(self) -> None:
+        """Holding the lock: end day writes still open from a run that lost it (store.end_stray_writes), so
+        none of them commits after this holder's run begins. Without the privilege to end them, the
+        write fence still keeps them from overlapping this run's writes: logged, not raised."""
+        try:
+            ended = store.end_stray_writes(self.conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            get_logger().warning(Event.STRAY_WRITE_NOT_ENDED, error=str(exc).strip(),
+                                 hint="grant the daemons' role pg_signal_backend, or use one role for every daemon")
+            return
+        for pid in ended:
+            get_logger().warning(Event.STRAY_WRITE_ENDED, backend_pid=pid,
+                                 reason="a day write of a run that lost the run lock was still open")
+
     def release(self) -> None:
         """Give the lock back (closing the session frees it even if the unlock cannot be sent)."""
         conn, self._conn = self._conn, None
@@ -108,6 +126,7 @@ def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str) -> list[s
     if lock is None:
         return None
     try:
+        lock.end_stray_writes()
         recovered = store.recover_orphans(lock.conn)
     finally:
         lock.release()

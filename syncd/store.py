@@ -139,21 +139,45 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     """),
 ]
 
+# Called first inside a run's write transaction (RunLock.fence): raises to stop the write when the run
+# no longer holds the run lock, and holds the write fence (hold_write_fence) until the transaction ends.
+# Every multi-statement write of a run passes it, so a new holder can end (end_stray_writes) any write
+# of a run that lost the lock, and no such write can block or outlast the new run's.
+Fence = Callable[[psycopg.Connection[Any]], None]
+
+
 class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
 
-# The server drops a session whose client host vanished within ~25 s instead of the kernel's
-# two hours, so the run lock of a dead host frees in time (ignored on unix sockets).
-SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+# Server side, on the run lock's session: the server drops the session of a host that vanished
+# (cut off, powered off) 3-6 s after the last packet it got from it, instead of the kernel's two
+# hours: probes after 2 s idle, then every 1 s; tcp_user_timeout bounds a reply it cannot deliver
+# (and, once probing, when the session is dropped). Its run lock frees then, and a standby's start
+# is admitted (docs/operations.md, "Active/standby"). Ignored on unix sockets.
+SESSION_KEEPALIVES = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3",
+                      "tcp_user_timeout": "5000"}
+
+# Client side, libpq's own parameters on every connection (unless the DSN sets them): a statement
+# on a connection whose server is unreachable fails within ~6 s instead of waiting ~15 min for
+# TCP to give up. A slow statement is not affected (the server's kernel keeps answering).
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "2", "keepalives_interval": "1", "keepalives_count": "3",
+                     "tcp_user_timeout": "5000"}
 
 
 def connect(dsn: str, timeout_s: float = 10.0, application_name: str = "syncd", *, session: bool = False,
             **settings: str) -> psycopg.Connection[Any]:
     """An autocommit connection that works through a transaction pooler (pooling.py): `settings`
     (statement_timeout...) and the DSN's own `options` (a search_path...) hold for every statement,
-    applied inside each transaction; `session=True` (the run lock's connection) sets them once."""
-    return pooling.connect(dsn, timeout_s, application_name, settings, session=session)
+    applied inside each transaction; `session=True` (the run lock's connection) sets them once.
+    libpq's keepalives (CLIENT_KEEPALIVES) are connection parameters, unless the DSN sets them."""
+    return pooling.connect(dsn, timeout_s, application_name, settings, session=session, libpq=client_keepalives(dsn))
+
+
+def client_keepalives(dsn: str) -> dict[str, str]:
+    """CLIENT_KEEPALIVES, less any the DSN sets itself (an operator's own choice wins)."""
+    own = psycopg.conninfo.conninfo_to_dict(dsn)
+    return {key: value for key, value in CLIENT_KEEPALIVES.items() if key not in own}
 
 
 def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adjust: str = "none") -> int:
@@ -179,8 +203,11 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
 
 # --- the per-day write path: daywrite.py (re-exported here) -------------------------------------
 
-def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str) -> None:
+def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str,
+             fence: Fence | None = None) -> None:
     with conn.transaction():
+        if fence is not None:
+            fence(conn)
         conn.execute(
             "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'failed', 0, %s, %s, now()) "
             "ON CONFLICT (date) DO UPDATE SET status = 'failed', run_id = EXCLUDED.run_id, error = EXCLUDED.error, "
@@ -188,9 +215,12 @@ def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: st
         conn.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + 1 WHERE run_id = %s", (run_id,))
 
 
-def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date]) -> None:
+def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date],
+              fence: Fence | None = None) -> None:
     """Record closed days as skipped and never-seen trading days as pending."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         if closed:
             cur.executemany(
                 "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'skipped', 0, %s, now()) "
@@ -202,18 +232,25 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
                 "ON CONFLICT (date) DO NOTHING", [(d, run_id) for d in trading])
 
 
-def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str) -> None:
-    """Mark the days of a window as being synced, remembering each one's status to restore on cancel."""
-    conn.execute(
-        "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
-        "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
+def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str,
+                 fence: Fence | None = None) -> None:
+    """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
+    `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
+    with conn.transaction():
+        if fence is not None:
+            fence(conn)
+        conn.execute(
+            "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
+            "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
-    """After a cancel: days this run had marked syncing get their previous status back."""
+    """After a cancel: days this run had marked syncing get their previous status back. Not once the run's
+    row has left `running`: whoever marked it interrupted has settled its days (recover_orphans)."""
     conn.execute(
         "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
-        "WHERE status = 'syncing' AND run_id = %s", (run_id,))
+        "WHERE status = 'syncing' AND run_id = %s "
+        "AND EXISTS (SELECT 1 FROM sync_runs WHERE run_id = %s AND status = 'running')", (run_id, run_id))
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -259,9 +296,13 @@ def release_run_lock(conn: psycopg.Connection[Any]) -> None:
 
 
 # pg_locks shows a bigint advisory key as classid (high 32 bits), objid (low 32 bits), objsubid 1.
-_RUN_LOCK_ROW = ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
-                 "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                 f"AND l.classid = {RUN_LOCK_SPACE} AND l.objid = {_TARGET_OID}")
+def _advisory_lock_row(space: int) -> str:
+    return ("l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+            f"AND l.classid = {space} AND l.objid = {_TARGET_OID}")
+
+
+_RUN_LOCK_ROW = _advisory_lock_row(RUN_LOCK_SPACE)
 
 
 SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone may be reused after a restart
@@ -280,6 +321,21 @@ def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
     conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
+
+
+_WRITE_FENCE_ROW = _advisory_lock_row(WRITE_FENCE_SPACE)
+STRAY_WRITE_WAIT_MS = 3000  # within the lock session's statement_timeout
+
+
+def end_stray_writes(conn: psycopg.Connection[Any]) -> list[int]:
+    """Call holding the run lock. A write transaction still holding the write fence then belongs to a run
+    that lost the lock: typically a host cut off mid-write, whose server session lingers until TCP gives
+    up on it, and could still commit if its link came back. End it (pg_terminate_backend, waiting for
+    the session to exit), so no write of an earlier run commits after the caller's run began.
+    Returns the ended sessions' pids. Raises InsufficientPrivilege when the role may not end them."""
+    rows = conn.execute(f"SELECT l.pid, pg_terminate_backend(l.pid, {STRAY_WRITE_WAIT_MS}) FROM pg_locks l "
+                        f"WHERE {_WRITE_FENCE_ROW} AND l.pid <> pg_backend_pid()").fetchall()
+    return [pid for pid, _ in rows]
 
 
 def run_lock_holder(conn: psycopg.Connection[Any]) -> SessionId | None:
@@ -348,12 +404,15 @@ def day_statuses(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) ->
 
 # --- calendar and stock list from a source ----------------------------------------------------
 
-def save_calendar(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, open_days: Sequence[dt.date], source: str) -> None:
+def save_calendar(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, open_days: Sequence[dt.date], source: str,
+                  fence: Fence | None = None) -> None:
     """Store a source's authoritative calendar for [start, end]: every day open or closed."""
     open_set = set(open_days)
     values = [(start + dt.timedelta(days=i), (start + dt.timedelta(days=i)) in open_set, source)
               for i in range((end - start).days + 1)]
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.executemany("INSERT INTO trade_calendar (date, is_open, source) VALUES (%s, %s, %s) ON CONFLICT (date) "
                         "DO UPDATE SET is_open = EXCLUDED.is_open, source = EXCLUDED.source, updated_at = now()", values)
 
@@ -362,11 +421,14 @@ def load_calendar(conn: psycopg.Connection[Any]) -> dict[dt.date, bool]:
     return dict(conn.execute("SELECT date, is_open FROM trade_calendar").fetchall())
 
 
-def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo], seen_on: dt.date | None = None) -> None:
+def save_stocks(conn: psycopg.Connection[Any], stocks: Sequence[StockInfo], seen_on: dt.date | None = None,
+                fence: Fence | None = None) -> None:
     """Upsert the stock list: COPY into a temporary table, then one INSERT ... ON CONFLICT. Each name is also
     recorded as the stock's name on `seen_on` (default: today in the session's time zone) in stock_names,
     where the checks learn which days a stock carried ST (a known listing date is kept when a later list lacks it)."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.execute("CREATE TEMPORARY TABLE incoming_stocks (code text, name text, exchange text, listing_date date) "
                     "ON COMMIT DROP")
         with cur.copy("COPY incoming_stocks (code, name, exchange, listing_date) FROM STDIN") as copy:
@@ -432,9 +494,12 @@ def staged_rows(conn: psycopg.Connection[Any], run_id: str, day: dt.date, codes:
     return rows  # type: ignore[return-value]
 
 
-def keep_incomplete(conn: psycopg.Connection[Any], day: dt.date, run_id: str, missing: Collection[str], error: str) -> None:
+def keep_incomplete(conn: psycopg.Connection[Any], day: dt.date, run_id: str, missing: Collection[str], error: str,
+                    fence: Fence | None = None) -> None:
     """A re-fetch of an incomplete day's missing stocks failed again: the day keeps its rows and stays incomplete."""
     with conn.transaction():
+        if fence is not None:
+            fence(conn)
         conn.execute("UPDATE sync_days SET status = 'incomplete', run_id = %s, error = %s, missing = %s, "
                      "prev_status = NULL, updated_at = now() WHERE date = %s", (run_id, error, len(missing), day))
         conn.execute("DELETE FROM sync_day_missing WHERE date = %s", (day,))
@@ -450,11 +515,14 @@ def missing_codes_by_day(conn: psycopg.Connection[Any], days: Sequence[dt.date])
     return dict(rows)
 
 
-def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[dt.date], reason: Callable[[dt.date], str]) -> None:
+def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[dt.date], reason: Callable[[dt.date], str],
+                     fence: Fence | None = None) -> None:
     """Weekdays no calendar confirms: recorded `pending` with the reason. A day that holds rows keeps its
     status; one that failed with nothing stored (an earlier version took every weekday past the horizon
     for a trading day) becomes pending too."""
     with conn.transaction(), conn.cursor() as cur:
+        if fence is not None:
+            fence(conn)
         cur.executemany(
             "INSERT INTO sync_days (date, status, rows, run_id, error, updated_at) VALUES (%s, 'pending', 0, %s, %s, now()) "
             "ON CONFLICT (date) DO UPDATE SET status = 'pending', error = EXCLUDED.error, run_id = EXCLUDED.run_id, "

@@ -55,12 +55,14 @@ class Syncer:
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
         self._calendar_asked_at: float | None = None
+        self._fence: store.Fence | None = None  # the current run's lock fence, for its bookkeeping writes too
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
         log = get_logger(run_id=run.run_id, task_type=run.task_type)
         error: str | None = None
         fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
+        self._fence = fence
         writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day)
         staged = False
         try:
@@ -86,9 +88,9 @@ class Syncer:
         closed = [d for d, kind in kinds.items() if kind is DayKind.CLOSED]
         unconfirmed = [d for d, kind in kinds.items() if kind is DayKind.UNCONFIRMED]
         store.set_trading_days(conn, run.run_id, len(trading))
-        store.plan_days(conn, run.run_id, trading, closed)
+        store.plan_days(conn, run.run_id, trading, closed, self._fence)
         if unconfirmed:
-            store.plan_unconfirmed(conn, run.run_id, unconfirmed, beyond_horizon_reason)
+            store.plan_unconfirmed(conn, run.run_id, unconfirmed, beyond_horizon_reason, self._fence)
             log.warning(Event.DAYS_UNCONFIRMED, days=len(unconfirmed), first=unconfirmed[0].isoformat(),
                         last=unconfirmed[-1].isoformat(), reason=beyond_horizon_reason(unconfirmed[0]))
         state.planned(len(trading))
@@ -100,7 +102,7 @@ class Syncer:
             self._refresh_calendar(conn, run.start_date, run.end_date)
             stocks = self.source.stock_list()
             if stocks is not None and stocks is not self._stocks_saved:
-                store.save_stocks(conn, stocks)
+                store.save_stocks(conn, stocks, fence=self._fence)
                 self._stocks_saved = stocks
         except SourceError as exc:  # the known calendars still plan the run; the list can wait a day
             get_logger(run_id=run.run_id, task_type=run.task_type).warning(Event.REFERENCE_DATA_UNAVAILABLE, error=str(exc))
@@ -108,7 +110,7 @@ class Syncer:
     def _refresh_calendar(self, conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> None:
         open_days = self.source.trading_days(start, end)
         if open_days is not None:
-            store.save_calendar(conn, start, end, open_days, self.source.name)
+            store.save_calendar(conn, start, end, open_days, self.source.name, self._fence)
             open_set = set(open_days)
             self.calendar.update({d: d in open_set for d in calendar_days(start, end)})
 
@@ -144,11 +146,11 @@ class Syncer:
             if staged:
                 self._with_db(store.clear_stage)
             recorded = self._with_db(lambda c: store.finish_run(c, run.run_id, status, error))
-        except Exception as exc:  # the database is gone: report the run from memory; restart recovery fixes the row
+        except Exception as exc:  # the database is gone: report the run from memory; orphan recovery fixes the row
             log.error(Event.RUN_RECORD_FAILED, error=str(exc))
-            recorded = None
+            recorded = _run_from_memory(run, state, status, error, str(exc))
         recorded = recorded or _run_from_memory(run, state, status, error)
-        log.info(Event.RUN_FINISHED, status=status, error=error, trading_days=recorded.trading_days,
+        log.info(Event.RUN_FINISHED, status=recorded.status, error=recorded.error, trading_days=recorded.trading_days,
                  days_done=recorded.days_done, days_failed=recorded.days_failed, rows=recorded.rows)
         return recorded
 
@@ -193,6 +195,8 @@ class Syncer:
             try:
                 return action(self._db())
             except psycopg.OperationalError as exc:
+                if exc.pgresult is not None and self._conn is not None and not self._conn.broken:
+                    raise  # the server answered a statement with an error (its disk full, say): not a lost connection
                 self.close()
                 if attempt + 1 == attempts:
                     raise DatabaseDown(f"database unreachable after {attempts} attempts: {exc}") from None
@@ -209,9 +213,15 @@ class Syncer:
             self._conn = None
 
 
-def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | None) -> RunRecord:
-    """The run's end as this daemon saw it, when the database could not record it."""
+def _run_from_memory(run: RunRecord, state: RunState, status: str, error: str | None,
+                     unrecorded: str | None = None) -> RunRecord:
+    """The run's end as this daemon saw it. When the database could not record it (`unrecorded`), its row
+    stays `running` until whoever next takes the run lock (a standby, or this daemon's idle check once
+    the database answers again) marks it `interrupted`: reported so here too, never as what it was not."""
     seen = state.snapshot().current or run
+    if unrecorded is not None:
+        error = f"the run's end ({status}{': ' + error if error else ''}) could not be recorded: {unrecorded}"
+        status = "interrupted"
     return msgspec.structs.replace(seen, status=status, error=error, current_date=None,
                                    finished_at=dt.datetime.now().astimezone())
 

@@ -1,8 +1,8 @@
 """Cancel stops, on real daemons: after a cancel (the wire's, or SIGTERM) is accepted no further day is written.
 
 For each source (demo, csv, and a by_stock source implementing the protocol, tests/fakesource.py)
-the writer is held at a day's write: the test holds the per-day write fence (store.hold_write_fence),
-so the day's write transaction is open and waiting while the fast source has filled the
+the writer is held at a day's write: the test holds daily_bars in SHARE mode, so the day's write
+transaction is open (past the run lock's fence) and waiting while the fast source has filled the
 read-ahead (or the stage). The cancel arrives then; once released, that day rolls back and no
 later day is written, whatever was fetched ahead.
 """
@@ -68,15 +68,17 @@ def write_csv_days(folder: Path, span: tuple[str, str]) -> None:
 
 @contextmanager
 def day_writes_held(dsn: str) -> Iterator[None]:
-    """Hold the per-day write fence: a day's write transaction opens, then waits for it."""
+    """Hold daily_bars against writes (SHARE mode): a day's write transaction opens, passes the run lock's
+    fence, then waits at its DELETE. (Holding the write fence itself would not do: a run admitted while
+    some session holds it takes that session for a stray write of a run that lost the lock, and ends it.)"""
     with psycopg.connect(dsn) as conn:
         with conn.transaction():
-            store.hold_write_fence(conn)
+            conn.execute("LOCK TABLE daily_bars IN SHARE MODE")
             yield
 
 
 def a_write_is_waiting(dsn: str) -> bool:
-    rows = query(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    rows = query(dsn, "SELECT count(*) FROM pg_locks WHERE relation = 'daily_bars'::regclass AND NOT granted")
     return rows[0][0] > 0
 
 

@@ -5,6 +5,7 @@ lives on a dedicated session per run, so a holder that dies frees it, and the ne
 take it marks the orphaned run interrupted.
 """
 
+import secrets
 import subprocess
 import sys
 import threading
@@ -158,14 +159,48 @@ def test_a_run_that_lost_its_lock_to_another_daemon_stops_before_writing(pair, d
     _assert_no_overlapping_runs(database)
 
 
-def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factory, database):
-    """The write fence: a day's write transaction of a run whose lock session was cut may still be
-    open when the next run starts; the next run writes nothing until that transaction has ended
-    (each day's write first takes a transaction-scoped advisory lock)."""
+def test_a_new_run_ends_a_write_still_open_from_an_earlier_run(syncd_factory, database):
+    """A day's write transaction of a run whose lock session was cut (a host cut off mid-write) may
+    still be open when the next run is admitted; admission ends it (pg_terminate_backend) before
+    recording the new run, so it can never commit after the new run began."""
     from syncd.store import hold_write_fence
 
     daemon = syncd_factory()
-    with psycopg.connect(database) as straggler:  # stands in for the earlier run's open write
+    straggler = psycopg.connect(database)  # stands in for the earlier run's open write
+    try:
+        hold_write_fence(straggler)
+        run = daemon.client().start("2025-10-09", "2025-10-10")
+        with pytest.raises(psycopg.OperationalError, match="terminat"):
+            straggler.execute("SELECT 1")
+    finally:
+        straggler.close()
+    assert [e["reason"] for e in daemon.events("stray_write_ended")] == ["a day write of a run that lost the run lock was still open"]
+    last = daemon.wait_idle().last_run
+    assert (last.run_id, last.status, last.days_done) == (run.run_id, "succeeded", 2)
+
+
+@pytest.fixture
+def plain_role(database):
+    """A role without the privilege to end a superuser's sessions, owning the test's database."""
+    role = f"syncd_{secrets.token_hex(4)}"
+    dbname = psycopg.conninfo.conninfo_to_dict(database)["dbname"]
+    with psycopg.connect(database, autocommit=True) as conn:
+        for sql in (f"CREATE ROLE {role} LOGIN", f"ALTER DATABASE {dbname} OWNER TO {role}", f"ALTER SCHEMA public OWNER TO {role}"):
+            conn.execute(sql)
+    yield psycopg.conninfo.make_conninfo(database, user=role)
+    with psycopg.connect(database, autocommit=True) as conn:
+        for sql in (f"REASSIGN OWNED BY {role} TO CURRENT_USER", f"DROP OWNED BY {role}", f"DROP ROLE {role}"):
+            conn.execute(sql)
+
+
+def test_a_new_run_that_may_not_end_an_open_write_waits_for_it(plain_role, syncd_factory, database):  # role first: dropped last
+    """The write fence: without the privilege to end an earlier run's write still open, the next run
+    writes nothing until that transaction has ended (each day's write first takes a
+    transaction-scoped advisory lock)."""
+    from syncd.store import hold_write_fence
+
+    daemon = syncd_factory({"database": {"dsn": plain_role}})
+    with psycopg.connect(database) as straggler:  # a superuser's session: the daemon's role may not end it
         hold_write_fence(straggler)
         run = daemon.client().start("2025-10-09", "2025-10-10")
         wait_until(lambda: query(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
@@ -173,6 +208,7 @@ def test_a_new_run_waits_for_a_write_still_open_from_an_earlier_run(syncd_factor
                    what="the new run to wait at the write fence")
         assert query(database, "SELECT count(*) FROM daily_bars") == [(0,)]
         assert daemon.client().status().current_task.days_done == 0
+        assert daemon.events("stray_write_not_ended")
     last = daemon.wait_idle().last_run  # the straggler committed: the run goes on
     assert (last.run_id, last.status, last.days_done) == (run.run_id, "succeeded", 2)
 
