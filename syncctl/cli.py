@@ -2,7 +2,8 @@
 
 Owns argument parsing, human output (rich tables and a live progress bar), `--json` output
 of the daemon's replies as they came, and the exit codes: 0 ok, 1 daemon unreachable or
-timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded. It talks
+timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded, 5 `check`
+found the data stale or the last scheduled run failed. It talks
 to syncd only through SyncClient and never syncs anything itself.
 """
 
@@ -26,6 +27,7 @@ from syncd.protocol import Days, History, Ok, Run, Task, parse_date
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0, 1, 2, 3, 4
+EXIT_CHECK_UNHEALTHY = 5  # `check`: the data is stale or the last scheduled run failed
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim"}
 
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--endpoint", metavar="URI", help="syncd's endpoint (default: $SYNCD_ENDPOINT, else ./config.toml's)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each reply (default 5)")
     parser.add_argument("--server-key", metavar="KEY", help="syncd's CURVE public key for a tcp:// endpoint ($SYNCD_SERVER_KEY)")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="this client's certificate (NAME.key_secret from `python -m syncd.security keygen --client "
+                             "NAME`) for a daemon that admits only listed clients ($SYNCD_CLIENT_KEY)")
     parser.add_argument("--json", action="store_true", help="print the daemon's replies as JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     json_flag = _Parser(add_help=False)
@@ -74,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     days.add_argument("--from", dest="start_date", type=_date_arg, required=True, metavar="D")
     days.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
+    sub.add_parser("check", parents=[json_flag],
+                   help="is the data fresh? one line; exit 0 healthy, 5 not (stale day or failed scheduled run), 1 unreachable")
     return parser
 
 
@@ -105,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print("syncctl: --timeout must be positive")
         return EXIT_BAD_INPUT
     try:
-        client = SyncClient(find_endpoint(args), timeout=args.timeout, server_public_key=args.server_key)
+        client = SyncClient(find_endpoint(args), timeout=args.timeout, server_public_key=args.server_key,
+                            client_key_file=args.client_key)
         return COMMANDS[args.command](client, args, out)
     except ValueError as exc:  # a malformed --server-key, an empty endpoint
         err.print(f"syncctl: {exc}", markup=False, highlight=False)
@@ -253,7 +261,17 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
+def cmd_check(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    """One line for cron and monitors; the exit code is the verdict."""
+    reply = client.check()
+    if args.json:
+        _emit_json(reply)
+    else:
+        print(f"{'healthy' if reply.healthy else 'unhealthy'}: {reply.reason}", flush=True)
+    return EXIT_OK if reply.healthy else EXIT_CHECK_UNHEALTHY
+
+
+COMMANDS = {"check": cmd_check, "ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
             "history": cmd_history, "days": cmd_days}
 
 

@@ -37,6 +37,8 @@ from .protocol import ErrorCode, ErrorReply, encode
 from .runstate import RunState
 from .scheduling import DailySchedule
 from .security import apply_server_curve, check_endpoint
+from .clientauth import ClientAuthenticator
+from .telemetry import Telemetry
 from .sources import load_source
 from .runlock import recover_orphans
 from .sync import Syncer
@@ -64,6 +66,9 @@ class Daemon:
         self.notifier = Notifier.from_env(self.env)
         self._wake_r, self._wake_w = socket.socketpair()
         self._signalled: list[int] = []
+        self._hangup = False  # SIGHUP: reload the client certificates
+        self.telemetry = Telemetry(config)
+        self.client_auth: ClientAuthenticator | None = None
 
     # --- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -73,37 +78,51 @@ class Daemon:
         self._acquire_instance()
         try:
             self._claim_socket_path()  # before the database: a refused start touches nothing
+            self.telemetry.bind()      # so is a metrics port in use
             return self._run_locked()
         finally:
+            self.telemetry.close()
             if self.socket_lock is not None:
                 self.socket_lock.release()
             self.instance.release()
 
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
+        self.telemetry.attach_source(source)
         dsn = self._database_dsn()
         try:
             calendar, last_run = self._prepare_database(dsn)
             state = RunState(last_run)
-            syncer = Syncer(self.config, dsn, source, calendar)
-            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.recover_orphans, idle_every_s=ORPHAN_SWEEP_S)
+            observer = self.telemetry
+            syncer = Syncer(self.config, dsn, source, calendar, observer=observer)
+            worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.recover_orphans,
+                            idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config)
-            admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
+            admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone),
+                                  observer=observer)
             sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.is_trading_day,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
-            ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external")
+            ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external",
+                      observer=observer)
+            self.telemetry.start(dsn, state, calendar)
             with zmq.Context() as context:
-                rep = self._bind(context)
-                worker.start()
-                self._install_signals()
-                self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
-                              source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
-                self.notifier.ready()
-                self.notifier.status("idle")
-                sched.catch_up()
-                self._loop(rep, ops, sched, state)
-                self._shutdown(rep, ops, state, worker, syncer)
+                try:
+                    self._authenticate_clients(context)
+                    rep = self._bind(context)
+                    worker.start()
+                    self._install_signals()
+                    self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
+                                  source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
+                    self.notifier.ready()
+                    self.notifier.status("idle")
+                    sched.catch_up()
+                    self._loop(rep, ops, sched, state)
+                    self._shutdown(rep, ops, state, worker, syncer)
+                finally:
+                    if self.client_auth is not None:  # its sockets must close before the context ends
+                        self.client_auth.stop()
         finally:
+            self.telemetry.close()  # the monitor's connection goes before the database does
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
@@ -146,7 +165,8 @@ class Daemon:
         conn = store.connect(dsn, self.config.database.connect_timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             version = store.migrate(conn, self.config.database.compat_view)
-            if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up") is None:
+            if recover_orphans(dsn, self.config.database.connect_timeout_s, found_by="start-up",
+                               on_interrupted=self.telemetry.runs_interrupted) is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw))
             runs = store.history(conn, 1)
@@ -154,6 +174,19 @@ class Daemon:
             return calendar, (runs[0] if runs else None)
         finally:
             conn.close()
+
+    def _authenticate_clients(self, context: zmq.Context[Any]) -> None:
+        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (clientauth.py)."""
+        daemon = self.config.daemon
+        if not daemon.curve_secret_key:
+            return
+        if not daemon.curve_clients_dir:
+            self.log.warning(Event.CURVE_OPEN_ACCESS, endpoint=daemon.endpoint,
+                             reason="daemon.curve_clients_dir is empty: any client that knows the server's public key "
+                                    "gets in; list the allowed clients' certificates there (docs/operations.md)")
+            return
+        self.client_auth = ClientAuthenticator(context, Path(daemon.curve_clients_dir))
+        self.client_auth.start()
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
         rep = context.socket(zmq.REP)
@@ -181,11 +214,22 @@ class Daemon:
     def _install_signals(self) -> None:
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self._signalled.append(signum)  # the wake-up fd already woke the loop; it does the work
+        # the wake-up fd already woke the loop; it does the work
+        if signum == signal.SIGHUP:
+            self._hangup = True
+        else:
+            self._signalled.append(signum)
+
+    def _on_hangup(self) -> None:
+        self._hangup = False
+        if self.client_auth is not None:
+            self.client_auth.reload()
+        else:
+            self.log.info(Event.SIGNAL_IGNORED, signal="SIGHUP", reason="nothing to reload without daemon.curve_clients_dir")
 
     def _wake(self) -> None:
         try:
@@ -206,6 +250,8 @@ class Daemon:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
             if wake_fd in events:
                 self._drain_wake()
+            if self._hangup:
+                self._on_hangup()
             if rep in events:
                 self._serve_one(rep, ops)
             sched.run_pending()

@@ -22,6 +22,7 @@ from . import store
 from .calendar import TradingCalendar, calendar_days
 from .config import Config
 from .logs import Event, get_logger
+from .observer import NULL_OBSERVER, Observer
 from .prefetch import read_ahead
 from .record import RunRecord
 from .runlock import RunLock, RunLockLost, recover_orphans
@@ -34,8 +35,10 @@ class DatabaseDown(Exception):
 
 
 class Syncer:
-    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar) -> None:
+    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
+                 observer: Observer = NULL_OBSERVER) -> None:
         self.config = config
+        self.observer = observer  # metrics and alerts: told of each day's end (telemetry.py)
         self.dsn = dsn
         self.source = source
         self.calendar = calendar
@@ -133,6 +136,7 @@ class Syncer:
             error = errors.get(day, "source returned no data for this day")
             self._with_db(lambda c, day=day, error=error: store.fail_day(c, day, run.run_id, error))
             state.day_finished(0, failed=True)
+            self.observer.day_finished("failed", 0, None)
             log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
         return len(pending)
 
@@ -140,7 +144,9 @@ class Syncer:
         started = time.perf_counter()
         count = self._with_db(lambda c: store.replace_day(c, day, rows, run.run_id, self._fence))
         state.day_finished(count, failed=False)
-        log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=count, ms=round((time.perf_counter() - started) * 1000, 1))
+        elapsed = time.perf_counter() - started
+        self.observer.day_finished("success", count, elapsed)
+        log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=count, ms=round(elapsed * 1000, 1))
 
     def _finish(self, run: RunRecord, state: RunState, status: str, error: str | None, log: Any) -> RunRecord:
         try:
@@ -158,7 +164,8 @@ class Syncer:
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if store.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
-            recover_orphans(self.dsn, self.config.database.connect_timeout_s, found_by="idle check")
+            recover_orphans(self.dsn, self.config.database.connect_timeout_s, found_by="idle check",
+                            on_interrupted=self.observer.runs_interrupted)
 
     # --- the connection --------------------------------------------------------------------
     def _db(self) -> psycopg.Connection[Any]:
