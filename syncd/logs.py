@@ -62,6 +62,7 @@ class Event(StrEnum):
     METRICS_LISTENING = "metrics_listening"
     ALERT_SENT = "alert_sent"
     ALERT_FAILED = "alert_failed"
+    LATE_JUDGED = "late_judged"
     HEALTH_READ_FAILED = "health_read_failed"
     HEALTH_READ_RECOVERED = "health_read_recovered"
     # who may use the control socket (clientauth.py)

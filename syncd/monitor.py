@@ -107,11 +107,12 @@ class Monitor:
         completed = self._judge.latest_completed(self._now())
         status = store.day_status(conn, completed.day) if completed.day else None
         verdict = self._judge.judge(completed, status, None)
-        if not verdict.late:
-            return
-        day = (completed.unconfirmed[0] if completed.unconfirmed else completed.day)
+        day = completed.unconfirmed[0] if completed.unconfirmed else completed.day
         key = day.isoformat() if day else "none"
-        if self._already_alerted(key):
+        repeat = verdict.late and self._already_alerted(key)
+        self._log.info(Event.LATE_JUDGED, date=key, day_status=verdict.day_status, late=verdict.late,
+                       alert="already sent for this day" if repeat else verdict.late)
+        if not verdict.late or repeat:
             return
         assert self._on_late is not None
         self._on_late(verdict)
