@@ -64,11 +64,11 @@ Post = Callable[[bytes], None]  # deliver one body or raise AlertFailed
 
 
 def run_alert(run: RunRecord, event: str, host: str) -> Alert:
-    what = (f"run {run.run_id} ({run.task_type}, {run.start_date}..{run.end_date}) ended {run.status}: "
-            f"{run.days_failed} of {run.trading_days} trading days failed, {run.rows:,} rows written")
+    what = (f"run {run.run_id} ({run.task_type}, {run.start_date}..{run.end_date}) ended {run.status}"
+            + (f": {run.error}" if run.error else "") + f"; {run.rows:,} rows written")
     return Alert(event=event, run_id=run.run_id, task_type=run.task_type, status=run.status,
                  start_date=run.start_date.isoformat(), end_date=run.end_date.isoformat(), days_failed=run.days_failed,
-                 message=f"syncd on {host}: {what}" + (f" ({run.error})" if run.error else ""), host=host)
+                 message=f"syncd on {host}: {what}", host=host)
 
 
 def late_alert(verdict: Verdict, late_after: str, zone_name: str, host: str) -> Alert:

@@ -105,7 +105,8 @@ class HealthJudge:
                             + (f": {last_scheduled.error}" if last_scheduled.error else ""))
         if problems:
             return Verdict(False, "; ".join(problems), completed, status)
-        run = (f"; the last scheduled run {last_scheduled.run_id} is {last_scheduled.status}" if last_scheduled
+        run = (f"; the last scheduled run {last_scheduled.run_id} ({last_scheduled.task_type}) "
+               f"{'is running' if last_scheduled.status == 'running' else last_scheduled.status}" if last_scheduled
                else "; no scheduled run yet")
         return Verdict(True, f"{completed.day}, the latest completed trading day, is success{run}", completed, status)
 

@@ -184,3 +184,15 @@ def test_sources_count_requests_through_the_counter_they_are_handed() -> None:
     assert value(families, "syncd_source_requests_total", source="akshare", outcome="timeout") == 1.0
     assert value(families, "syncd_source_requests_total", source="akshare", outcome="error") == 0.0
     telemetry.attach_source(object())  # a source without the hook is left alone
+
+
+def test_the_example_alert_rules_use_only_metrics_syncd_serves(metrics_daemon) -> None:
+    import re
+    from pathlib import Path
+
+    rules = (Path(__file__).resolve().parent.parent / "docs" / "alerts.rules.yml").read_text()
+    used = {name.removesuffix("_total") for name in re.findall(r"\bsyncd_[a-z_]+", rules)}
+    daemon, port = metrics_daemon()
+    served = wait_until(lambda: (f := scrape(port)) and "syncd_database_facts_timestamp_seconds" in f and set(f),
+                        what="a full scrape")
+    assert used and used <= served, used - served
