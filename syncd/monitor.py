@@ -32,6 +32,7 @@ from .metrics import Facts
 STATEMENT_TIMEOUT_MS = "5000"
 CONNECT_TIMEOUT_S = 5.0
 LATE_MARK_FILE = "late-alerted"
+RETRY_S = 30.0  # a late judgement the database could not answer is tried again this much later
 
 
 class Monitor:
@@ -80,8 +81,9 @@ class Monitor:
             while not self._stop.is_set():
                 if self._refresh_every_s is not None:
                     self._read(self._refresh)
-                if judge_late_at is not None and self._now() >= judge_late_at and self._read(self._judge_late):
-                    judge_late_at = self._next_late_after()
+                if judge_late_at is not None and self._now() >= judge_late_at:
+                    judged = self._read(self._judge_late)
+                    judge_late_at = self._next_late_after() if judged else self._now() + dt.timedelta(seconds=RETRY_S)
                 self._wake.wait(self._sleep_s(judge_late_at))
                 self._wake.clear()
         finally:

@@ -229,3 +229,16 @@ def test_a_bad_webhook_url_is_refused_at_start_without_echoing_it(syncd_factory)
     assert daemon.spawn().wait(60) == 78
     assert "alert.webhook_url: expected an http:// or https:// URL" in daemon.log_text()
     assert secret not in daemon.log_text()
+
+
+def test_the_webhook_url_comes_from_SYNCD_ALERT_WEBHOOK_URL_when_set(short_tmp) -> None:
+    from syncd.config import ConfigError, load_config
+
+    config = short_tmp / "config.toml"
+    config.write_text('[alert]\nwebhook_url = "https://hooks.example/from-file"\n')
+    assert load_config(config, env={}).alert.webhook_url == "https://hooks.example/from-file"
+    env = {"SYNCD_ALERT_WEBHOOK_URL": "https://oapi.dingtalk.com/robot/send?access_token=s3cret"}
+    assert load_config(config, env=env).alert.webhook_url == env["SYNCD_ALERT_WEBHOOK_URL"]
+    with pytest.raises(ConfigError, match="SYNCD_ALERT_WEBHOOK_URL: expected an http") as refused:
+        load_config(config, env={"SYNCD_ALERT_WEBHOOK_URL": "s3cret-not-a-url"})
+    assert "s3cret" not in str(refused.value)
