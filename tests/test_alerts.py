@@ -242,3 +242,27 @@ def test_the_webhook_url_comes_from_SYNCD_ALERT_WEBHOOK_URL_when_set(short_tmp) 
     with pytest.raises(ConfigError, match="SYNCD_ALERT_WEBHOOK_URL: expected an http") as refused:
         load_config(config, env={"SYNCD_ALERT_WEBHOOK_URL": "s3cret-not-a-url"})
     assert "s3cret" not in str(refused.value)
+
+
+def test_the_monitor_judges_late_at_start_up_and_again_when_late_after_passes(database: str, short_tmp) -> None:
+    import time
+
+    from syncd import store
+    from syncd.monitor import Monitor
+
+    with store.connect(database) as conn:
+        store.migrate(conn)
+    zone = zoneinfo.ZoneInfo("Asia/Shanghai")
+    judge = HealthJudge(TradingCalendar(), zone, dt.time(22, 0))
+    started, base = time.monotonic(), dt.datetime(2025, 10, 17, 21, 59, 59, 500000, tzinfo=zone)  # a Friday
+    verdicts = []
+    monitor = Monitor(database, judge, refresh_every_s=None, on_late=verdicts.append, state_dir=short_tmp,
+                      timezone="Asia/Shanghai", now=lambda: base + dt.timedelta(seconds=time.monotonic() - started))
+    monitor.start()
+    try:
+        wait_until(lambda: len(verdicts) == 2, what="the start-up judgement, then the one at 22:00")
+    finally:
+        monitor.stop()
+    assert [v.completed.day for v in verdicts] == [dt.date(2025, 10, 16), dt.date(2025, 10, 17)]
+    assert all(v.late and v.day_status == "pending" for v in verdicts)
+    assert (short_tmp / "late-alerted").read_text().strip() == "2025-10-17"
