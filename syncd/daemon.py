@@ -1,10 +1,12 @@
 """The syncd process: start-up, the single-threaded control loop, and shutdown.
 
 This module wires the parts together and owns their lifetimes: the instance lock, the
-database (embedded or external) and its migrations and crash recovery, the REP socket, the
-worker thread, the schedule, signals and sd_notify. The loop serves one request at a time;
-its poll timeout comes from the scheduler's idle time and the watchdog interval, so an idle
-daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the work.
+database (embedded or external) and its migrations and crash recovery, the REP socket (and,
+with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
+schedule, telemetry (metrics, alerts, the health monitor), signals and sd_notify. The loop
+serves one request at a time; its poll timeout comes from the scheduler's idle time and the
+watchdog interval, so an idle daemon sleeps. Signal handlers only write to a wake-up socket;
+the loop does the work (SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ parts that report: the ops (requests served), admission and recovery (runs found
 interrupted), the sync (days ended) and the worker's run wrapper (runs ended). Each report
 is a counter add and, for alerting events, an enqueue: nothing here waits. It owns the
 lifetimes: `bind` (the metrics port, before the database, so a port in use refuses the
-start untouched), `start` (the state collector, the alert sender, the monitor), `close`.
+start untouched; the alert sender), `start` (the state collector, the monitor), `close`.
 Without `[metrics] listen` nothing is served and the monitor does not poll; without
 `[alert] webhook_url` nothing is sent.
 """
