@@ -116,5 +116,6 @@ def _quiet_zmq_auth_log() -> logging.Logger:
     """zmq.auth logs every handshake at debug through stdlib logging; ours is structlog's `client_refused`."""
     log = logging.getLogger("syncd.zmq.auth")
     log.propagate = False
-    log.addHandler(logging.NullHandler())
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
     return log
