@@ -13,10 +13,10 @@ import sys
 import time
 from typing import Any
 
-from . import control, fetchplan, idle, load, scale
+from . import control, fetchplan, idle, load, metrics, scale
 from .harness import Postgres, machine_info
 
-BENCHES = ("load", "control", "scale", "idle", "fetchplan")
+BENCHES = ("load", "control", "metrics", "scale", "idle", "fetchplan")
 FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0}
 QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0}
 
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (a couple of minutes)")
     parser.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--days", type=int, help=f"load: trading days synced (default {FULL['days']}, quick {QUICK['days']})")
-    parser.add_argument("--rounds", type=int, help=f"load: alternating rounds (default {FULL['rounds']}, quick {QUICK['rounds']})")
-    parser.add_argument("--requests", type=int, help=f"control: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
+    parser.add_argument("--rounds", type=int, help=f"load, metrics: alternating rounds (default {FULL['rounds']}, quick {QUICK['rounds']})")
+    parser.add_argument("--requests", type=int, help=f"control, metrics: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
     parser.add_argument("--years", type=int, help=f"scale: years backfilled from 2015 (default {FULL['years']}, quick {QUICK['years']})")
     parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
     parser.add_argument("--json-out", metavar="FILE", help="also write the final JSON object to FILE")
@@ -62,6 +62,8 @@ def _run(name: str, pg: Postgres, sizes: dict[str, Any]) -> dict[str, Any]:
             return load.run(pg, sizes["days"], sizes["rounds"])
         case "control":
             return control.run(pg, sizes["requests"])
+        case "metrics":
+            return metrics.run(pg, sizes["requests"], sizes["rounds"])
         case "scale":
             return scale.run(pg, sizes["years"])
         case "idle":

@@ -3,7 +3,8 @@
 Owns argument parsing, human output (rich tables and a live progress bar), `--json` output
 of the daemon's replies as they came, and the exit codes: 0 ok, 1 daemon unreachable or
 timed out, 2 bad input, 3 rejected (busy), 4 `--wait` ended other than succeeded, 5 `verify`
-found anomalies or a failed or incomplete day. It talks
+found anomalies or a failed or incomplete day, or `check` found the data stale or the last
+scheduled run failed. It talks
 to syncd only through SyncClient and never syncs anything itself.
 """
 
@@ -30,6 +31,7 @@ from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdU
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_BAD_INPUT, EXIT_BUSY, EXIT_RUN_NOT_SUCCEEDED = 0, 1, 2, 3, 4
 EXIT_ANOMALIES = 5  # verify: anomalies, or a failed or incomplete day
+EXIT_CHECK_UNHEALTHY = 5  # `check`: the data is stale or the last scheduled run failed
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim",
                 "incomplete": "yellow"}
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--endpoint", metavar="URI", help="syncd's endpoint (default: $SYNCD_ENDPOINT, else ./config.toml's)")
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for each reply (default 5)")
     parser.add_argument("--server-key", metavar="KEY", help="syncd's CURVE public key for a tcp:// endpoint ($SYNCD_SERVER_KEY)")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="this client's certificate (NAME.key_secret from `python -m syncd.security keygen --client "
+                             "NAME`) for a daemon that admits only listed clients ($SYNCD_CLIENT_KEY)")
     parser.add_argument("--json", action="store_true", help="print the daemon's replies as JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     json_flag = _Parser(add_help=False)
@@ -97,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
                         help="last day, included: YYYY-MM-DD")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
+    sub.add_parser("check", parents=[json_flag],
+                   help="is the data fresh? one line; exit 0 healthy, 5 not (stale day or failed scheduled run), 1 unreachable")
     return parser
 
 
@@ -174,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in hint:
                 err.print(line, markup=False)
             return EXIT_UNREACHABLE
-        client = SyncClient(endpoint, timeout=args.timeout, server_public_key=args.server_key)
+        client = SyncClient(endpoint, timeout=args.timeout, server_public_key=args.server_key,
+                            client_key_file=args.client_key)
         return COMMANDS[args.command](client, args, out)
     except ValueError as exc:  # a malformed --server-key, an empty endpoint
         err.print(f"syncctl: {exc}", markup=False, highlight=False)
@@ -381,7 +389,17 @@ def _print_verified(out: Console, days: list[VerifiedDay]) -> None:
     out.print(f"{len(attention)} day(s) need attention" if attention else "every day is complete and passed the checks")
 
 
-COMMANDS = {"ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
+def cmd_check(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    """One line for cron and monitors; the exit code is the verdict."""
+    reply = client.check()
+    if args.json:
+        _emit_json(reply)
+    else:
+        print(f"{'healthy' if reply.healthy else 'unhealthy'}: {reply.reason}", flush=True)
+    return EXIT_OK if reply.healthy else EXIT_CHECK_UNHEALTHY
+
+
+COMMANDS = {"check": cmd_check, "ping": cmd_ping, "start": cmd_start, "status": cmd_status, "cancel": cmd_cancel,
             "history": cmd_history, "days": cmd_days, "verify": cmd_verify}
 
 

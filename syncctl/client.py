@@ -5,6 +5,10 @@ thread-safe; contexts are), LINGER 0, and a poll with the timeout: a call either
 typed reply or raises a typed error. A socket that timed out is closed and replaced, so the
 next call starts fresh. `start`
 always carries a request_id, so retrying it after a timeout can never start a second run.
+On a CURVE endpoint the client uses the daemon's public key and, where the daemon admits
+only listed clients (daemon.curve_clients_dir), its own certificate: `client_key_file`
+(a NAME.key_secret from `python -m syncd.security keygen --client NAME`, or
+$SYNCD_CLIENT_KEY) or `client_secret_key` (Z85).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import msgspec
 import zmq
 
 from syncd.protocol import (
-    REPLY_TYPES, Cancel, CancelReply, Day, Days, ErrorCode, History, Ping, PingReply, Request, Run, Start,
-    StartReply, Status, StatusReply, Task, VerifiedDay, Verify, encode_request, op_name, parse_date,
+    REPLY_TYPES, Cancel, CancelReply, Check, CheckReply, Day, Days, ErrorCode, History, Ping, PingReply, Request, Run,
+    Start, StartReply, Status, StatusReply, Task, VerifiedDay, Verify, encode_request, op_name, parse_date,
 )
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -78,7 +82,8 @@ class SyncClient:
     """Calls syncd's ops. `endpoint` defaults to $SYNCD_ENDPOINT; `timeout` is seconds per call."""
 
     def __init__(self, endpoint: str | None = None, timeout: float = DEFAULT_TIMEOUT_S, *,
-                 server_public_key: str | None = None, context: zmq.Context[Any] | None = None) -> None:
+                 server_public_key: str | None = None, context: zmq.Context[Any] | None = None,
+                 client_secret_key: str | None = None, client_key_file: str | os.PathLike[str] | None = None) -> None:
         endpoint = endpoint or os.environ.get("SYNCD_ENDPOINT")
         if not endpoint:
             raise ValueError("no syncd endpoint: pass endpoint= or set SYNCD_ENDPOINT (e.g. ipc:///run/syncd/syncd.sock)")
@@ -87,6 +92,7 @@ class SyncClient:
         self.endpoint = endpoint
         self.timeout = timeout
         self.server_public_key = server_public_key or os.environ.get("SYNCD_SERVER_KEY") or None
+        self._client_keypair = _client_keypair(self.server_public_key, client_secret_key, client_key_file)
         self._context = context or zmq.Context.instance()
         self._local = threading.local()
 
@@ -116,6 +122,10 @@ class SyncClient:
     def verify(self, start_date: dt.date | str, end_date: dt.date | str) -> list[VerifiedDay]:
         """Each day's coverage and anomalies; a day with `checked` False was not checked yet (ask again)."""
         return self.call(Verify(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
+
+    def check(self) -> CheckReply:
+        """Is the data fresh? The daemon's verdict (`healthy`, `reason`, the day and the last scheduled run)."""
+        return self.call(Check())
 
     def call(self, request: Request) -> Any:
         """Send any request and return its whole ok reply (the Struct its op declares), or raise a typed error."""
@@ -174,13 +184,35 @@ class SyncClient:
             if self.server_public_key:
                 from syncd.security import apply_client_curve
 
-                apply_client_curve(sock, self.server_public_key)
+                apply_client_curve(sock, self.server_public_key, *(self._client_keypair or ()))
             sock.connect(self.endpoint)
         except BaseException:
             sock.close(linger=0)
             raise
         self._local.socket, self._local.pid = sock, os.getpid()
         return sock
+
+
+def _client_keypair(server_public_key: str | None, secret_key: str | None,
+                    key_file: str | os.PathLike[str] | None) -> tuple[str, str] | None:
+    """This client's own (public, secret) CURVE keys, from the arguments or $SYNCD_CLIENT_KEY (a certificate file);
+    None: a throw-away pair per connection. ValueError for an unreadable file or a malformed key."""
+    if secret_key is not None and key_file is not None:
+        raise ValueError("pass client_secret_key or client_key_file, not both")
+    explicit = secret_key is not None or key_file is not None
+    key_file = key_file if explicit else (os.environ.get("SYNCD_CLIENT_KEY") or None)
+    if secret_key is None and key_file is None:
+        return None
+    if not server_public_key:
+        if explicit:
+            raise ValueError("a client key needs the server's public key too (server_public_key= or SYNCD_SERVER_KEY)")
+        return None  # $SYNCD_CLIENT_KEY set for another (CURVE) endpoint: this one speaks plain
+    from syncd.security import client_public_key, load_client_certificate
+
+    if key_file is not None:
+        return load_client_certificate(key_file)
+    assert secret_key is not None
+    return client_public_key(secret_key), secret_key
 
 
 __all__ = ["SyncClient", "SyncdBusy", "SyncdError", "SyncdProtocolError", "SyncdRequestError", "SyncdUnreachable",

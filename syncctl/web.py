@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from syncd import __version__
-from syncd.protocol import Days, ErrorCode, History, Verify, parse_date as parse_wire_date
+from syncd.protocol import CheckReply, Days, ErrorCode, History, Verify, parse_date as parse_wire_date
 
 from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
 
@@ -128,6 +128,14 @@ def forward(call: Callable[[], Any]) -> Response:
         return _json(502, _error("bad_reply", str(exc)))
 
 
+def forward_check(call: Callable[[], CheckReply]) -> Response:
+    """`check` for uptime monitors: the reply's body with 200 when healthy, 503 when not; errors as `forward`."""
+    response = forward(call)
+    if response.status_code == 200 and not msgspec.json.decode(response.body).get("healthy"):
+        response.status_code = 503
+    return response
+
+
 def parse_date(field: str, value: str) -> dt.date:
     """The wire's YYYY-MM-DD rule, or SyncdRequestError(bad_request) naming the field and the reason."""
     try:
@@ -211,6 +219,11 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
             start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
             return pick(request).call(Verify(start_date=start, end_date=end))
         return forward(call)
+
+    @router.get("/check", summary="Is the data fresh? 200 healthy, 503 not (same body: the daemon's check reply)",
+                responses={503: {"description": "unhealthy (the check's body), or syncd unreachable"}})
+    def check(request: Request) -> Response:
+        return forward_check(lambda: pick(request).check())
 
     @router.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")
     def cancel(request: Request, body: Annotated[CancelBody | None, Body()] = None) -> Response:

@@ -25,6 +25,7 @@ from . import store
 from .calendar import TradingCalendar
 from .controldb import ControlDb
 from .logs import Event, get_logger
+from .observer import NULL_OBSERVER, Observer
 from .protocol import Task
 from .record import RunRecord
 from .runlock import LockHolder, RunLock
@@ -45,8 +46,9 @@ class Busy(Exception):
 
 class Admission:
     def __init__(self, state: RunState, submit: Submit, db: ControlDb, calendar: TradingCalendar,
-                 zone: dt.tzinfo) -> None:
+                 zone: dt.tzinfo, observer: Observer = NULL_OBSERVER) -> None:
         self.state = state
+        self.observer = observer
         self.submit = submit
         self.db = db
         self.calendar = calendar
@@ -115,8 +117,11 @@ class Admission:
         run.trading_days = sum(map(self.calendar.is_trading_day, run.planned_days()))
         try:
             lock.end_stray_writes()
-            for run_id in store.recover_orphans(lock.conn):
+            recovered = store.recover_orphans(lock.conn)
+            for run_id in recovered:
                 self._log.warning(Event.RUN_INTERRUPTED, run_id=run_id, found_by="run_lock")
+            if recovered:
+                self.observer.runs_interrupted(store.runs_by_id(lock.conn, recovered))
             run.started_at = store.insert_run(lock.conn, run)
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None

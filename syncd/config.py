@@ -38,8 +38,11 @@ class DaemonConfig(_Section):
     socket_mode: str = "0660"
     curve_public_key: str = ""   # Z85; required for a tcp:// endpoint that is not loopback
     curve_secret_key: str = ""
+    curve_clients_dir: str = ""  # tcp + CURVE: only clients whose certificate is here get in (empty: any key)
 
     def __post_init__(self) -> None:
+        if self.curve_clients_dir and not self.curve_secret_key:
+            raise ValueError("daemon.curve_clients_dir: needs CURVE (set daemon.curve_public_key and daemon.curve_secret_key)")
         if not re.fullmatch(r"0?[0-7]{3}", self.socket_mode):
             raise ValueError(f"daemon.socket_mode: expected octal permission bits like \"0660\", got {self.socket_mode!r}")
         if not self.endpoint.startswith(("ipc://", "tcp://")):
@@ -146,6 +149,49 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsConfig(_Section):
+    listen: str = ""  # "HOST:PORT": Prometheus text format at http://HOST:PORT/metrics; empty: off
+
+    def __post_init__(self) -> None:
+        if self.listen:
+            listen_address(self.listen)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return listen_address(self.listen) if self.listen else None
+
+
+ALERT_EVENTS = ("failed", "partial", "interrupted", "late")
+
+
+class AlertConfig(_Section):
+    webhook_url: str = ""  # env SYNCD_ALERT_WEBHOOK_URL overrides (it holds a secret: keep it out of config.toml)
+    format: Literal["json", "dingtalk", "wecom", "slack"] = "json"
+    on: list[Literal["failed", "partial", "interrupted", "late"]] = msgspec.field(default_factory=lambda: list(ALERT_EVENTS))
+    late_after: str = "22:00"  # in schedule.timezone: the latest completed trading day not synced by then is late
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0    # per POST
+    retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2            # extra attempts after a failed POST
+
+    def __post_init__(self) -> None:
+        if not _HHMM.match(self.late_after):
+            raise ValueError(f"alert.late_after: expected HH:MM or HH:MM:SS (24-hour), got {self.late_after!r}")
+        if self.webhook_url and not is_webhook_url(self.webhook_url):
+            raise ValueError("alert.webhook_url: expected an http:// or https:// URL")  # never echo it: it holds a secret
+
+
+def is_webhook_url(url: str) -> bool:
+    return re.match(r"(?i)^https?://[^/\s]+", url) is not None
+
+
+def listen_address(listen: str) -> tuple[str, int]:
+    """ "HOST:PORT" (or "[v6]:PORT") as (host, port); ValueError naming metrics.listen otherwise."""
+    host, sep, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"metrics.listen: expected HOST:PORT such as \"127.0.0.1:9464\", got {listen!r}")
+    return host, int(port)
+
+
 class Config(_Section):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
@@ -153,6 +199,8 @@ class Config(_Section):
     schedule: ScheduleConfig = msgspec.field(default_factory=ScheduleConfig)
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    alert: AlertConfig = msgspec.field(default_factory=AlertConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -187,7 +235,7 @@ def _readable(detail: str) -> str:
     """msgspec says `$.schedule.daily_at`; operators know the key as schedule.daily_at."""
     text = re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(top level)'}`", detail)
     key = re.search(r"Invalid enum value .* - at `\$\.([^`]*)`", detail)
-    if key and (choices := _literal_choices(key.group(1))):
+    if key and (choices := _literal_choices(re.sub(r"\[\d+\]", "", key.group(1)))):
         text += f"; expected one of: {', '.join(map(str, choices))}"
     return text
 
@@ -198,6 +246,8 @@ def _literal_choices(path: str) -> tuple[object, ...] | None:
         if not isinstance(info, msgspec.inspect.StructType):
             return None
         info = next((f.type for f in info.fields if f.name == name), None)  # type: ignore[assignment]
+        if isinstance(info, msgspec.inspect.ListType):  # a list of choices (alert.on): the item's
+            info = info.item_type
     return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else None
 
 
@@ -209,6 +259,7 @@ def resolve(config: Config, base: Path, env: Mapping[str, str]) -> Config:
         daemon,
         endpoint=resolve_endpoint(endpoint, base, "SYNCD_ENDPOINT" if env.get("SYNCD_ENDPOINT") else "daemon.endpoint"),
         state_dir=str((base / daemon.state_dir).resolve()),
+        curve_clients_dir=str((base / daemon.curve_clients_dir).resolve()) if daemon.curve_clients_dir else "",
     )
     database = config.database
     if env.get("SYNCD_DSN"):
@@ -217,7 +268,12 @@ def resolve(config: Config, base: Path, env: Mapping[str, str]) -> Config:
         database = msgspec.structs.replace(database, lock_dsn=env["SYNCD_LOCK_DSN"])
     source = config.source
     source = msgspec.structs.replace(source, csv=msgspec.structs.replace(source.csv, path=str((base / source.csv.path).resolve())))
-    return msgspec.structs.replace(config, daemon=daemon, database=database, source=source)
+    alert = config.alert
+    if env.get("SYNCD_ALERT_WEBHOOK_URL"):
+        if not is_webhook_url(env["SYNCD_ALERT_WEBHOOK_URL"]):
+            raise ConfigError("SYNCD_ALERT_WEBHOOK_URL: expected an http:// or https:// URL")
+        alert = msgspec.structs.replace(alert, webhook_url=env["SYNCD_ALERT_WEBHOOK_URL"])
+    return msgspec.structs.replace(config, daemon=daemon, database=database, source=source, alert=alert)
 
 
 def resolve_endpoint(endpoint: str, base: Path, key: str = "daemon.endpoint") -> str:

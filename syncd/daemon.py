@@ -1,10 +1,12 @@
 """The syncd process: start-up, the single-threaded control loop, and shutdown.
 
 This module wires the parts together and owns their lifetimes: the instance lock, the
-database (embedded or external) and its migrations and crash recovery, the REP socket, the
-worker thread, the schedule, signals and sd_notify. The loop serves one request at a time;
-its poll timeout comes from the scheduler's idle time and the watchdog interval, so an idle
-daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the work.
+database (embedded or external) and its migrations and crash recovery, the REP socket (and,
+with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
+schedule, telemetry (metrics, alerts, the health monitor), signals and sd_notify. The loop
+serves one request at a time; its poll timeout comes from the scheduler's idle time and the
+watchdog interval, so an idle daemon sleeps. Signal handlers only write to a wake-up socket;
+the loop does the work (SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from .runstate import RunState
 from .scheduling import DailySchedule
 from .sessioncheck import check_lock_session
 from .security import apply_server_curve, check_endpoint
+from .clientauth import ClientAuthenticator
+from .telemetry import Telemetry
 from .sources import load_source
 from .sources.base import confirms_trading_day
 from .runlock import recover_orphans
@@ -67,6 +71,9 @@ class Daemon:
         self.notifier = Notifier.from_env(self.env)
         self._wake_r, self._wake_w = socket.socketpair()
         self._signalled: list[int] = []
+        self._hangup = False  # SIGHUP: reload the client certificates
+        self.telemetry = Telemetry(config)
+        self.client_auth: ClientAuthenticator | None = None
 
     # --- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -76,8 +83,10 @@ class Daemon:
         self._acquire_instance()
         try:
             self._claim_socket_path()  # before the database: a refused start touches nothing
+            self.telemetry.bind()      # so is a metrics port in use
             return self._run_locked()
         finally:
+            self.telemetry.close()
             if self.socket_lock is not None:
                 self.socket_lock.release()
             self.instance.release()
@@ -85,31 +94,43 @@ class Daemon:
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
         self._check_lock_dsn()
+        self.telemetry.attach_source(source)
         dsn = self._database_dsn()
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = pooling.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
-            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn)
-            worker = Worker(syncer.run, state, self._wake, on_idle=syncer.housekeeping, idle_every_s=ORPHAN_SWEEP_S)
+            observer = self.telemetry
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer)
+            worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
+                            idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
-            admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone))
+            admission = Admission(state, worker.submit, db, calendar, zoneinfo.ZoneInfo(self.config.schedule.timezone),
+                                  observer=observer)
             sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.kind,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
-            ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external")
+            ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external",
+                      observer=observer)
+            self.telemetry.start(dsn, state, calendar)
             with zmq.Context() as context:
-                rep = self._bind(context)
-                worker.start()
-                self._install_signals()
-                self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
-                              source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
-                self.notifier.ready()
-                self.notifier.status("idle")
-                sched.catch_up()
-                self._loop(rep, ops, sched, state)
-                self._shutdown(rep, ops, state, worker, syncer)
+                try:
+                    self._authenticate_clients(context)
+                    rep = self._bind(context)
+                    worker.start()
+                    self._install_signals()
+                    self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
+                                  source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
+                    self.notifier.ready()
+                    self.notifier.status("idle")
+                    sched.catch_up()
+                    self._loop(rep, ops, sched, state)
+                    self._shutdown(rep, ops, state, worker, syncer)
+                finally:
+                    if self.client_auth is not None:  # its sockets must close before the context ends
+                        self.client_auth.stop()
         finally:
+            self.telemetry.close()  # the monitor's connection goes before the database does
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
@@ -165,7 +186,8 @@ class Daemon:
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
-            if recover_orphans(lock_dsn, timeout_s, found_by="start-up") is None:
+            if recover_orphans(lock_dsn, timeout_s, found_by="start-up",
+                               on_interrupted=self.telemetry.runs_interrupted) is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
             calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
@@ -175,6 +197,19 @@ class Daemon:
             return calendar, (runs[0] if runs else None)
         finally:
             conn.close()
+
+    def _authenticate_clients(self, context: zmq.Context[Any]) -> None:
+        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (clientauth.py)."""
+        daemon = self.config.daemon
+        if not daemon.curve_secret_key:
+            return
+        if not daemon.curve_clients_dir:
+            self.log.warning(Event.CURVE_OPEN_ACCESS, endpoint=daemon.endpoint,
+                             reason="daemon.curve_clients_dir is empty: any client that knows the server's public key "
+                                    "gets in; list the allowed clients' certificates there (docs/operations.md)")
+            return
+        self.client_auth = ClientAuthenticator(context, Path(daemon.curve_clients_dir))
+        self.client_auth.start()
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
         rep = context.socket(zmq.REP)
@@ -202,11 +237,22 @@ class Daemon:
     def _install_signals(self) -> None:
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        self._signalled.append(signum)  # the wake-up fd already woke the loop; it does the work
+        # the wake-up fd already woke the loop; it does the work
+        if signum == signal.SIGHUP:
+            self._hangup = True
+        else:
+            self._signalled.append(signum)
+
+    def _on_hangup(self) -> None:
+        self._hangup = False
+        if self.client_auth is not None:
+            self.client_auth.reload()
+        else:
+            self.log.info(Event.SIGNAL_IGNORED, signal="SIGHUP", reason="nothing to reload without daemon.curve_clients_dir")
 
     def _wake(self) -> None:
         try:
@@ -227,6 +273,8 @@ class Daemon:
             events = dict(poller.poll(self._timeout_ms(sched, watchdog)))
             if wake_fd in events:
                 self._drain_wake()
+            if self._hangup:
+                self._on_hangup()
             if rep in events:
                 self._serve_one(rep, ops)
             sched.run_pending()

@@ -21,6 +21,7 @@ import psycopg
 
 from . import store
 from .logs import Event
+from .observer import NULL_OBSERVER, Observer
 from .record import RunRecord
 from .runlock import RunLockLost
 from .runstate import RunState
@@ -43,9 +44,10 @@ class Cancelled(Exception):
 
 class DayWriter:
     def __init__(self, run: RunRecord, state: RunState, log: Any, with_db: WithDb[Any], lock_fence: Fence | None,
-                 is_trading_day: Callable[[dt.date], bool] | None = None) -> None:
+                 is_trading_day: Callable[[dt.date], bool] | None = None, observer: Observer = NULL_OBSERVER) -> None:
         self.run = run
         self.is_trading_day = is_trading_day
+        self.observer = observer  # metrics: told of each day's end
         self.state = state
         self.log = log
         self._with_db = with_db
@@ -87,7 +89,9 @@ class DayWriter:
         self.written += 1
         self.failed += int(incomplete)
         self.state.day_finished(written.fetched, failed=incomplete)
-        ms = round((time.perf_counter() - started) * 1000, 1)
+        elapsed = time.perf_counter() - started
+        self.observer.day_finished(written.status, written.fetched, elapsed)
+        ms = round(elapsed * 1000, 1)
         if incomplete:
             self.log.warning(Event.DAY_INCOMPLETE, date=day.isoformat(), rows=written.rows, expected=expected,
                              missing=len(missing), anomalies=written.anomalies, error=note, ms=ms)
@@ -113,6 +117,7 @@ class DayWriter:
     def _failed(self, day: dt.date, error: str) -> None:
         self.failed += 1
         self.state.day_finished(0, failed=True)
+        self.observer.day_finished("failed", 0, None)
         self.log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
 
     def _fence(self, conn: psycopg.Connection[Any]) -> None:

@@ -66,6 +66,19 @@ class Event(StrEnum):
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"
     SCHEDULE_NOT_TRADING_DAY = "schedule_not_trading_day"
     SCHEDULE_JOB_FAILED = "schedule_job_failed"
+    # metrics, alerts and the health monitor (telemetry.py)
+    METRICS_LISTENING = "metrics_listening"
+    ALERT_SENT = "alert_sent"
+    ALERT_FAILED = "alert_failed"
+    LATE_JUDGED = "late_judged"
+    HEALTH_READ_FAILED = "health_read_failed"
+    HEALTH_READ_RECOVERED = "health_read_recovered"
+    # who may use the control socket (clientauth.py)
+    CLIENT_REFUSED = "client_refused"
+    CURVE_OPEN_ACCESS = "curve_open_access"
+    CURVE_CLIENTS_LOADED = "curve_clients_loaded"
+    CURVE_CLIENTS_RELOAD_FAILED = "curve_clients_reload_failed"
+    SIGNAL_IGNORED = "signal_ignored"
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}

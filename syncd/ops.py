@@ -1,7 +1,7 @@
 """The ops: one decoded request in, one reply Struct out, on the control loop's thread.
 
 This module owns what each op means (`ping`, `start`, `status`, `cancel`, `history`, `days`,
-`verify`)
+`verify`, `check`)
 and turns every failure into a reply with `status` and `code`: a RequestError becomes its
 ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
 sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
@@ -23,20 +23,26 @@ from .admission import Admission, Busy
 from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from .config import Config
 from .controldb import ControlDb
+from .health import SCHEDULED_TASK_TYPES, HealthJudge, parse_clock
 from .logs import Event, get_logger
+from .observer import NULL_OBSERVER, Observer
 from .protocol import (
-    AnyRequest, BusyReply, Cancel, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorCode, ErrorReply, History,
+    AnyRequest, BusyReply, Cancel, Check, CheckReply, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorCode, ErrorReply, History,
     HistoryReply, Ok, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply, Task,
-    VerifiedDay, Verify, VerifyReply, check_range, decode_request,
+    VerifiedDay, Verify, VerifyReply, check_range, decode_request, op_name,
 )
 from .record import RunRecord
 from .runlock import recover_orphans
 from .runstate import RunState
 
 
+INVALID_OP = "invalid"  # the op label of a request that could not be decoded
+
+
 class Ops:
     def __init__(self, config: Config, state: RunState, admission: Admission, db: ControlDb,
-                 calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str) -> None:
+                 calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str,
+                 observer: Observer = NULL_OBSERVER) -> None:
         self.config = config
         self.state = state
         self.admission = admission
@@ -45,18 +51,30 @@ class Ops:
         self.schedule_jobs = schedule_jobs
         self.database_kind = database_kind
         self.zone = admission.zone
+        self.observer = observer
+        self.health = HealthJudge(calendar, self.zone, parse_clock(config.alert.late_after))
         self.started = time.monotonic()
         self._log = get_logger()
 
     def handle(self, frame: bytes) -> Ok | BusyReply | ErrorReply:
+        started = time.perf_counter()
+        op, reply = self._answer(frame)
+        self.observer.request_served(op, reply.status, time.perf_counter() - started)
+        return reply
+
+    def _answer(self, frame: bytes) -> tuple[str, Ok | BusyReply | ErrorReply]:
+        """The op's name (INVALID_OP when undecodable) and its reply."""
+        op = INVALID_OP
         try:
-            return self.dispatch(decode_request(frame))
+            request = decode_request(frame)
+            op = op_name(type(request))
+            return op, self.dispatch(request)
         except RequestError as exc:
             self._log.info(Event.REQUEST_REFUSED, code=exc.code, message=exc.message)
-            return exc.reply()
+            return op, exc.reply()
         except Exception as exc:  # never a traceback on the wire: one log event here, a code there
             self._log.exception(Event.REQUEST_FAILED, error=str(exc))
-            return ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
+            return op, ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
 
     def dispatch(self, request: AnyRequest) -> Ok | BusyReply:
         match request:
@@ -74,6 +92,8 @@ class Ops:
                 return DaysReply(days=self.days(request.start_date, request.end_date))
             case Verify():
                 return VerifyReply(days=self.verify(request.start_date, request.end_date))
+            case Check():
+                return self.check()
         raise RequestError(ErrorCode.BAD_REQUEST, f"unsupported request {type(request).__name__}")
 
     def uptime(self) -> float:
@@ -149,6 +169,23 @@ class Ops:
                 recorded.error = None
         return recorded
 
+    def check(self) -> CheckReply:
+        """Judge freshness now (health.py); a database that cannot be read is itself the unhealthy reason."""
+        completed = self.health.latest_completed(dt.datetime.now(self.zone))
+        try:
+            status = self.db.call(lambda c: store.day_status(c, completed.day)) if completed.day else None
+            last = self.db.call(lambda c: store.last_scheduled_run(c, SCHEDULED_TASK_TYPES))
+        except RequestError as exc:
+            if exc.code != ErrorCode.DATABASE_UNAVAILABLE:
+                raise
+            return CheckReply(healthy=False, reason=exc.message, day_status=None, last_scheduled_run=None,
+                              latest_completed_trading_day=completed.day.isoformat() if completed.day else None)
+        verdict = self.health.judge(completed, status, last)
+        return CheckReply(healthy=verdict.healthy, reason=verdict.reason, day_status=verdict.day_status,
+                          latest_completed_trading_day=completed.day.isoformat() if completed.day else None,
+                          last_scheduled_run=last.run(self.zone) if last else None)
+
+
     def _task(self, run: RunRecord) -> Task:
         """The in-flight view of `run`, with live progress while it is the current run."""
         snapshot = self.state.snapshot()
@@ -163,7 +200,8 @@ class Ops:
     def _recover_orphans(self) -> bool:
         """A `running` row that is not ours, seen while the run lock is free, is an orphan: mark it. True if any."""
         try:
-            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history"))
+            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history",
+                                        on_interrupted=self.observer.runs_interrupted))
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None
 

@@ -170,6 +170,16 @@ class VerifyReply(Ok, kw_only=True):
     days: list[VerifiedDay]
 
 
+class CheckReply(Ok, kw_only=True):
+    """`check`: is the data fresh? (the daemon judges: docs/operations.md, "Health check")."""
+
+    healthy: bool
+    reason: str
+    latest_completed_trading_day: str | None  # YYYY-MM-DD; null when no calendar confirms one
+    day_status: str | None                    # that day's status (pending when never synced)
+    last_scheduled_run: Run | None            # the newest scheduler_daily / scheduler_missing run
+
+
 class BusyReply(msgspec.Struct, kw_only=True):
     status: Literal["rejected"] = "rejected"
     code: Literal[ErrorCode.BUSY] = ErrorCode.BUSY
@@ -231,8 +241,12 @@ class Verify(RangeRequest, tag="verify"):
     reply = VerifyReply
 
 
+class Check(Request, tag="check"):
+    reply = CheckReply
+
+
 # The one list of ops: everything else (the decoder, OPS, REPLY_TYPES, error hints) derives from it.
-AnyRequest = Ping | Start | Status | Cancel | History | Days | Verify
+AnyRequest = Ping | Start | Status | Cancel | History | Days | Verify | Check
 REQUEST_TYPES: tuple[type[Request], ...] = get_args(AnyRequest)
 
 

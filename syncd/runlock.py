@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import psycopg
 
 from . import store
 from .logs import Event, get_logger
+from .record import RunRecord
 
 
 class RunLockLost(Exception):
@@ -119,17 +121,22 @@ class RunLock:
             conn.close()
 
 
-def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str) -> list[str] | None:
+def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str,
+                    on_interrupted: Callable[[Sequence[RunRecord]], None] | None = None) -> list[str] | None:
     """If the run lock is free no run is alive anywhere, so runs left `running` are orphans: mark them
-    interrupted (logged `run_interrupted`) and return their ids. None while a live run holds the lock."""
+    interrupted (logged `run_interrupted`, and handed to `on_interrupted` as recorded) and return their ids.
+    None while a live run holds the lock."""
     lock = RunLock.try_take(dsn, connect_timeout_s)
     if lock is None:
         return None
     try:
         lock.end_stray_writes()
         recovered = store.recover_orphans(lock.conn)
+        interrupted = store.runs_by_id(lock.conn, recovered) if recovered and on_interrupted else []
     finally:
         lock.release()
+    if interrupted and on_interrupted is not None:
+        on_interrupted(interrupted)
     for run_id in recovered:
         get_logger(run_id=run_id).warning(Event.RUN_INTERRUPTED, found_by=found_by)
     return recovered

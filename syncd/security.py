@@ -4,17 +4,21 @@ This module owns the rule that the control socket is never open to the network w
 authentication: an ipc:// endpoint is guarded by file permissions (socket_mode, the syncd
 group), a tcp:// endpoint on loopback by the host, and any other tcp:// endpoint only by
 ZeroMQ CURVE (the daemon's keypair in [daemon] curve_public_key / curve_secret_key; a client
-must know the daemon's public key). It checks endpoints and Z85 keys, sets the CURVE socket
-options on both sides, and generates keys (`python -m syncd.security keygen`). It must not
-bind, connect or log; the daemon and the client own their sockets.
+must know the daemon's public key; with `daemon.curve_clients_dir` only the clients whose
+certificates are listed there, see clientauth.py). It checks endpoints and Z85 keys, sets the
+CURVE socket options on both sides, reads client certificates, and generates keys and
+certificates (`python -m syncd.security keygen [--client NAME]`). It must not bind, connect
+or log; the daemon and the client own their sockets.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import zmq
 
@@ -22,7 +26,7 @@ from syncd.config import ConfigError
 
 Z85_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 Z85_KEY_LENGTH = 40  # a 32-byte CURVE key in Z85
-README_CURVE = 'README, section "Remote access with CURVE"'
+README_CURVE = 'docs/operations.md, section "Remote access with CURVE"'
 _LOOPBACK_NAMES = frozenset({"localhost"})
 _Z85_VALUES = {char: value for value, char in enumerate(Z85_ALPHABET)}
 
@@ -137,15 +141,81 @@ def keygen_toml() -> str:
     )
 
 
+def load_client_certificate(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(public, secret) Z85 keys of a client's secret certificate (`NAME.key_secret`); ValueError naming the file."""
+    from zmq.auth import load_certificate
+
+    try:
+        public, secret = load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"client key file {path}: cannot read a certificate ({exc})") from None
+    if secret is None:
+        raise ValueError(f"client key file {path}: has no secret-key; use the NAME.key_secret file "
+                         "(NAME.key, the public half, goes into the daemon's curve_clients_dir)")
+    public_text, secret_text = public.decode("ascii", errors="replace"), secret.decode("ascii", errors="replace")
+    for what, key in (("public-key", public_text), ("secret-key", secret_text)):
+        if problem := key_problem(key):
+            raise ValueError(f"client key file {path}: its {what} is not a CURVE key ({problem})")
+    if zmq.curve_public(secret).decode("ascii") != public_text:
+        raise ValueError(f"client key file {path}: its public-key does not belong to its secret-key")
+    return public_text, secret_text
+
+
+def client_public_key(secret_key: str) -> str:
+    """The public half of a client's Z85 secret key; ValueError if it is not one."""
+    if problem := key_problem(secret_key):
+        raise ValueError(f"client secret key: {problem}")
+    return zmq.curve_public(secret_key.encode("ascii")).decode("ascii")
+
+
+def create_client_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """NAME.key (public: for the daemon's curve_clients_dir) and NAME.key_secret (0600: for the client) in
+    `directory`; FileExistsError rather than overwrite either."""
+    from zmq.auth import create_certificates
+
+    public_file, secret_file = directory / f"{name}.key", directory / f"{name}.key_secret"
+    for file in (public_file, secret_file):
+        if file.exists():
+            raise FileExistsError(f"{file} exists; choose another name or remove it first")
+    old_umask = os.umask(0o077)  # the secret file is born private
+    try:
+        create_certificates(directory, name, metadata={"name": name})
+    finally:
+        os.umask(old_umask)
+    public_file.chmod(0o644)
+    return public_file, secret_file
+
+
+def _keygen_client(name: str, directory: Path) -> int:
+    if not name or "/" in name or name.startswith("."):
+        print(f"syncd: --client: expected a plain name such as web-backend, got {name!r}", file=sys.stderr)
+        return 2
+    try:
+        public_file, secret_file = create_client_certificate(directory, name)
+    except OSError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {public_file} (public) and {secret_file} (secret, mode 0600)\n"
+          f"  daemon: copy {public_file.name} into daemon.curve_clients_dir, then `systemctl reload syncd` (SIGHUP)\n"
+          f"  client: syncctl --client-key {secret_file} ... (or SYNCD_CLIENT_KEY={secret_file}); "
+          "keep it secret: it is this client's identity")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m syncd.security", description="syncd endpoint security tools")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("keygen", help="print a new CURVE keypair as TOML lines for [daemon]")
+    keygen = commands.add_parser("keygen", help="print a new CURVE keypair for [daemon], or write a client's certificate")
+    keygen.add_argument("--client", metavar="NAME",
+                        help="write a client certificate: NAME.key (for daemon.curve_clients_dir) and NAME.key_secret")
+    keygen.add_argument("--dir", type=Path, default=Path("."), help="where --client writes its files (default: here)")
     args = parser.parse_args(argv)
     if args.command == "keygen":
         if not zmq.has("curve"):
             print(f"syncd: this libzmq {zmq.zmq_version()} was built without CURVE support", file=sys.stderr)
             return 1
+        if args.client is not None:
+            return _keygen_client(args.client, args.dir)
         sys.stdout.write(keygen_toml())
     return 0
 

@@ -529,3 +529,30 @@ def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[
             "updated_at = now() WHERE sync_days.status = 'pending' OR (sync_days.status = 'failed' AND sync_days.rows = 0)",
             [(d, run_id, reason(d)) for d in days])
 
+# --- health and metrics reads (health.py's facts; small, indexed or on small tables) -------------
+
+def day_status(conn: psycopg.Connection[Any], day: dt.date) -> str | None:
+    """The recorded status of one day (None: never planned)."""
+    row = conn.execute("SELECT status FROM sync_days WHERE date = %s", (day,)).fetchone()
+    return row[0] if row else None
+
+
+def last_scheduled_run(conn: psycopg.Connection[Any], task_types: Sequence[str]) -> RunRecord | None:
+    """The newest run of the built-in schedule (any status)."""
+    runs = _fetch_runs(conn, "SELECT * FROM sync_runs WHERE task_type = ANY(%s) ORDER BY seq DESC LIMIT 1", (list(task_types),))
+    return runs[0] if runs else None
+
+
+def latest_success_day(conn: psycopg.Connection[Any]) -> dt.date | None:
+    """The newest day recorded `success`."""
+    return conn.execute("SELECT max(date) FROM sync_days WHERE status = 'success'").fetchone()[0]
+
+
+def last_success_times(conn: psycopg.Connection[Any]) -> dict[str, dt.datetime]:
+    """task_type -> when its newest `succeeded` run finished."""
+    return dict(conn.execute("SELECT task_type, max(finished_at) FROM sync_runs WHERE status = 'succeeded' "
+                             "AND finished_at IS NOT NULL GROUP BY task_type").fetchall())
+
+
+def runs_by_id(conn: psycopg.Connection[Any], run_ids: Sequence[str]) -> list[RunRecord]:
+    return _fetch_runs(conn, "SELECT * FROM sync_runs WHERE run_id = ANY(%s) ORDER BY seq", (list(run_ids),))

@@ -32,6 +32,7 @@ from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_
 from .config import Config
 from .daywriter import DatabaseDown, DayWriter
 from .logs import Event, get_logger
+from .observer import NULL_OBSERVER, Observer
 from .record import RunRecord
 from .runlock import RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
@@ -45,7 +46,8 @@ CALENDAR_ASK_EVERY_S = 600.0
 
 class Syncer:
     def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
-                 lock_dsn: str | None = None) -> None:
+                 lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER) -> None:
+        self.observer = observer  # metrics and alerts: told of each day's end (telemetry.py)
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
@@ -63,7 +65,7 @@ class Syncer:
         error: str | None = None
         fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
         self._fence = fence
-        writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day)
+        writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day, self.observer)
         staged = False
         try:
             trading = self._begin(run, state, log)
@@ -163,7 +165,8 @@ class Syncer:
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if store.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
-            recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check")
+            recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check",
+                            on_interrupted=self.observer.runs_interrupted)
 
     def confirm_recent_days(self) -> None:
         """Ask the source's calendar about recent weekdays no calendar confirms (so the schedule knows them in time)."""

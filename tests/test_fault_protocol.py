@@ -35,16 +35,17 @@ from hypothesis import strategies as st
 
 from conftest import wait_until
 from syncctl import SyncClient, SyncdBusy
+from syncd import protocol
 from syncd.calendar import TradingCalendar
 from syncd.protocol import (
-    MAX_FRAME_BYTES, OPS, REPLY_TYPES, Cancel, Days, History, Ping, RequestError, Start, Status, decode_request, encode,
+    MAX_FRAME_BYTES, OPS, REPLY_TYPES, Days, History, RequestError, Start, decode_request, encode,
     encode_request,
 )
 
 pytestmark = pytest.mark.fault
 
 DECODER_CODES = {"bad_request", "invalid_range"}  # what a stateless decoder may say
-REQUEST_TYPES = (Ping, Start, Status, Cancel, History, Days)
+REQUEST_TYPES = protocol.REQUEST_TYPES  # every op the protocol declares (ops added later included)
 TASK_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 HYPOTHESIS: dict[str, Any] = {"deadline": None, "derandomize": True, "database": None, "print_blob": False,
                                "suppress_health_check": list(HealthCheck)}

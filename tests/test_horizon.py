@@ -37,12 +37,14 @@ def daemon_at(database: str, short_tmp: Path) -> Iterator[Callable[..., SpecialS
     """daemon_at(day, source={...}, fake_source=None) -> a started syncd whose clock reads `day`, just before 20:00 Shanghai."""
     made: list[SpecialSyncd] = []
 
-    def start(day: dt.date, source: dict[str, Any] | None = None, fake_source: dict[str, Any] | None = None) -> SpecialSyncd:
+    def start(day: dt.date, source: dict[str, Any] | None = None, fake_source: dict[str, Any] | None = None,
+              **more: dict[str, Any]) -> SpecialSyncd:
         folder = short_tmp / f"d{len(made)}"
         folder.mkdir()
         config = merge(BASE_CONFIG, {
             "database": {"dsn": database}, "source": merge({"demo": {"stocks": STOCKS}}, source or {}),
-            "schedule": {"enabled": True, "catch_up_on_start": False, "daily_at": DAILY_AT, "missing_at": "03:00"}})
+            "schedule": {"enabled": True, "catch_up_on_start": False, "daily_at": DAILY_AT, "missing_at": "03:00"},
+            **more})
         process = SpecialSyncd(folder, config, fake_source=fake_source, faketime=f"{day} {FAKE_START}")
         made.append(process)
         process.start()
@@ -97,6 +99,15 @@ def test_csv_on_new_years_day_2027_starts_no_run_and_the_day_stays_pending_with_
     assert query(database, "SELECT count(*) FROM sync_days WHERE date = %s", NEW_YEAR) == [(0,)]
     day = the_day(daemon, NEW_YEAR)
     assert day.status == "pending" and REASON in day.error
+
+
+def test_check_past_the_horizon_is_unhealthy_with_the_reason_and_names_the_last_confirmed_day(daemon_at, short_tmp):
+    write_csv(short_tmp / "data", dt.date(2026, 12, 31))
+    daemon = daemon_at(NEW_YEAR, source={"name": "csv", "csv": {"path": str(short_tmp / "data")}},
+                       alert={"late_after": "19:00"})  # so 2027-01-01 counts as completed at 20:00
+    verdict = daemon.client().check()
+    assert not verdict.healthy and "2027-01-01" in verdict.reason and "calendar" in verdict.reason
+    assert verdict.latest_completed_trading_day == "2026-12-31"  # the last day a calendar confirms
 
 
 def test_csv_past_the_horizon_syncs_the_days_that_have_files_and_fails_none(daemon_at, database, short_tmp):

@@ -47,7 +47,7 @@ def test_tcp_beyond_loopback_is_refused_without_keys(endpoint: str) -> None:
     message = str(refused.value)
     assert "daemon.endpoint" in message
     assert "curve_public_key" in message and "curve_secret_key" in message
-    assert "README" in message and "CURVE" in message
+    assert "docs/operations.md" in message and "Remote access with CURVE" in message
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5555", "tcp://192.168.1.20:5555", "tcp://*:5555"])
