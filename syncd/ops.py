@@ -96,6 +96,11 @@ class Ops:
                 return self.check()
         raise RequestError(ErrorCode.BAD_REQUEST, f"unsupported request {type(request).__name__}")
 
+    @property
+    def metrics_url(self) -> str | None:
+        listen = self.config.metrics.listen
+        return f"http://{listen}/metrics" if listen else None
+
     def uptime(self) -> float:
         return round(time.monotonic() - self.started, 3)
 
@@ -121,7 +126,7 @@ class Ops:
                            schedule=self.schedule_jobs(),
                            daemon=DaemonInfo(version=__version__, pid=os.getpid(), uptime_s=self.uptime(),
                                              endpoint=self.config.daemon.endpoint, source=self.config.source.name,
-                                             database=self.database_kind))
+                                             database=self.database_kind, metrics=self.metrics_url))
 
     def cancel(self, request: Cancel) -> CancelReply:
         current = self.state.snapshot().current

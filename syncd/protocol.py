@@ -124,6 +124,7 @@ class DaemonInfo(msgspec.Struct, kw_only=True):
     endpoint: str
     source: str
     database: str
+    metrics: str | None = None  # where Prometheus scrapes it (http://HOST:PORT/metrics), null when [metrics] is off
 
 
 # --- replies ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 import httpx
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from test_metrics import free_port
 from test_web import DEAD_ENDPOINT, serve
 
 from syncctl.web import configure, create_app, make_router
@@ -372,3 +373,20 @@ def test_without_verify_and_check_the_page_does_quietly_without(syncd_factory, p
         expect(page.locator(".mark:visible")).to_have_count(0)
         expect(page.locator("#months")).not_to_contain_text("unavailable")
     assert len(asked) == 1, asked  # asked once, then never again
+
+
+def test_with_metrics_on_the_page_shows_where_to_scrape_and_an_example(syncd_factory, page):
+    port = free_port()
+    daemon = syncd_factory({"metrics": {"listen": f"127.0.0.1:{port}"}})
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#metrics-url")).to_have_text(f"http://127.0.0.1:{port}/metrics", timeout=WAIT_MS)
+        page.click("#metrics summary")
+        expect(page.locator("#metrics-example")).to_contain_text("syncd_runs_total")
+
+
+def test_without_metrics_the_page_shows_no_scrape(syncd_factory, page):
+    with serve(create_app(syncd_factory().endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#conn")).to_have_class(re.compile(r"\bok\b"), timeout=WAIT_MS)
+        expect(page.locator("#metrics")).to_be_hidden()
