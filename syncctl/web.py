@@ -178,33 +178,32 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
     `dependencies` (e.g. `[Depends(bearer_token_auth(token))]`) guard the API routes only: the status
     page at `<prefix>/page` stays reachable so that a browser can load it and then send the token.
     """
-    router = APIRouter(tags=["sync-status"], responses=ERROR_RESPONSES)
+    router = APIRouter(tags=["sync-status"], responses=ERROR_RESPONSES)  # what is mounted: the page and the API
+    api = APIRouter(dependencies=list(dependencies))                      # every API route, guarded
 
     @router.get("/page", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> HTMLResponse:
         return HTMLResponse(status_page(request.url.path.removesuffix("/page"), request.headers.get("accept-language")))
 
-    router.dependencies = list(dependencies)  # every route added from here on is guarded; the page above is not
-
     def pick(request: Request) -> SyncClient:
         return client if client is not None else client_for(request.app)
 
-    @router.post("/sync/batch", summary="Start a sync of a date range (task_type web_batch)")
+    @api.post("/sync/batch", summary="Start a sync of a date range (task_type web_batch)")
     def sync_batch(body: BatchSync, request: Request) -> Response:
         def call() -> Any:
             start, end = parse_date("start_date", body.start_date), parse_date("end_date", body.end_date)
             return pick(request).start(start, end, task_type=WEB_TASK_TYPE, requested_by=requester(request))
         return forward(call)
 
-    @router.get("/status", summary="The current run with its progress, the last run, the schedule")
+    @api.get("/status", summary="The current run with its progress, the last run, the schedule")
     def status(request: Request) -> Response:
         return forward(lambda: pick(request).status())
 
-    @router.get("/history", summary="Recent runs, newest first")
+    @api.get("/history", summary="Recent runs, newest first")
     def history(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Response:
         return forward(lambda: pick(request).call(History(limit=limit)))
 
-    @router.get("/days", summary="Each calendar day's sync status in a range")
+    @api.get("/days", summary="Each calendar day's sync status in a range")
     def days(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
              end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
         def call() -> Any:
@@ -212,7 +211,7 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
             return pick(request).call(Days(start_date=start, end_date=end))
         return forward(call)
 
-    @router.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each)")
+    @api.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each)")
     def verify(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
                end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
         def call() -> Any:
@@ -220,15 +219,16 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
             return pick(request).call(Verify(start_date=start, end_date=end))
         return forward(call)
 
-    @router.get("/check", summary="Is the data fresh? 200 healthy, 503 not (same body: the daemon's check reply)",
+    @api.get("/check", summary="Is the data fresh? 200 healthy, 503 not (same body: the daemon's check reply)",
                 responses={503: {"description": "unhealthy (the check's body), or syncd unreachable"}})
     def check(request: Request) -> Response:
         return forward_check(lambda: pick(request).check())
 
-    @router.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")
+    @api.post("/cancel", summary="Cancel the current run (409 not_running when nothing runs)")
     def cancel(request: Request, body: Annotated[CancelBody | None, Body()] = None) -> Response:
         return forward(lambda: pick(request).cancel(body.run_id if body else None))
 
+    router.include_router(api)
     return router
 
 
