@@ -367,3 +367,24 @@ class BaostockServer(_Stoppable):
 
 def _records(rows: list[list[str]]) -> str:
     return json.dumps({"record": rows}, ensure_ascii=False).replace(" ", "")
+
+
+class FakeTime:
+    """A clock and sleep for sources' pacing (`Upstream`): sleeping advances the clock at once and is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+            self.slept.append(seconds)
+
+    def timing(self) -> dict[str, Any]:
+        return {"clock": self.clock, "sleep": self.sleep}

@@ -125,15 +125,15 @@ class AkshareSource:
     name = "akshare"
     window_days = 60  # the legacy fetch_window only: by_stock asks each stock once per range
 
-    def __init__(self, config: AkshareConfig, *, clock: Any = None, sleep: Any = None) -> None:
+    def __init__(self, config: AkshareConfig, *, now: Any = None, **timing: Any) -> None:
         require_extra("akshare")
         self._config = config
-        self._now = clock or shanghai_now
+        self._now = now or shanghai_now
         self._closing = threading.Event()
         politeness = Politeness(requests_per_second=config.requests_per_second, jitter=config.jitter,
                                 attempts=config.request_retries + 1, backoff_s=config.request_retry_backoff_s,
                                 ban_pause_s=config.ban_pause_s, ban_pause_max_s=config.ban_pause_max_s)
-        self._upstream = Upstream("akshare", politeness, on_pause=self._paused, **({"sleep": sleep} if sleep else {}))
+        self._upstream = Upstream("akshare", politeness, on_pause=self._paused, **timing)
         options = {"relay": config.relay, "request_timeout_s": config.request_timeout_s}
         self._processes = [LibraryProcess("syncd.sources.akshare_calls", options, label=f"akshare[{i}]")
                            for i in range(config.concurrency)]

@@ -109,7 +109,7 @@ class BaostockSource:
     name = "baostock"
     window_days = 1  # the legacy fetch_window only
 
-    def __init__(self, config: BaostockConfig, *, sleep: Any = None, market_daily: bool | None = None) -> None:
+    def __init__(self, config: BaostockConfig, *, market_daily: bool | None = None, **timing: Any) -> None:
         require_extra("baostock")
         self._config = config
         self.market_daily = config.market_daily and (has_market_daily() if market_daily is None else market_daily)
@@ -118,7 +118,7 @@ class BaostockSource:
         self._log = get_logger(source=self.name)
         politeness = Politeness(requests_per_second=config.requests_per_second, jitter=config.jitter,
                                 attempts=config.request_retries + 1, backoff_s=config.request_retry_backoff_s)
-        self._upstream = Upstream("baostock", politeness, on_pause=self._paused, **({"sleep": sleep} if sleep else {}))
+        self._upstream = Upstream("baostock", politeness, on_pause=self._paused, **timing)
         self._process = LibraryProcess("syncd.sources.baostock_calls",
                                        {"request_timeout_s": config.request_timeout_s, "server": config.server},
                                        label="baostock")

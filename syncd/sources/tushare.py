@@ -93,7 +93,7 @@ class TushareSource:
     name = "tushare"
     window_days = 1  # the legacy fetch_window only
 
-    def __init__(self, config: TushareConfig, *, environ: dict[str, str] | None = None, sleep: Any = None) -> None:
+    def __init__(self, config: TushareConfig, *, environ: dict[str, str] | None = None, **timing: Any) -> None:
         require_extra("requests", "tushare")
         self._token = config.token or (os.environ if environ is None else environ).get(TOKEN_ENV, "")
         if not self._token:
@@ -103,7 +103,7 @@ class TushareSource:
         self._log = get_logger(source=self.name)
         politeness = Politeness(requests_per_second=config.requests_per_minute / 60.0, jitter=0.2,
                                 attempts=config.request_retries + 1, backoff_s=config.request_retry_backoff_s)
-        self._upstream = Upstream("tushare", politeness, on_pause=self._paused, **({"sleep": sleep} if sleep else {}))
+        self._upstream = Upstream("tushare", politeness, on_pause=self._paused, **timing)
         self._process = LibraryProcess("syncd.sources.tushare_calls",
                                        {"url": config.url or DEFAULT_URL, "request_timeout_s": config.request_timeout_s},
                                        label="tushare")
