@@ -143,7 +143,10 @@ class HttpUpstream(_Stoppable):
             reply = self.route(request)
         except Exception as exc:  # a broken route answers 500, visibly
             reply = Reply({"error": repr(exc)}, status=500)
-        self._send(handler, reply.status, reply.payload(), reply.content_type)
+        try:
+            self._send(handler, reply.status, reply.payload(), reply.content_type)
+        except OSError:  # the client gave up (a killed library process): nothing to answer
+            handler.close_connection = True
 
     def _misbehave(self, handler: BaseHTTPRequestHandler, mode: str) -> bool:
         conn = handler.connection
