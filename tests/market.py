@@ -242,8 +242,8 @@ def szse_xlsx(market: Market, delisted: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-def bse_list(market: Market) -> str:
-    """BSE's nqxxCnzq.do answer: JSONP around one page whose records akshare reads by position (48 fields)."""
+def bse_list(market: Market, page: int = 0, size: int = 20) -> str:
+    """BSE's nqxxCnzq.do answer: JSONP around one page (20 a page) whose records akshare reads by position (48 fields)."""
     content = []
     for s in market.stocks:
         if s.exchange != "bj":
@@ -252,7 +252,9 @@ def bse_list(market: Market) -> str:
         record.update({"k00": f"{s.listed:%Y%m%d}", "k11": s.float_shares, "k17": "软件", "k22": "20240101",
                        "k29": "上海", "k35": "券商", "k36": s.float_shares, "k38": s.code, "k40": s.name})
         content.append(record)
-    return "null(" + json.dumps([{"content": content, "totalPages": 1, "totalElements": len(content)}]) + ")"
+    pages = max(1, -(-len(content) // size))
+    answer = {"content": content[page * size:(page + 1) * size], "totalPages": pages, "totalElements": len(content)}
+    return "null(" + json.dumps([answer]) + ")"
 
 
 # --- baostock's TCP protocol -----------------------------------------------------------------

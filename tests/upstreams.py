@@ -199,7 +199,8 @@ def akshare_route(market: Market, snapshot_day: dt.date | None = None,
                 return Reply(szse_xlsx(market, delisted=q["CATALOGID"] == "1793_ssgs"),
                              content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
             case ("www.bse.cn", "/nqxxController/nqxxCnzq.do"):
-                return Reply(bse_list(market), content_type="text/plain")
+                page = int(parse_qs(request.body.decode()).get("page", ["0"])[0])
+                return Reply(bse_list(market, page), content_type="text/plain")
         return Reply({"error": f"no route for {request.host}{request.path}"}, status=404)
 
     return route
