@@ -99,7 +99,7 @@ class AkshareConfig(_Section):
     request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2          # extra attempts per request
     request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0     # doubles each retry
     ban_pause_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0                # pause after HTTP 403/429/456 or an empty body
-    ban_pause_max_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0           # doubling for each ban in a row, up to this
+    ban_pause_max_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0           # doubling for each ban in a row, up to this
     give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 5                  # stocks failed in a row before the rest is not asked
     snapshot_today: bool = True   # today, after the close, on a confirmed trading day: one stock_zh_a_spot_em
     factors: bool = True          # Sina's hfq factor series, one request per stock: adj_factor and exact pre_close
@@ -113,11 +113,11 @@ class BaostockConfig(_Section):
     jitter: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.5
     window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60            # unused: each stock is asked once a run
     adjustflag: Literal["1", "2", "3"] = "3"                                # ignored unless "3" (logged): prices are stored raw
-    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0         # every socket operation, login included
-    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 90.0            # one library call, its paging included
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0         # every socket operation, login included
+    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 45.0            # one library call (login, paging included)
     request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2          # extra attempts per request
     request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0     # doubles each retry
-    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 5                   # stocks failed in a row before the rest is not asked
+    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 3                   # days (or stocks) failed in a row: the rest is not asked
     market_daily: bool = True  # baostock >= 0.9.3: query_daily_history_k_AStock, the whole market a request
     server: str = ""           # host:port of the baostock server; empty: the library's own
 
@@ -128,8 +128,8 @@ class TushareConfig(_Section):
     token: str = ""   # or $SYNCD_TUSHARE_TOKEN; never logged, never in a reply or an error
     url: str = ""     # empty: Tushare's public endpoint; set for a proxy or mirror
     requests_per_minute: Annotated[float, msgspec.Meta(gt=0)] = 120.0       # Tushare counts per minute and per dataset
-    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0          # one HTTP request
+    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 45.0            # one call, whatever happens inside
     request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 3                   # days failed in a row before the rest is not asked

@@ -139,10 +139,20 @@ def test_a_banned_stock_fails_alone_after_its_retries_and_the_source_pauses(make
     failure = answers["000004"]
     assert isinstance(failure, StockFailure) and "000004" in failure.error
     assert all(isinstance(answer, StockBars) for code, answer in answers.items() if code != "000004")
-    assert upstream.count(is_hist("000004")) == 3  # one request and two retries for this stock, nothing else again
-    assert upstream.count(is_hist()) == len(answers) + 2
+    assert upstream.count(is_hist("000004")) == 1  # a ban is not retried at once: it would only deepen it
+    assert upstream.count(is_hist()) == len(answers)
     pauses = [entry["seconds"] for entry in logs if entry["event"] == "source_paused"]
-    assert pauses == [60.0, 120.0, 240.0]  # every thread waits, longer after each ban in a row
+    assert pauses == [60.0]  # every thread waits before its next request
+    assert clock.now >= 60.0
+
+
+def test_bans_in_a_row_pause_longer_each_time_up_to_the_limit(make: Any, upstream: HttpUpstream) -> None:
+    upstream.misbehave("403", when=is_hist())
+    with capture_logs() as logs:
+        answers = stocks_of(make(time_=FakeTime(), give_up_after=6))
+    pauses = [entry["seconds"] for entry in logs if entry["event"] == "source_paused"]
+    assert pauses == [60.0, 120.0, 240.0, 300.0, 300.0, 300.0]
+    assert sum(isinstance(answer, StockFailure) and "not asked" in answer.error for answer in answers.values()) == 16 - 6
 
 
 def test_a_dropped_connection_is_retried_and_keeps_what_was_fetched(make: Any, upstream: HttpUpstream) -> None:

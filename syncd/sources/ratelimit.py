@@ -2,8 +2,8 @@
 
 Owns `RateLimiter` (at most N requests a second across all of a source's threads, with
 random jitter so requests do not arrive on a fixed beat), `Upstream` (one remote service as
-the source sees it: every request paced, retried with backoff, and after a ban-like answer
-every thread of the source pauses, longer after each ban in a row) and `Memo` (a value
+the source sees it: every request paced, retried with backoff; a ban-like answer is not retried: every thread
+of the source pauses instead, longer after each ban in a row) and `Memo` (a value
 fetched again once it is older than its age limit). It knows nothing about bars, libraries
 or the database. Everything is an instance with an injectable clock, sleep and random
 source, so tests never wait; there is no module-level mutable state.
@@ -67,7 +67,7 @@ class Politeness:
     attempts: int = 3                 # tries per request, the first included
     backoff_s: float = 1.0            # before the 2nd try; doubles each try
     ban_pause_s: float = 60.0         # the whole source pauses after a ban-like answer...
-    ban_pause_max_s: float = 600.0    # ...doubling for each ban in a row, up to this
+    ban_pause_max_s: float = 300.0    # ...doubling for each ban in a row, up to this
     rate_limit_pause_s: float = 61.0  # after a per-minute quota answer
 
 
@@ -110,11 +110,14 @@ class Upstream:
                     raise
                 self._after_failure(exc)
                 last = exc
+                if exc.kind == "banned":
+                    break  # a ban does not lift in seconds: the pause spares the next request, this one gives up
                 continue
             with self._lock:
                 self._bans_in_a_row = 0
             return value
-        raise SourceError(f"{what} failed after {max(1, self.politeness.attempts)} attempts: {last}")
+        tries = "1 attempt (banned)" if last is not None and last.kind == "banned" else f"{max(1, self.politeness.attempts)} attempts"
+        raise SourceError(f"{what} failed after {tries}: {last}")
 
     def _after_failure(self, exc: UpstreamFailure) -> None:
         pause = 0.0
