@@ -31,8 +31,8 @@ from typing import Any
 
 from ..config import AkshareConfig
 from ..logs import Event, get_logger
-from .base import (SHANGHAI, DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockInfo,
-                   require_extra, shanghai_now)
+from .base import (SHANGHAI, DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure,
+                   StockInfo, require_extra, shanghai_now)
 from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
 from .ratelimit import Memo, Politeness, Upstream
 from .stockplan import (FactorSeries, Listing, ask_each, count_listed, derived_pre_close, exchange_of, shares)

@@ -119,7 +119,6 @@ class TushareSource:
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         stop = self._stopper(should_stop)
-        self._refused = {}
         failed_in_a_row, last_error = 0, ""
         for day in days:
             if stop():
@@ -159,6 +158,7 @@ class TushareSource:
     def stock_list(self) -> list[StockInfo]:
         """Listed stocks (stock_basic, list_status L), asked afresh (one run, one fresh list)."""
         self._listings.forget()
+        self._refused = {}  # a new run asks the optional datasets again
         return [item.info() for item in self._all_listings(self._closing.is_set) if item.delisted is None]
 
     def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, Any]]:
