@@ -2,7 +2,7 @@
 
 Owns the fetch plan and the mapping of akshare's answers onto rows in the contract's units.
 akshare itself runs only in child processes (isolation.py, akshare_calls.py): every call has
-a deadline and a killed call costs a process, never the worker.
+a deadline and a killed call costs a process, never the worker; the processes end with each fetch.
 
 - by_stock (any range, the default): each stock once per run for the whole range:
   `stock_zh_a_hist` (raw prices; 成交量 in lots) plus Sina's hfq factor series
@@ -150,19 +150,22 @@ class AkshareSource:
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         stop = self._stopper(should_stop)
-        for day in days:
-            if stop():
-                return
-            refusal = self._snapshot_refusal([day])
-            if refusal is not None:
-                yield day, DayFailure(refusal)
-                continue
-            try:
-                yield day, self._snapshot(day, stop)
-            except CallCancelled:
-                return
-            except SourceError as exc:
-                yield day, DayFailure(str(exc))
+        try:
+            for day in days:
+                if stop():
+                    return
+                refusal = self._snapshot_refusal([day])
+                if refusal is not None:
+                    yield day, DayFailure(refusal)
+                    continue
+                try:
+                    yield day, self._snapshot(day, stop)
+                except CallCancelled:
+                    return
+                except SourceError as exc:
+                    yield day, DayFailure(str(exc))
+        finally:
+            self._end_processes()
 
     def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
                      codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
@@ -184,6 +187,7 @@ class AkshareSource:
         finally:
             if no_factors:  # once per fetch: adj_factor and pre_close stay NULL for these stocks' rows
                 self._log.warning(Event.SOURCE_FACTORS_UNAVAILABLE, stocks=len(no_factors), first=no_factors[0])
+            self._end_processes()
 
     def listed_on(self, day: dt.date) -> int | None:
         return count_listed(self._all_listings(self._closing.is_set), day)
@@ -207,6 +211,10 @@ class AkshareSource:
 
     def close(self) -> None:
         self._closing.set()
+        self._end_processes()
+
+    def _end_processes(self) -> None:
+        """After a fetch: no idle library process (memory, a session) waits for the next run."""
         for process in self._processes:
             process.close()
 
@@ -228,10 +236,8 @@ class AkshareSource:
                 steps = self._call(process, "hfq_factors", sina_symbol(code), what=f"hfq factors of {code}", stop=stop)
                 factors = FactorSeries([(day, value) for raw_day, raw in steps
                                         if (day := day_of(raw_day)) and (value := number(raw))], listed)
-            except UpstreamFailure as exc:
-                if exc.kind in ("rejected", "unavailable"):
-                    raise
-                no_factors.append(f"{code}: {exc}")
+            except UpstreamFailure:  # rejected or unavailable: retrying cannot help, nor can this run
+                raise
             except SourceError as exc:  # the bars stay usable; this stock's adj_factor and pre_close are NULL
                 no_factors.append(f"{code}: {exc}")
         return StockBars(code, hist_bars(code, rows, factors, first, last))

@@ -134,8 +134,12 @@ class LibraryProcess:
             child_end.close()
         self._conn = Connection(parent_end.detach())
         self.starts += 1
-        self._exchange(("setup", self.module, self.options), self.start_deadline_s,
-                       f"{self.label}: starting the library process", should_stop)
+        try:
+            self._exchange(("setup", self.module, self.options), self.start_deadline_s,
+                           f"{self.label}: starting the library process", should_stop)
+        except BaseException:
+            self.discard()  # a child that could not set its library up serves no call
+            raise
 
     def _exchange(self, message: tuple[Any, ...], deadline_s: float, what: str,
                   should_stop: Callable[[], bool] | None) -> Any:

@@ -120,6 +120,8 @@ class _Loop(Generic[W]):
             return StockFailure(code, str(exc))
         except SourceError as exc:
             return StockFailure(code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the loop boundary: an answer we could not map is this stock's failure
+            return StockFailure(code, f"{type(exc).__name__}: {exc}")
 
 
 def ask_each(codes: Sequence[str], workers: Sequence[W], ask: Callable[[W, str, ShouldStop], StockBars],

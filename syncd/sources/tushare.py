@@ -120,22 +120,26 @@ class TushareSource:
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         stop = self._stopper(should_stop)
         failed_in_a_row, last_error = 0, ""
-        for day in days:
-            if stop():
-                return
-            if failed_in_a_row >= self._config.give_up_after:
-                yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
-                continue
-            try:
-                result = self._day(day, stop)
-            except CallCancelled:
-                return
-            except SourceRejected:
-                raise
-            except SourceError as exc:
-                result = DayFailure(str(exc))
-            failed_in_a_row, last_error = (failed_in_a_row + 1, result.error) if isinstance(result, DayFailure) else (0, "")
-            yield day, result
+        try:
+            for day in days:
+                if stop():
+                    return
+                if failed_in_a_row >= self._config.give_up_after:
+                    yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
+                    continue
+                try:
+                    result = self._day(day, stop)
+                except CallCancelled:
+                    return
+                except SourceRejected:
+                    raise
+                except SourceError as exc:
+                    result = DayFailure(str(exc))
+                failed_in_a_row, last_error = ((failed_in_a_row + 1, result.error) if isinstance(result, DayFailure)
+                                               else (0, ""))
+                yield day, result
+        finally:
+            self._process.close()  # no idle process waits for the next run
 
     def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
                      codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
