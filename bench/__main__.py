@@ -17,8 +17,10 @@ from . import control, fetchplan, idle, load, metrics, scale
 from .harness import Postgres, machine_info
 
 BENCHES = ("load", "control", "metrics", "scale", "idle", "fetchplan")
-FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0}
-QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0}
+FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0,
+        "fetch_stocks": 5300, "fetch_long_stocks": 300}
+QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0,
+         "fetch_stocks": 300, "fetch_long_stocks": 100}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help=f"control, metrics: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
     parser.add_argument("--years", type=int, help=f"scale: years backfilled from 2015 (default {FULL['years']}, quick {QUICK['years']})")
     parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
+    parser.add_argument("--fetch-stocks", type=int, help=f"fetchplan: stocks for a day and a year (default {FULL['fetch_stocks']}, quick {QUICK['fetch_stocks']})")
+    parser.add_argument("--fetch-long-stocks", type=int, help=f"fetchplan: stocks for 20 years (default {FULL['fetch_long_stocks']}, quick {QUICK['fetch_long_stocks']})")
     parser.add_argument("--json-out", metavar="FILE", help="also write the final JSON object to FILE")
     args = parser.parse_args(argv)
     sizes = {**(QUICK if args.quick else FULL), **{k: v for k, v in vars(args).items() if k in FULL and v is not None}}
@@ -69,7 +73,7 @@ def _run(name: str, pg: Postgres, sizes: dict[str, Any]) -> dict[str, Any]:
         case "idle":
             return idle.run(pg, sizes["idle_seconds"])
         case "fetchplan":
-            return fetchplan.run()
+            return fetchplan.run(sizes["fetch_stocks"], sizes["fetch_long_stocks"])
     raise ValueError(name)
 
 

@@ -1,232 +1,194 @@
-"""Benchmark 5, upstream requests per synced day: each source's fetch plan against one request per stock per day.
+"""Benchmark 5, upstream requests: every source's real fetch plan against local servers, each request counted.
 
-For a 20-trading-day range of 5,300 stocks, each source's `requests_for(days)` gives the
-requests its plan makes. akshare and baostock run against in-memory stand-ins of their
-libraries (passed through the sources' `library=` argument: nothing leaves the machine,
-and neither library needs to be installed), and their `fetch_window` is then really run
-over the range with every library call counted, so the plan is checked against what the
-code does. The naive plan is one request per stock per day (106,000 here).
+For a daily sync (one trading day), a one-year and a twenty-year backfill of a 5,300-stock
+market, each remote source runs the way a sync drives it (its calendar and a fresh stock
+list first, then `plan` and `fetch_days` or `fetch_stocks`, then `listed_on` for every day)
+through its real library, against tests/upstreams.py's loopback servers, which count what
+they are asked: HTTP requests for akshare (every page of a paged call, through its relay)
+and Tushare; socket messages for baostock (login and logout included). Nothing is modelled:
+the numbers are what arrived. demo and csv ask nothing upstream (one generated day or one
+file per day). The market is tests/market.py's shapes over a lazily computed market, so a
+twenty-year answer is generated per request, never held whole.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-import threading
-from collections import Counter
-from pathlib import Path
+import math
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd.config import AkshareConfig, BaostockConfig, CsvConfig, DemoConfig
+from syncd.config import AkshareConfig, BaostockConfig, TushareConfig
+from syncd.sources.base import DayBatch, StockBars
 
-from .harness import STOCKS, emit, note, print_table, trading_days
+from .harness import REPO, emit, note, print_table, trading_days
 
-FIRST_DAY = dt.date(2024, 3, 1)
-DAYS = 20
-EVENING = dt.datetime(2024, 6, 3, 20, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # every day of the range has closed
+sys.path.insert(0, str(REPO / "tests"))
+from market import Bar, Market, Stock  # noqa: E402  (the tests' market shapes and servers)
+from upstreams import BaostockServer, HttpUpstream, akshare_route, tushare_route  # noqa: E402
 
-
-def market_codes(count: int = STOCKS) -> list[str]:
-    """`count` plausible A-share codes (Shanghai 60/68, Shenzhen 00/30), plain six digits."""
-    codes = ([f"{600000 + i}" for i in range(1700)] + [f"{688000 + i}" for i in range(600)]
-             + [f"{1 + i:06d}" for i in range(1500)] + [f"{300001 + i}" for i in range(1500)])
-    return codes[:count]
-
-
-class Calls:
-    """Counts library calls by name, from any thread."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            self.counts[name] += 1
-
-    def total(self, *excluded: str) -> int:
-        return sum(n for name, n in self.counts.items() if name not in excluded)
+LAST_DAY = dt.date(2024, 12, 31)
+EVENING = dt.datetime(2024, 12, 31, 20, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+BOARDS = ((600000, 1700), (603000, 700), (688000, 580), (1, 600), (2001, 900), (300001, 1100), (301001, 200),
+          (830001, 120), (920001, 100))  # first code and count per board, scaled to the market's size
+SCENARIOS = (("daily sync", 0), ("1-year backfill", 1), ("20-year backfill", 20))
 
 
-class Frame:
-    """The little of a pandas DataFrame the akshare source reads: columns, [name].tolist(), len()."""
+class LazyBars(Mapping[str, list[Bar]]):
+    def __init__(self, market: "LazyMarket") -> None:
+        self.market = market
 
-    def __init__(self, columns: dict[str, list[Any]]) -> None:
-        self._data = columns
-        self.columns = list(columns)
+    def __getitem__(self, code: str) -> list[Bar]:
+        return [bar for day in self.market.days if (bar := self.market.bar(code, day)) is not None]
 
-    def __getitem__(self, name: str) -> Any:
-        values = self._data[name]
-        return type("Column", (), {"tolist": lambda self: list(values)})()
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.market.codes)
 
     def __len__(self) -> int:
-        return len(next(iter(self._data.values()), []))
+        return len(self.market.codes)
 
 
-class FakeAkshare:
-    def __init__(self, codes: list[str], open_days: list[dt.date]) -> None:
-        self.codes, self.open_days, self.calls = codes, open_days, Calls()
+class LazyMarket(Market):
+    """tests/market.py's Market with every bar computed on demand from (code, day)."""
 
-    def stock_info_a_code_name(self) -> Frame:
-        self.calls.add("stock_info_a_code_name")
-        return Frame({"code": list(self.codes), "name": [f"S{c}" for c in self.codes]})
+    def __init__(self, stocks: int, days: list[dt.date]) -> None:
+        self.days = days
+        self.stocks = market_stocks(stocks)
+        self.codes = [stock.code for stock in self.stocks]
+        self._by_code = {stock.code: stock for stock in self.stocks}
+        self._index = {day: i for i, day in enumerate(days)}
+        self.bars = LazyBars(self)  # type: ignore[assignment]
 
-    def stock_zh_a_hist(self, symbol: str, period: str, start_date: str, end_date: str, adjust: str, timeout: float) -> Frame:
-        self.calls.add("stock_zh_a_hist")
-        first, last = dt.datetime.strptime(start_date, "%Y%m%d").date(), dt.datetime.strptime(end_date, "%Y%m%d").date()
-        days = [d for d in self.open_days if first <= d <= last]
-        return Frame({"日期": days, "开盘": [10.0] * len(days), "最高": [10.5] * len(days), "最低": [9.5] * len(days),
-                      "收盘": [10.2] * len(days), "涨跌额": [0.2] * len(days), "成交量": [1000] * len(days),
-                      "成交额": [1.02e6] * len(days), "换手率": [0.5] * len(days), "涨跌幅": [2.0] * len(days)})
+    def stock(self, code: str) -> Stock:
+        return self._by_code[code]
 
-    def stock_zh_a_spot_em(self) -> Frame:
-        self.calls.add("stock_zh_a_spot_em")
-        raise NotImplementedError("not used for a past range")
+    def _close(self, code: str, i: int) -> float:
+        return round(5.0 + int(code) % 97 + 2.0 * math.sin(i / 17.0 + int(code) % 13), 2)
 
+    def bar(self, code: str, day: dt.date) -> Bar | None:
+        i = self._index.get(day)
+        if i is None or self._by_code[code].delisted is not None:
+            return None
+        close, pre = self._close(code, i), self._close(code, i - 1)
+        high, low = round(max(close, pre) * 1.01, 2), round(min(close, pre) * 0.99, 2)
+        volume = 100 * (1000 + (int(code) + i) % 5000)
+        return Bar(day, pre, high, low, close, pre, pre, volume, round(volume * (high + low) / 2, 2), 1.0,
+                   round((close - pre) / pre * 100, 2))
 
-class Result:
-    """A baostock ResultData: error_code, fields, next(), get_row_data()."""
+    def listed_on(self, day: dt.date, exchanges: tuple[str, ...] = ("sh", "sz", "bj")) -> list[Stock]:
+        return [stock for stock in self.stocks if stock.exchange in exchanges and stock.delisted is None]
 
-    def __init__(self, fields: list[str], rows: list[list[str]]) -> None:
-        self.error_code, self.error_msg, self.fields = "0", "success", fields
-        self._rows, self._i = rows, -1
-
-    def next(self) -> bool:
-        self._i += 1
-        return self._i < len(self._rows)
-
-    def get_row_data(self) -> list[str]:
-        return self._rows[self._i]
+    def factor(self, code: str, day: dt.date) -> float:
+        return 1.0
 
 
-class FakeBaostock:
-    K_FIELDS = ("date", "code", "open", "high", "low", "close", "preclose", "volume", "amount", "turn", "tradestatus", "pctChg")
-
-    def __init__(self, codes: list[str], open_days: list[dt.date]) -> None:
-        self.codes = [("sh." if c.startswith("6") else "sz.") + c for c in codes]
-        self.open_days, self.calls = open_days, Calls()
-
-    def login(self) -> Result:
-        self.calls.add("login")
-        return Result([], [])
-
-    def logout(self) -> Result:
-        self.calls.add("logout")
-        return Result([], [])
-
-    def query_stock_basic(self) -> Result:
-        self.calls.add("query_stock_basic")
-        return Result(["code", "code_name", "ipoDate", "outDate", "type", "status"],
-                      [[c, f"S{c}", "2000-01-01", "", "1", "1"] for c in self.codes])
-
-    def query_history_k_data_plus(self, code: str, fields: str, start_date: str, end_date: str, frequency: str,
-                                  adjustflag: str) -> Result:
-        self.calls.add("query_history_k_data_plus")
-        first, last = dt.date.fromisoformat(start_date), dt.date.fromisoformat(end_date)
-        return Result(list(self.K_FIELDS), [self._bar(d, code) for d in self.open_days if first <= d <= last])
-
-    def _bar(self, day: dt.date, code: str) -> list[str]:
-        return [day.isoformat(), code, "10", "10.5", "9.5", "10.2", "10", "100000", "1020000", "0.5", "1", "2.0"]
+def market_stocks(count: int) -> list[Stock]:
+    """`count` listed stocks over the boards, and one delisted a board of Shanghai and Shenzhen (their lists exist)."""
+    total = sum(n for _, n in BOARDS)
+    listed = [Stock(f"{first + i:06d}", f"S{first + i:06d}", dt.date(1999, 1, 4), 10.0, 100_000_000)
+              for first, n in BOARDS for i in range(max(1, round(n * count / total)))][:count]
+    delisted = [Stock(code, f"D{code}", dt.date(1999, 1, 4), 10.0, 100_000_000, delisted=dt.date(2004, 1, 5))
+                for code in ("602999", "001999")]
+    return listed + delisted
 
 
-class FakeBaostockMarketDaily(FakeBaostock):
-    def query_daily_history_k_AStock(self, date: str) -> Result:
-        self.calls.add("query_daily_history_k_AStock")
-        day = dt.date.fromisoformat(date)
-        return Result(list(self.K_FIELDS), [self._bar(day, code) for code in self.codes])
+def run(stocks: int = 5300, long_stocks: int = 300, years: tuple[int, ...] = (0, 1, 20)) -> dict[str, Any]:
+    """Count each scenario of `years` (0: a daily sync); ranges over ten years use `long_stocks` stocks.
 
-
-class NoLimit:
-    def acquire(self) -> float:
-        return 0.0
-
-
-def run() -> dict[str, Any]:
-    days = trading_days(FIRST_DAY, FIRST_DAY + dt.timedelta(days=60))[:DAYS]
-    codes = market_codes()
-    naive = len(codes) * len(days)
-    note(f"fetch plans: {len(days)} trading days {days[0]}..{days[-1]} x {len(codes)} stocks")
-    plans = [_demo(days), _csv(days)] + _akshare(days, codes) + _baostock(days, codes)
-    rows = [(name, planned, "-" if counted is None else counted, planned / len(days), naive / planned, remark)
-            for name, planned, counted, remark in plans]
-    rows.append(("naive: one request per stock per day", naive, "-", naive / len(days), 1.0, ""))
-    print_table(f"Upstream requests for {len(days)} trading days of {len(codes)} stocks",
-                ("source plan", "requests_for", "calls counted", "per day", "fewer than naive (x)", "note"), rows)
-    result: dict[str, Any] = {"days": len(days), "stocks": len(codes), "naive_requests": naive,
-                              "requests_per_day": {}, "naive_vs_plan": {}}
-    for name, planned, counted, _ in plans:
-        key = name.split(" ")[0] + ("" if "(" not in name else "_" + name.split("(")[1].rstrip(")").replace(" ", "_"))
-        result["requests_per_day"][key] = round(planned / len(days), 2)
-        result["naive_vs_plan"][key] = round(naive / planned, 1)
-        if counted is not None and counted != planned:
-            result.setdefault("plan_mismatch", {})[key] = {"requests_for": planned, "counted": counted}
-    result["plans_match_counted_calls"] = "plan_mismatch" not in result
+    A twenty-year run of every source on 5,300 stocks takes over an hour here (each answer is
+    generated and parsed for real), so the long ranges default to a smaller market:
+    `python -m bench --only fetchplan --fetch-long-stocks 5300` counts the full one.
+    """
+    calendar = trading_days(dt.date(LAST_DAY.year - max(years), 1, 1), LAST_DAY)
+    note(f"fetch plans against local servers, ranges ending {LAST_DAY}")
+    rows: list[tuple[Any, ...]] = []
+    result: dict[str, Any] = {"stocks": stocks, "long_stocks": long_stocks, "requests": {}, "requests_per_day": {}}
+    for label, span in SCENARIOS:
+        if span not in years:
+            continue
+        size = long_stocks if span > 10 else stocks
+        market = LazyMarket(size, calendar)
+        days = [LAST_DAY] if span == 0 else [d for d in calendar if d.year > LAST_DAY.year - span]
+        for source, counted, remark, seconds in _count_all(market, days):
+            rows.append((source, label, size, len(days), counted, counted / len(days), seconds, remark))
+            result["requests"][f"{source}.{span}y"] = counted
+            result["requests_per_day"][f"{source}.{span}y"] = round(counted / len(days), 3)
+    print_table("Upstream requests per source and range (counted at the local servers)",
+                ("source", "range", "stocks", "trading days", "requests", "per day", "seconds", "note"), rows)
+    result["goal_far_below_one_request_per_stock_per_day"] = all(
+        counted < (long_stocks if key.endswith("20y") else stocks) * max(1, len(calendar)) / 10
+        for key, counted in result["requests"].items())
     return emit("fetchplan", result)
 
 
-def _demo(days: list[dt.date]) -> tuple[str, int, int | None, str]:
-    from syncd.sources.demo import DemoSource
-
-    return "demo", DemoSource(DemoConfig(stocks=STOCKS)).requests_for(days), None, "synthetic, offline"
-
-
-def _csv(days: list[dt.date]) -> tuple[str, int, int | None, str]:
-    from syncd.sources.csvdir import CsvSource
-
-    with tempfile.TemporaryDirectory() as folder:
-        return "csv", CsvSource(CsvConfig(path=str(Path(folder)))).requests_for(days), None, "one file read per day"
+def _count_all(market: LazyMarket, days: list[dt.date]) -> Iterator[tuple[str, int, str, float]]:
+    yield "demo", 0, f"no upstream: {len(days)} days generated", 0.0
+    yield "csv", 0, f"no upstream: {len(days)} files read", 0.0
+    for name, count in (("akshare", _akshare), ("baostock", _baostock), ("tushare", _tushare)):
+        started = time.monotonic()
+        counted, remark = count(market, days)
+        yield name, counted, remark, round(time.monotonic() - started, 1)
 
 
-def _akshare(days: list[dt.date], codes: list[str]) -> list[tuple[str, int, int | None, str]]:
+def _drive(source: Any, days: list[dt.date]) -> str:
+    """What a sync asks of a source for `days`: calendar, fresh list, the plan's fetch, listed_on per day."""
+    source.trading_days(days[0], days[-1])
+    source.stock_list()
+    plan = source.plan(days)
+    if plan == "by_day":
+        for day, batch in source.fetch_days(days, lambda: False):
+            if not isinstance(batch, DayBatch):
+                raise RuntimeError(f"{source.name}: {day}: {batch}")
+    else:
+        for answer in source.fetch_stocks(days[0], days[-1], lambda: False):
+            if not isinstance(answer, StockBars):
+                raise RuntimeError(f"{source.name}: {answer}")
+    for day in days:
+        source.listed_on(day)
+    return plan
+
+
+def _akshare(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
+    from syncd.sources.akshare import AkshareSource
+
+    server = HttpUpstream(akshare_route(market, snapshot_day=LAST_DAY, calendar=market.days))
+    source = AkshareSource(AkshareConfig(relay=server.url, requests_per_second=10_000, jitter=0, concurrency=2),
+                           now=lambda: EVENING)
     try:
-        from syncd.sources.akshare import AkshareSource
-    except ImportError as exc:
-        return [("akshare", 0, None, f"skipped: {exc}")]
-    out: list[tuple[str, int, int | None, str]] = []
-    default = AkshareConfig().window_days
-    for window in (default, 5):
-        counted_by: list[FakeAkshare] = []
-
-        def build(window: int = window, counted_by: list[FakeAkshare] = counted_by) -> Any:
-            fake = FakeAkshare(codes, days)
-            counted_by.append(fake)
-            return AkshareSource(AkshareConfig(window_days=window), library=fake,  # type: ignore[arg-type]
-                                 clock=lambda: EVENING, sleep=lambda s: None, limiter=NoLimit())
-
-        planned = build().requests_for(days)
-        _drain(build(), days)  # a fresh source: its stock list is fetched inside the run, as requests_for counts it
-        out.append((f"akshare (window {window} days)", planned, counted_by[-1].calls.total(),
-                    "stock_zh_a_hist per stock per window + the stock list" + (" (default)" if window == default else "")))
-    return out
-
-
-def _baostock(days: list[dt.date], codes: list[str]) -> list[tuple[str, int, int | None, str]]:
-    try:
-        from syncd.sources.baostock import BaostockSource
-    except ImportError as exc:
-        return [("baostock", 0, None, f"skipped: {exc}")]
-    out: list[tuple[str, int, int | None, str]] = []
-    for label, library, remark in (("baostock (market daily)", FakeBaostockMarketDaily, "baostock >= 0.9.3, unadjusted (default)"),
-                                   ("baostock (per stock)", FakeBaostock, "older baostock or adjusted prices, window 60")):
-        def build(fake: FakeBaostock) -> Any:
-            return BaostockSource(BaostockConfig(), library=fake,  # type: ignore[arg-type]
-                                  clock=lambda: EVENING, sleep=lambda s: None, limiter=NoLimit())
-
-        planned = build(library(codes, days)).requests_for(days)
-        fake = library(codes, days)
-        source = build(fake)  # a fresh source: its stock list is fetched inside the run, as requests_for counts it
-        _drain(source, days)
+        plan = _drive(source, days)
+    finally:
         source.close()
-        counted = fake.calls.total("login", "logout")
-        out.append((label, planned, counted, remark))
-    return out
+        server.stop()
+    kinds = {"hist": lambda r: r.path.endswith("/kline/get"), "factors": lambda r: r.path.endswith("/hfq.js"),
+             "snapshot pages": lambda r: r.path.endswith("/clist/get")}
+    parts = ", ".join(f"{server.count(test)} {kind}" for kind, test in kinds.items() if server.count(test))
+    return server.count(), f"{plan}: {parts}, the rest lists and calendar"
 
 
-def _drain(source: Any, days: list[dt.date]) -> None:
-    """Run the source's fetch plan over `days` the way sync.py does: window by window."""
-    window = max(1, source.window_days)
-    for i in range(0, len(days), window):
-        for day, result in source.fetch_window(days[i:i + window], lambda: False):
-            if not isinstance(result, list) or not result:
-                raise RuntimeError(f"{source.name}: {day} gave {result!r}")
+def _baostock(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
+    from syncd.sources.baostock import BaostockSource
+
+    server = BaostockServer(market)
+    source = BaostockSource(BaostockConfig(server=server.address, requests_per_second=10_000, jitter=0))
+    try:
+        plan = _drive(source, days)
+    finally:
+        source.close()
+        server.stop()
+    return server.count(), f"{plan}: {server.count(lambda a: a.kind == '98')} whole-market, {server.logins} logins"
+
+
+def _tushare(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
+    from syncd.sources.tushare import TushareSource
+
+    server = HttpUpstream(tushare_route(market, calendar=market.days))
+    source = TushareSource(TushareConfig(token="good-token", url=server.url, requests_per_minute=600_000))
+    try:
+        plan = _drive(source, days)
+    finally:
+        source.close()
+        server.stop()
+    return server.count(), f"{plan}: daily + adj_factor + daily_basic a day; trade_cal, stock_basic x3 a run"

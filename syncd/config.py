@@ -88,35 +88,69 @@ class DemoConfig(_Section):
 
 class CsvConfig(_Section):
     path: str = "data"
+    encoding: Literal["utf-8", "gbk", "gb18030"] = "utf-8"  # files from Chinese Excel/TDX are gbk; a UTF-8 BOM is tolerated
 
 
 class AkshareConfig(_Section):
-    concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
-    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 5.0
-    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60
-    adjust: Literal["", "qfq", "hfq"] = ""
-    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2        # extra attempts per request
-    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0  # doubles each retry
-    snapshot_today: bool = True  # a window of only today uses stock_zh_a_spot_em (one call)
+    """[source.akshare]: Eastmoney and Sina through akshare (docs/sources.md). Polite by default:
+    Eastmoney bans bulk scrapers, so one thread, about one request a second with jitter."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1               # threads (each its own child process)
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.5                # up to +50% on each gap, at random
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60            # unused: each stock is asked once a run
+    adjust: Literal["", "qfq", "hfq"] = ""                                  # ignored (logged): prices are stored raw
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0          # one HTTP request
+    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0            # one library call (x5 for paged ones)
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2          # extra attempts per request
+    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0     # doubles each retry
+    ban_pause_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0                # pause after HTTP 403/429/456 or an empty body
+    ban_pause_max_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0           # doubling for each ban in a row, up to this
+    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 5                  # stocks failed in a row before the rest is not asked
+    snapshot_today: bool = True   # today, after the close, on a confirmed trading day: one stock_zh_a_spot_em
+    factors: bool = True          # Sina's hfq factor series, one request per stock: adj_factor and exact pre_close
+    relay: str = ""               # send every HTTP request to RELAY/<host>/<path> instead (a relay; tests)
 
 
 class BaostockConfig(_Section):
-    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60
-    adjustflag: Literal["1", "2", "3"] = "3"  # 3 = unadjusted
-    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0      # socket timeout of the session
-    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2        # extra attempts per request
-    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0  # doubles each retry
-    market_daily: bool = True  # baostock>=0.9.3 and adjustflag "3": one whole-market request per day
+    """[source.baostock]: baostock's TCP API (docs/sources.md)."""
+
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.5
+    window_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 60            # unused: each stock is asked once a run
+    adjustflag: Literal["1", "2", "3"] = "3"                                # ignored unless "3" (logged): prices are stored raw
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0         # every socket operation, login included
+    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 45.0            # one library call (login, paging included)
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2          # extra attempts per request
+    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0     # doubles each retry
+    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 3                   # days (or stocks) failed in a row: the rest is not asked
+    market_daily: bool = True  # baostock >= 0.9.3: query_daily_history_k_AStock, the whole market a request
+    server: str = ""           # host:port of the baostock server; empty: the library's own
+
+
+class TushareConfig(_Section):
+    """[source.tushare]: the Tushare Pro HTTP API, one request per trading day per dataset."""
+
+    token: str = ""   # or $SYNCD_TUSHARE_TOKEN; never logged, never in a reply or an error
+    url: str = ""     # empty: Tushare's public endpoint; set for a proxy or mirror
+    requests_per_minute: Annotated[float, msgspec.Meta(gt=0)] = 120.0       # Tushare counts per minute and per dataset
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 20.0          # one HTTP request
+    call_deadline_s: Annotated[float, msgspec.Meta(gt=0)] = 45.0            # one call, whatever happens inside
+    request_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    request_retry_backoff_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    give_up_after: Annotated[int, msgspec.Meta(ge=1)] = 3                   # days failed in a row before the rest is not asked
+
+    def __repr__(self) -> str:  # keep the token out of any repr that reaches a log or a traceback
+        return f"TushareConfig(token={'***' if self.token else ''!r}, url={self.url!r})"
 
 
 class SourceConfig(_Section):
-    name: Literal["demo", "csv", "akshare", "baostock"] = "demo"
+    name: Literal["demo", "csv", "akshare", "baostock", "tushare"] = "demo"
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     csv: CsvConfig = msgspec.field(default_factory=CsvConfig)
     akshare: AkshareConfig = msgspec.field(default_factory=AkshareConfig)
     baostock: BaostockConfig = msgspec.field(default_factory=BaostockConfig)
+    tushare: TushareConfig = msgspec.field(default_factory=TushareConfig)
 
 
 class ScheduleConfig(_Section):

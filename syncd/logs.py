@@ -61,6 +61,12 @@ class Event(StrEnum):
     DAYS_UNCONFIRMED = "days_unconfirmed"
     DAY_INCOMPLETE = "day_incomplete"
     STOCKS_STAGED = "stocks_staged"
+    # sources (syncd/sources/)
+    SOURCE_PAUSED = "source_paused"                            # a ban-like answer or a quota: every request waits
+    SOURCE_SETTING_IGNORED = "source_setting_ignored"
+    SOURCE_FACTORS_UNAVAILABLE = "source_factors_unavailable"  # adj_factor/pre_close NULL for some stocks
+    SOURCE_DATASET_UNAVAILABLE = "source_dataset_unavailable"  # an optional dataset refused: its columns fall back
+    SOURCE_FALLBACK = "source_fallback"                        # a whole-market answer was empty: asked by stock
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

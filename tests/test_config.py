@@ -38,7 +38,7 @@ def test_env_overrides_dsn_and_endpoint(tmp_path):
     ('[schedule]\ndaily_at = "8pm"\n', ["schedule.daily_at", "HH:MM"]),
     ('[schedule]\nmissing_at = "24:00"\n', ["schedule.missing_at", "HH:MM"]),
     ('[schedule]\ntimezone = "Asia/Beijing"\n', ["schedule.timezone", "Asia/Beijing"]),
-    ('[source]\nname = "tushare"\n', ["source.name", "demo"]),
+    ('[source]\nname = "yahoo"\n', ["source.name", "tushare"]),
     ('[daemon]\nsocket_mode = "rw-rw----"\n', ["daemon.socket_mode", "octal"]),
     ('[log]\nlevel = "loud"\n', ["log.level"]),
     ('[sync\n', ["TOML"]),

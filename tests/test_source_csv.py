@@ -77,3 +77,49 @@ def test_csv_bad_row_fails_the_day_end_to_end_and_loads_nothing_of_it(syncd_fact
     with psycopg.connect(database) as conn:
         counts = dict(conn.execute("SELECT trade_date::text, count(*) FROM daily_bars GROUP BY 1").fetchall())
     assert counts == {"2025-10-09": 2}
+
+
+GBK_FILE = (HEADER + "\r\n600000,10.1,10.5,10.0,10.4,10.2,123400,1283360.5,0.12,1.96\r\n"
+            "000001,9.5,9.6,9.4,9.45,9.39,1.2e6,,,\r\n")
+
+
+def _csv(folder, encoding):
+    return CsvSource(CsvConfig(path=str(folder), encoding=encoding))
+
+
+def test_csv_reads_gbk_and_gb18030_files_from_chinese_tools(tmp_path):
+    for encoding in ("gbk", "gb18030"):
+        source = _csv(tmp_path, encoding)
+        (tmp_path / "2025-10-09.csv").write_bytes(GBK_FILE.encode(encoding))  # CRLF, scientific notation, blanks
+        assert source.read_day(dt.date(2025, 10, 9)) == [
+            ("600000", 10.1, 10.5, 10.0, 10.4, 10.2, 123400, 1283360.5, 0.12, 1.96, None),  # adj_factor: none in csv
+            ("000001", 9.5, 9.6, 9.4, 9.45, 9.39, 1200000, None, None, None, None)]
+        # Chinese text (not UTF-8 bytes) is read as the characters it is: here a column the format lacks
+        (tmp_path / "2025-10-09.csv").write_bytes((HEADER + ",名称\n").encode(encoding))
+        result = source.read_day(dt.date(2025, 10, 9))
+        assert isinstance(result, DayFailure) and "unexpected: 名称" in result.error
+
+
+def test_csv_gbk_bytes_under_the_utf8_default_fail_with_the_setting_that_fits(tmp_path):
+    (tmp_path / "2025-10-09.csv").write_bytes(("代码" + HEADER[4:] + "\n").encode("gbk"))
+    result = _csv(tmp_path, "utf-8").read_day(dt.date(2025, 10, 9))
+    assert isinstance(result, DayFailure)
+    assert "not UTF-8" in result.error and 'encoding = "gbk"' in result.error and "at byte 0" in result.error
+
+
+def test_csv_utf8_bytes_under_gbk_fail_with_the_setting_that_fits(tmp_path):
+    (tmp_path / "2025-10-09.csv").write_bytes(("代码,股票" + "\n").encode("utf-8")[:7] + b"\xff\n")
+    result = _csv(tmp_path, "gbk").read_day(dt.date(2025, 10, 9))
+    assert isinstance(result, DayFailure) and "not GBK" in result.error
+
+
+def test_csv_bytes_in_no_encoding_fail_clearly(tmp_path):
+    (tmp_path / "2025-10-09.csv").write_bytes(HEADER.encode() + b"\n\xff\xfe\xfd\n")
+    result = _csv(tmp_path, "gb18030").read_day(dt.date(2025, 10, 9))
+    assert isinstance(result, DayFailure) and "not GB18030" in result.error and "set [source.csv]" not in result.error
+
+
+def test_csv_bom_is_tolerated_whatever_the_encoding_setting(tmp_path):
+    _write(tmp_path, "2025-10-09", ["600000,10.1,10.5,10.0,10.4,10.2,123400,1283360.5,0.12,1.96"], bom=True)
+    for encoding in ("utf-8", "gbk", "gb18030"):
+        assert len(_csv(tmp_path, encoding).read_day(dt.date(2025, 10, 9))) == 1

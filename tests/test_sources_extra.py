@@ -24,3 +24,16 @@ def test_missing_extra_stops_syncd_with_the_pip_command(short_tmp, source):
 def test_source_modules_import_without_their_libraries():
     import syncd.sources.akshare  # noqa: F401
     import syncd.sources.baostock  # noqa: F401
+    import syncd.sources.tushare  # noqa: F401
+
+
+@pytest.mark.parametrize("source", ["akshare", "baostock"])
+def test_the_daemon_process_never_imports_a_source_library(source):
+    """The libraries run in child processes (isolation.py): building the source imports none of them here."""
+    pytest.importorskip(source)
+    code = (f"import sys; from syncd.config import SourceConfig; from syncd.sources import load_source; "
+            f"s = load_source(SourceConfig(name='{source}')); s.close(); "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in ('akshare', 'baostock', 'pandas')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

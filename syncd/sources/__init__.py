@@ -33,6 +33,10 @@ def load_source(config: "SourceConfig") -> Source:
             from .baostock import BaostockSource
 
             return BaostockSource(config.baostock)
+        case "tushare":
+            from .tushare import TushareSource
+
+            return TushareSource(config.tushare)
     raise SourceUnavailable(f"unknown source {config.name!r}")
 
 

@@ -1,271 +1,290 @@
-"""The akshare source: daily A-share bars from Eastmoney through the optional akshare library.
+"""The akshare source: daily A-share bars from Eastmoney (and Sina's factors) through the akshare extra.
 
-Owns the mapping of akshare's frames onto Row tuples in the contract's units and the fetch
-plan. A window of trading days costs one `stock_zh_a_hist` request per stock (all days at
-once, regrouped by day here, memory bounded by the window) plus one `stock_info_a_code_name`
-a day; a window of only today, after the close (15:30), costs one `stock_zh_a_spot_em`
-snapshot for the whole market. Requests run on `concurrency` threads behind one shared
-`requests_per_second` limiter, each with a few retries of its own.
+Owns the fetch plan and the mapping of akshare's answers onto rows in the contract's units.
+akshare itself runs only in child processes (isolation.py, akshare_calls.py): every call has
+a deadline and a killed call costs a process, never the worker; the processes end with each fetch.
 
-Failure policy: a request that still fails after its retries raises SourceError from
-`fetch_window` (the window is incomplete; sync.py retries the whole window with backoff).
-A day is yielded as DayFailure only when it cannot be produced at all: its session has not
-closed yet, or upstream has no bar of any stock for it. Suspended stocks have no row.
-`should_stop` is checked before every request (also on the worker threads).
+- by_stock (any range, the default): each stock once per run for the whole range:
+  `stock_zh_a_hist` (raw prices; 成交量 in lots) plus Sina's hfq factor series
+  (`stock_zh_a_daily(adjust="hfq-factor")`, one request per stock per run) for adj_factor
+  (base 1.0 on the first trading day) and the exchange's pre_close, derived as previous
+  close x previous factor / today's factor to the cent (Eastmoney's 涨跌额 is against the
+  previous raw close, wrong on ex-dates; pct_change is recomputed there).
+- by_day: only today, after the close (15:30), when Sina's calendar confirms today traded:
+  one `stock_zh_a_spot_em` snapshot (about 55 pages of 100); its 昨收 is the exchange's
+  pre_close. A listed stock absent from the snapshot (suspended ones are in it, unpriced)
+  is `missing`. Any other day asked by_day is refused (a DayFailure naming the reason).
 
-akshare is imported when the source is built, never at module import; a missing extra raises
-SourceUnavailable with the pip command. This module never touches the database.
+The stock list (Shanghai main board and STAR, Shenzhen, Beijing, and the two exchanges'
+delisted lists, with listing and delisting dates) is fetched fresh by `stock_list()` and at
+most an hour old otherwise. Requests are paced by one `Upstream` (polite defaults: one
+request a second with jitter, one thread, a pause after ban-like answers), each stock
+retried on its own; a stock that still fails is a StockFailure and its neighbours keep their rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-import re
 import threading
-import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from types import ModuleType
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config import AkshareConfig
-from .base import SHANGHAI, DayFailure, Row, ShouldStop, SourceError, StockInfo, import_extra, shanghai_now
-from .ratelimit import DailyCache, RateLimiter, call_with_retries
+from ..logs import Event, get_logger
+from .base import (SHANGHAI, DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure,
+                   StockInfo, require_extra, shanghai_now)
+from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
+from .ratelimit import Memo, Politeness, Upstream
+from .stockplan import (FactorSeries, Listing, ask_each, count_listed, derived_pre_close, exchange_of, shares)
 
 MARKET_CLOSE = dt.time(15, 30)  # STAR/ChiNext after-hours fixed-price trading ends 15:30
-# stock_zh_a_hist: 成交量 in lots of 100 shares; 涨跌额 = close - pre_close.
-HIST_COLUMNS = ("日期", "开盘", "最高", "最低", "收盘", "涨跌额", "成交量", "成交额", "换手率", "涨跌幅")
-# stock_zh_a_spot_em: 成交量 in lots; 昨收 is pre_close; 最新价 is the close after 15:00.
-SPOT_COLUMNS = ("代码", "今开", "最高", "最低", "最新价", "昨收", "成交量", "成交额", "换手率", "涨跌幅")
-_CODE = re.compile(r"(?:(?:sh|sz|bj)\.?)?(\d{6})(?:\.(?:sh|sz|bj))?", re.IGNORECASE)
-
-Clock = Callable[[], dt.datetime]
-DayResults = Iterator[tuple[dt.date, list[Row] | DayFailure]]
+LISTING_MAX_AGE_S = 3600.0
+CALENDAR_MAX_AGE_S = 6 * 3600.0
+LISTS = ("sh", "star", "sz", "bj", "sh_delisted", "sz_delisted")
+PAGED_CALL_FACTOR = 5  # the snapshot and the BJ list page through many HTTP requests in one call
 
 
-def plain_code(raw: object) -> str | None:
-    """'600000', 'sh600000', 'sh.600000', '600000.SH' or 600000 -> '600000'; None if not a code."""
-    text = str(raw).strip()
-    if text.isdigit() and len(text) < 6:
-        text = text.zfill(6)
-    match = _CODE.fullmatch(text)
-    return match.group(1) if match else None
-
-
-def exchange_of(code: str) -> str:
-    """The exchange of a plain A-share code: 6xxxxx Shanghai, 0/3xxxxx Shenzhen, else Beijing."""
-    if code.startswith("6"):
-        return "sh"
-    return "sz" if code.startswith(("0", "3")) else "bj"
-
-
-def number(value: object) -> float | None:
-    """A finite float, or None for NaN, None, pandas NA, '-' and other non-numbers."""
-    if value is None or isinstance(value, str) and not value.strip():
-        return None
+def number(value: Any) -> float | None:
     try:
-        result = float(value)  # type: ignore[arg-type]
+        result = float(value)
     except (TypeError, ValueError):
         return None
-    return result if math.isfinite(result) else None
+    return result if result == result and abs(result) != float("inf") else None
 
 
-def shares_from_lots(value: object) -> int | None:
-    lots = number(value)
-    return None if lots is None else int(round(lots * 100))
-
-
-def as_date(value: object) -> dt.date | None:
-    """datetime.date, datetime, pandas Timestamp or 'YYYY-MM-DD' -> date (None if unreadable)."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
+def day_of(value: Any) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value)[:10])
     except ValueError:
         return None
 
 
-def _columns(frame: Any, names: Sequence[str], what: str) -> list[list[Any]]:
-    missing = [name for name in names if name not in frame.columns]
-    if missing:
-        raise SourceError(f"akshare {what}: response lacks column(s) {', '.join(missing)} (akshare output changed?)")
-    return [frame[name].tolist() for name in names]
+def sina_symbol(code: str) -> str:
+    return exchange_of(code) + code
 
 
-def hist_rows(code: str, frame: Any, wanted: set[dt.date]) -> list[tuple[dt.date, Row]]:
-    """One stock's stock_zh_a_hist frame -> (day, Row) for the wanted days that traded."""
-    if frame is None or len(frame) == 0:  # akshare returns an empty frame for no data
-        return []
-    out: list[tuple[dt.date, Row]] = []
-    for day_value, open_, high, low, close, change, lots, amount, turnover, pct in zip(
-            *_columns(frame, HIST_COLUMNS, f"stock_zh_a_hist({code})"), strict=True):
-        day, open_price, close_price = as_date(day_value), number(open_), number(close)
-        if day not in wanted or open_price is None or close_price is None:
-            continue  # outside the window, or no trade that day
+def hist_bars(code: str, rows: Sequence[Sequence[Any]], factors: FactorSeries, first: dt.date,
+              last: dt.date) -> list[tuple[dt.date, Row]]:
+    """akshare_calls.hist rows (日期 开盘 收盘 最高 最低 成交量 成交额 涨跌幅 涨跌额 换手率) -> (day, Row)."""
+    bars: list[tuple[dt.date, Row]] = []
+    previous: tuple[dt.date, float] | None = None
+    for raw_day, open_, close, high, low, lots, amount, pct, change, turnover in sorted(rows, key=lambda r: str(r[0])):
+        day, open_price, close_price = day_of(raw_day), number(open_), number(close)
+        if day is None or open_price is None or close_price is None:
+            continue  # no trade that day
         change_amount = number(change)
-        pre_close = None if change_amount is None else round(close_price - change_amount, 4)
-        out.append((day, (code, open_price, number(high), number(low), close_price, pre_close,
-                          shares_from_lots(lots), number(amount), number(turnover), number(pct))))
-    return out
+        if previous is not None:
+            previous_close, previous_factor = previous[1], factors.on(previous[0])
+        else:  # the range's first bar: Eastmoney's change is against the previous raw close
+            previous_close = None if change_amount is None else round(close_price - change_amount, 2)
+            previous_factor = factors.on(day - dt.timedelta(days=1))
+        factor = factors.on(day)
+        pre_close = derived_pre_close(previous_close, previous_factor, factor)
+        pct_change = number(pct)
+        if pre_close is not None and previous_close is not None and pre_close != previous_close:
+            pct_change = round((close_price - pre_close) / pre_close * 100, 2)  # an ex-date
+        previous = (day, close_price)
+        if first <= day <= last:
+            amount_yuan, low_price, high_price = number(amount), number(low), number(high)
+            bars.append((day, (code, open_price, high_price, low_price, close_price, pre_close,
+                               shares(number(lots), amount_yuan, low_price, high_price, lots=True), amount_yuan,
+                               number(turnover), pct_change, factor)))
+    return bars
 
 
-def spot_rows(frame: Any) -> list[Row]:
-    """The stock_zh_a_spot_em snapshot -> Rows of the stocks that traded (suspended have no price)."""
-    rows: list[Row] = []
-    for raw_code, open_, high, low, close, pre_close, lots, amount, turnover, pct in zip(
-            *_columns(frame, SPOT_COLUMNS, "stock_zh_a_spot_em()"), strict=True):
-        code, open_price, close_price = plain_code(raw_code), number(open_), number(close)
-        if code is None or open_price is None or close_price is None:
+def snapshot_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Row], set[str]]:
+    """akshare_calls.snapshot rows -> (Rows of the stocks that traded, every code in the answer)."""
+    out: list[Row] = []
+    seen: set[str] = set()
+    for raw_code, _name, open_, high, low, close, pre_close, lots, amount, turnover, pct in rows:
+        code = str(raw_code).strip().zfill(6)
+        if not code.isdigit() or len(code) != 6:
             continue
-        rows.append((code, open_price, number(high), number(low), close_price, number(pre_close),
-                     shares_from_lots(lots), number(amount), number(turnover), number(pct)))
-    return rows
+        seen.add(code)
+        open_price, close_price = number(open_), number(close)
+        if open_price is None or close_price is None:
+            continue  # suspended: listed in the snapshot without prices
+        amount_yuan, low_price, high_price = number(amount), number(low), number(high)
+        out.append((code, open_price, high_price, low_price, close_price, number(pre_close),
+                    shares(number(lots), amount_yuan, low_price, high_price, lots=True), amount_yuan,
+                    number(turnover), number(pct), None))
+    return out, seen
 
+
+def listings_from(which: str, rows: Sequence[Sequence[Any]]) -> list[Listing]:
+    exchange = {"sh": "sh", "star": "sh", "sh_delisted": "sh", "sz": "sz", "sz_delisted": "sz", "bj": "bj"}[which]
+    return [Listing(code=str(code), name=str(name or code).strip(), exchange=exchange, listed=day_of(listed),
+                    delisted=day_of(delisted) if delisted else None)
+            for code, name, listed, delisted in rows if str(code).isdigit()]
 
 
 class AkshareSource:
-    """Daily bars from akshare; see the module docstring for the fetch plan and failure policy."""
+    """Daily bars from akshare; see the module docstring for the plans, calls and failures."""
 
     name = "akshare"
 
-    def __init__(self, config: AkshareConfig, *, library: ModuleType | None = None, clock: Clock | None = None,
-                 sleep: Callable[[float], None] = time.sleep, limiter: RateLimiter | None = None) -> None:
-        self._ak = library if library is not None else import_extra("akshare")
+    def __init__(self, config: AkshareConfig, *, now: Any = None, **timing: Any) -> None:
+        require_extra("akshare")
         self._config = config
-        self.window_days = config.window_days
-        self._now = clock or shanghai_now
-        self._sleep = sleep
-        self._limiter = limiter or RateLimiter(config.requests_per_second, sleep=sleep)
-        self._stocks: DailyCache[list[StockInfo]] = DailyCache(self._today)
-        self._calendar: DailyCache[list[dt.date]] = DailyCache(self._today)
+        self._now = now or shanghai_now
+        self._closing = threading.Event()
+        politeness = Politeness(requests_per_second=config.requests_per_second, jitter=config.jitter,
+                                attempts=config.request_retries + 1, backoff_s=config.request_retry_backoff_s,
+                                ban_pause_s=config.ban_pause_s, ban_pause_max_s=config.ban_pause_max_s)
+        self._upstream = Upstream("akshare", politeness, on_pause=self._paused, **timing)
+        options = {"relay": config.relay, "request_timeout_s": config.request_timeout_s}
+        self._processes = [LibraryProcess("syncd.sources.akshare_calls", options, label=f"akshare[{i}]")
+                           for i in range(config.concurrency)]
+        self._listings: Memo[list[Listing]] = Memo(LISTING_MAX_AGE_S)
+        self._calendar: Memo[list[dt.date]] = Memo(CALENDAR_MAX_AGE_S)
+        self._log = get_logger(source=self.name)
+        if config.adjust:
+            self._log.warning(Event.SOURCE_SETTING_IGNORED, key="source.akshare.adjust", value=config.adjust,
+                              reason="stored prices are raw; adjusted prices are the daily_bars_qfq/hfq views")
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
-        closed = [day for day in days if self._session_closed(day)]
-        by_day = self._fetch(closed, should_stop) if closed else {}
-        if by_day is None:
-            return  # cancelled
-        for day in days:
-            if should_stop():
-                return
-            yield day, self._day_result(day, by_day)
+    # --- the fetch interface ----------------------------------------------------------------
+    def plan(self, days: Sequence[dt.date]) -> Plan:
+        return "by_day" if self._snapshot_refusal(list(days)) is None else "by_stock"
+
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        stop = self._stopper(should_stop)
+        try:
+            for day in days:
+                if stop():
+                    return
+                refusal = self._snapshot_refusal([day])
+                if refusal is not None:
+                    yield day, DayFailure(refusal)
+                    continue
+                try:
+                    yield day, self._snapshot(day, stop)
+                except CallCancelled:
+                    return
+                except SourceError as exc:
+                    yield day, DayFailure(str(exc))
+        finally:
+            self._end_processes()
+
+    def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
+                     codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
+        stop = self._stopper(should_stop)
+        try:
+            listings = self._all_listings(stop)
+        except CallCancelled:
+            return
+        wanted = ([item.code for item in listings if item.trades_within(first, last)] if codes is None
+                  else sorted(set(codes)))
+        listed = {item.code: item.listed for item in listings}
+        no_factors: list[str] = []
+
+        def ask(process: LibraryProcess, code: str, stopping: ShouldStop) -> StockBars:
+            return self._stock(process, code, first, last, listed.get(code), stopping, no_factors)
+
+        try:
+            yield from ask_each(wanted, self._processes, ask, stop, give_up_after=self._config.give_up_after)
+        finally:
+            if no_factors:  # once per fetch: adj_factor and pre_close stay NULL for these stocks' rows
+                self._log.warning(Event.SOURCE_FACTORS_UNAVAILABLE, stocks=len(no_factors), first=no_factors[0])
+            self._end_processes()
+
+    def listed_on(self, day: dt.date) -> int | None:
+        return count_listed(self._all_listings(self._closing.is_set), day)
 
     def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
-        """Open days from Sina's calendar (fetched once a day); SourceError if it cannot be fetched."""
-        calendar = self._calendar.get(self._fetch_calendar)
+        """Open days from Sina's calendar (fetched at most every 6 hours); None beyond its reach."""
+        calendar = self._calendar.get(lambda: self._fetch_calendar(self._closing.is_set))
         if not calendar or start < calendar[0] or end > calendar[-1]:
             return None
-        return calendar[bisect_left(calendar, start):bisect_right(calendar, end)]
+        return [day for day in calendar if start <= day <= end]
 
     def stock_list(self) -> list[StockInfo]:
-        """Today's listed A-shares (fetched once a day); SourceError if the list cannot be fetched."""
-        return self._stocks.get(self._fetch_stock_list)
-
-    def requests_for(self, days: Sequence[dt.date]) -> int:
-        """Snapshot: 1. Otherwise one request per stock per window, plus the day's stock list."""
-        if not days:
-            return 0
-        if self._snapshot_applies(list(days)):
-            return 1
-        windows = math.ceil(len(days) / self.window_days)
-        return windows * len(self.stock_list()) + 1
+        """The stocks listed today, with names, asked afresh (one run, one fresh list)."""
+        self._listings.forget()
+        today = self._today()
+        return [item.info() for item in self._all_listings(self._closing.is_set) if item.listed_on(today)]
 
     def close(self) -> None:
-        """Nothing to release: akshare keeps no session."""
+        self._closing.set()
+        self._end_processes()
 
+    def _end_processes(self) -> None:
+        """After a fetch: no idle library process (memory, a session) waits for the next run."""
+        for process in self._processes:
+            process.close()
+
+    # --- the calls ------------------------------------------------------------------------
+    def _call(self, process: LibraryProcess, function: str, *args: Any, what: str, stop: ShouldStop,
+              paged: bool = False) -> Any:
+        deadline = self._config.call_deadline_s * (PAGED_CALL_FACTOR if paged else 1)
+        return self._upstream.ask(
+            lambda: process.call(function, *args, deadline_s=deadline, what=f"akshare {what}", should_stop=stop),
+            f"akshare {what}", stop)
+
+    def _stock(self, process: LibraryProcess, code: str, first: dt.date, last: dt.date, listed: dt.date | None,
+               stop: ShouldStop, no_factors: list[str]) -> StockBars:
+        rows = self._call(process, "hist", code, f"{first:%Y%m%d}", f"{last:%Y%m%d}",
+                          what=f"stock_zh_a_hist({code}, {first}..{last})", stop=stop)
+        factors = FactorSeries([])
+        if rows and self._config.factors:
+            try:
+                steps = self._call(process, "hfq_factors", sina_symbol(code), what=f"hfq factors of {code}", stop=stop)
+                factors = FactorSeries([(day, value) for raw_day, raw in steps
+                                        if (day := day_of(raw_day)) and (value := number(raw))], listed)
+            except UpstreamFailure:  # rejected or unavailable: retrying cannot help, nor can this run
+                raise
+            except SourceError as exc:  # the bars stay usable; this stock's adj_factor and pre_close are NULL
+                no_factors.append(f"{code}: {exc}")
+        return StockBars(code, hist_bars(code, rows, factors, first, last))
+
+    def _snapshot(self, day: dt.date, stop: ShouldStop) -> DayBatch | DayFailure:
+        listings = self._all_listings(stop)
+        rows, seen = snapshot_rows(self._call(self._processes[0], "snapshot", what="stock_zh_a_spot_em()",
+                                              stop=stop, paged=True))
+        if not rows:
+            return DayFailure(f"akshare's snapshot for {day} has no priced stock")
+        listed = {item.code for item in listings if item.listed_on(day)}
+        return DayBatch(rows=rows, expected=len(listed), missing=frozenset(listed - seen))
+
+    def _all_listings(self, stop: ShouldStop) -> list[Listing]:
+        return self._listings.get(lambda: self._fetch_listings(stop))
+
+    def _fetch_listings(self, stop: ShouldStop) -> list[Listing]:
+        found: dict[str, Listing] = {}
+        for which in LISTS:
+            rows = self._call(self._processes[0], "listing", which, what=f"stock list {which}", stop=stop, paged=True)
+            if not rows and not which.endswith("delisted"):
+                raise SourceError(f"akshare stock list {which}: the exchange listed no stocks")
+            for item in listings_from(which, rows):
+                found.setdefault(item.code, item)  # a listed stock wins over an old delisting of its code
+        return sorted(found.values(), key=lambda item: item.code)
+
+    def _fetch_calendar(self, stop: ShouldStop) -> list[dt.date]:
+        days = self._call(self._processes[0], "calendar", what="tool_trade_date_hist_sina()", stop=stop)
+        return sorted({day for raw in days if (day := day_of(raw)) is not None})
+
+    # --- time -----------------------------------------------------------------------------
     def _today(self) -> dt.date:
         return self._now().astimezone(SHANGHAI).date()
 
-    def _session_closed(self, day: dt.date) -> bool:
+    def _snapshot_refusal(self, days: list[dt.date]) -> str | None:
+        """Why the snapshot cannot stand for `days` (None: it can)."""
+        if not self._config.snapshot_today:
+            return "akshare gives past days by stock only (snapshot_today = false)"
         now = self._now().astimezone(SHANGHAI)
-        return day < now.date() or (day == now.date() and now.time() >= MARKET_CLOSE)
+        if days != [now.date()]:
+            return "akshare's snapshot carries no date: it stands only for today, after the close"
+        if now.time() < MARKET_CLOSE:
+            return f"the {now.date()} session has not closed yet ({MARKET_CLOSE:%H:%M} Asia/Shanghai): sync it after the close"
+        try:
+            open_days = self.trading_days(now.date(), now.date())
+        except SourceError as exc:
+            return f"cannot confirm that {now.date()} is a trading day (Sina's calendar: {exc})"
+        if not open_days:
+            return f"Sina's calendar does not confirm {now.date()} as a trading day: no snapshot stored for it"
+        return None
 
-    def _snapshot_applies(self, days: list[dt.date]) -> bool:
-        return self._config.snapshot_today and days == [self._today()] and self._session_closed(days[0])
+    def _paused(self, seconds: float, reason: str) -> None:
+        self._log.warning(Event.SOURCE_PAUSED, seconds=seconds, reason=reason)
 
-    def _fetch(self, days: list[dt.date], should_stop: ShouldStop) -> dict[dt.date, list[Row]] | None:
-        if self._snapshot_applies(days):
-            if should_stop():
-                return None
-            frame = self._request(self._ak.stock_zh_a_spot_em, "stock_zh_a_spot_em()")
-            return {days[0]: spot_rows(frame)}
-        return self._fetch_histories(days, should_stop)
-
-    def _day_result(self, day: dt.date, by_day: dict[dt.date, list[Row]]) -> list[Row] | DayFailure:
-        if not self._session_closed(day):
-            return DayFailure(f"the {day} session has not closed yet ({MARKET_CLOSE:%H:%M} Asia/Shanghai): "
-                              "sync it after the close")
-        rows = by_day.get(day)
-        if not rows:
-            return DayFailure(f"akshare returned no bars for {day} (not published yet, or not a trading day)")
-        return rows
-
-    def _fetch_histories(self, days: list[dt.date], should_stop: ShouldStop) -> dict[dt.date, list[Row]] | None:
-        """One stock_zh_a_hist per stock for the whole window, on `concurrency` threads."""
-        if should_stop():
-            return None
-        codes = [stock.code for stock in self.stock_list()]
-        wanted, first, last = set(days), min(days), max(days)
-        stop = threading.Event()
-        by_day: dict[dt.date, list[Row]] = {day: [] for day in days}
-        with ThreadPoolExecutor(max_workers=self._config.concurrency, thread_name_prefix="akshare") as pool:
-            futures = [pool.submit(self._fetch_one, code, first, last, wanted, should_stop, stop) for code in codes]
-            finished = False
-            try:
-                for future in as_completed(futures):
-                    for day, row in future.result() or ():
-                        by_day[day].append(row)
-                finished = True
-            finally:
-                if not finished:  # a request failed for good: the other workers skip theirs
-                    stop.set()
-                    _cancel(futures)
-        return None if stop.is_set() else by_day
-
-    def _fetch_one(self, code: str, first: dt.date, last: dt.date, wanted: set[dt.date],
-                   should_stop: ShouldStop, stop: threading.Event) -> list[tuple[dt.date, Row]] | None:
-        if stop.is_set() or should_stop():
-            stop.set()
-            return None
-        frame = self._request(
-            lambda: self._ak.stock_zh_a_hist(
-                symbol=code, period="daily", start_date=first.strftime("%Y%m%d"), end_date=last.strftime("%Y%m%d"),
-                adjust=self._config.adjust, timeout=self._config.request_timeout_s),
-            f"stock_zh_a_hist({code}, {first}..{last})")
-        return hist_rows(code, frame, wanted)
-
-    def _request(self, call: Callable[[], Any], what: str) -> Any:
-        def attempt() -> Any:
-            self._limiter.acquire()
-            return call()
-
-        return call_with_retries(attempt, what=f"akshare {what}", attempts=self._config.request_retries + 1,
-                                 backoff_s=self._config.request_retry_backoff_s, sleep=self._sleep)
-
-    def _fetch_stock_list(self) -> list[StockInfo]:
-        function = self._ak.stock_info_a_code_name
-        clear = getattr(function, "cache_clear", None)  # akshare memoises it for the process's life
-        if callable(clear):
-            clear()
-        frame = self._request(function, "stock_info_a_code_name()")
-        stocks: dict[str, StockInfo] = {}
-        for raw_code, name in zip(*_columns(frame, ("code", "name"), "stock_info_a_code_name()"), strict=True):
-            code = plain_code(raw_code)
-            if code is not None:
-                stocks[code] = StockInfo(code=code, name=str(name).strip(), exchange=exchange_of(code))
-        if not stocks:
-            raise SourceError("akshare stock_info_a_code_name() returned no stocks")
-        return sorted(stocks.values(), key=lambda stock: stock.code)
-
-    def _fetch_calendar(self) -> list[dt.date]:
-        frame = self._request(self._ak.tool_trade_date_hist_sina, "tool_trade_date_hist_sina()")
-        (values,) = _columns(frame, ("trade_date",), "tool_trade_date_hist_sina()")
-        return sorted({day for day in map(as_date, values) if day is not None})
-
-
-def _cancel(futures: list[Future[Any]]) -> None:
-    for future in futures:
-        future.cancel()
+    def _stopper(self, should_stop: ShouldStop) -> ShouldStop:
+        return lambda: self._closing.is_set() or should_stop()

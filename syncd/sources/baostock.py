@@ -1,81 +1,59 @@
-"""The baostock source: daily A-share bars (Shanghai and Shenzhen) through the optional baostock library.
+"""The baostock source: daily A-share bars (Shanghai and Shenzhen) through the baostock extra.
 
-Owns the mapping of baostock's string records onto Row tuples in the contract's units, the
-fetch plan and the library's one session. Plan: with baostock >= 0.9.3 and unadjusted prices
-(adjustflag "3"), one `query_daily_history_k_AStock(date)` per trading day brings the whole
-market (window_days is then 1; a day answering for under 90% of the listed stocks is
-incomplete and fails); otherwise one `query_history_k_data_plus` per stock per
-window (window_days trading days, regrouped by day here, memory bounded by the window) over
-the stocks listed during the window (`query_stock_basic`, fetched at most once a day).
+Owns the fetch plan and the mapping of baostock's string records onto rows in the contract's
+units (volume in shares, amount in yuan, turn and pctChg in percent, preclose the exchange's
+reference price: nothing to convert; adj_factor is left to the data layer, which derives it
+from preclose). baostock runs only in a child process (isolation.py, baostock_calls.py) whose
+socket times out, treats an empty read as a closed connection, and whose session is one
+login: the child ends after any failure, at the end of every fetch and after a minute idle,
+so every run, and every retry after an error, logs in afresh.
 
-The library keeps one global socket and is not thread-safe: the source logs in lazily once,
-serialises every call (login, queries, paging, logout) with one lock, paces them with a
-requests-per-second limiter, re-logs in after a failed call and logs out in close(). Use one
-BaostockSource per process.
+- by_day (baostock >= 0.9.3): one `query_daily_history_k_AStock(date)` per trading day, the
+  whole market. It is undocumented: when it answers nothing for a day the calendar says
+  traded, or answers for under 90% of the stocks listed that day (`query_stock_basic`'s
+  listing and delisting dates), the stocks it left out are asked one by one for that day
+  (`query_history_k_data_plus`); if the first 20 of them have no bar either, the day is not
+  published yet and fails.
+- by_stock (older baostock): each stock listed within the range once, for the whole range.
 
-Failure policy: a request that still fails after its retries raises SourceError from
-`fetch_window` (sync.py retries the window with backoff). A day is a DayFailure only when
-baostock has no bar of any stock for it (not published yet: baostock publishes a day's bars
-in the evening, or not a trading day) or its whole-market answer is incomplete. Suspended stocks (tradestatus 0) and records without
-prices have no row; empty fields become None. `should_stop` is checked before every request.
-The library is imported when the source is built; a missing extra raises SourceUnavailable.
+Suspended days (tradestatus 0) and records without prices have no row; empty fields are NULL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
+import importlib.metadata
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from types import ModuleType
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..config import BaostockConfig
-from .base import SHANGHAI, DayFailure, Row, ShouldStop, SourceError, StockInfo, import_extra, shanghai_now
-from .ratelimit import DailyCache, RateLimiter, call_with_retries
+from ..logs import Event, get_logger
+from .base import (DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure, StockInfo,
+                   require_extra)
+from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
+from .ratelimit import Memo, Politeness, Upstream
+from .stockplan import Listing, ask_each, count_listed
 
-# volume is in shares, amount in yuan, turn and pctChg in percent: no conversion needed.
 HISTORY_FIELDS = "date,code,open,high,low,close,preclose,volume,amount,turn,tradestatus,pctChg"
 MARKET_DAILY = "query_daily_history_k_AStock"  # baostock >= 0.9.3
-MIN_COVERAGE = 0.9  # a whole-market day answering for fewer of the listed stocks is incomplete
-# A-share stocks: Shanghai 60xxxx/68xxxx, Shenzhen 00xxxx/30xxxx (no indexes, B-shares, funds).
-_A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")
+MIN_COVERAGE = 0.9        # a whole-market answer for fewer of the listed stocks is completed stock by stock
+UNPUBLISHED_PROBE = 20    # stocks asked with no bar at all: the day is not published yet
+SESSION_IDLE_S = 60.0     # a session idle this long is ended before the next call (a fresh login)
+LISTING_MAX_AGE_S = 3600.0
+_A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")  # no indexes, B-shares, funds; no Beijing
 
 Record = dict[str, str]
-DayResults = Iterator[tuple[dt.date, list[Row] | DayFailure]]
-
-
-@dataclass(frozen=True)
-class Listing:
-    """One query_stock_basic stock: `code` in baostock form ("sh.600000")."""
-
-    code: str
-    name: str
-    ipo: dt.date | None
-    out: dt.date | None
-    listed: bool
-
-    def trades_within(self, first: dt.date, last: dt.date) -> bool:
-        return self.ipo is not None and self.ipo <= last and (self.out is None or self.out >= first)
 
 
 def number(text: str | None) -> float | None:
     """'9.43' -> 9.43; '' / None / junk / NaN -> None."""
-    if not text:
-        return None
     try:
-        value = float(text)
+        value = float(text or "")
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
-
-
-def integer(text: str | None) -> int | None:
-    value = number(text)
-    return None if value is None else int(round(value))
+    return value if value == value and abs(value) != float("inf") else None
 
 
 def day_of(text: str | None) -> dt.date | None:
@@ -92,18 +70,10 @@ def bar(record: Record) -> tuple[dt.date, Row] | None:
     if (not _A_SHARE.fullmatch(code) or day is None or record.get("tradestatus") == "0"
             or open_price is None or close is None):
         return None
+    volume = number(record.get("volume"))
     return day, (code[3:], open_price, number(record.get("high")), number(record.get("low")), close,
-                 number(record.get("preclose")), integer(record.get("volume")), number(record.get("amount")),
-                 number(record.get("turn")), number(record.get("pctChg")))
-
-
-def bars_by_day(records: list[Record], wanted: set[dt.date]) -> dict[dt.date, list[Row]]:
-    by_day: dict[dt.date, list[Row]] = {day: [] for day in wanted}
-    for record in records:
-        item = bar(record)
-        if item is not None and item[0] in by_day:
-            by_day[item[0]].append(item[1])
-    return by_day
+                 number(record.get("preclose")), None if volume is None else int(round(volume)),
+                 number(record.get("amount")), number(record.get("turn")), number(record.get("pctChg")), None)
 
 
 def listing(record: Record) -> Listing | None:
@@ -111,168 +81,202 @@ def listing(record: Record) -> Listing | None:
     code = record.get("code", "")
     if record.get("type") != "1" or not _A_SHARE.fullmatch(code):
         return None
-    return Listing(code=code, name=record.get("code_name", "").strip(), ipo=day_of(record.get("ipoDate")),
-                   out=day_of(record.get("outDate")), listed=record.get("status") == "1")
+    return Listing(code=code[3:], name=record.get("code_name", "").strip() or code[3:], exchange=code[:2],
+                   listed=day_of(record.get("ipoDate")), delisted=day_of(record.get("outDate")))
 
 
-def read_result(result: Any, what: str) -> list[Record]:
-    """Drain a baostock ResultData (next() pages on its own) into dicts keyed by its fields."""
-    if result is None:
-        raise SourceError(f"{what}: the library returned no result (bad arguments?)")
-    records: list[Record] = []
-    while result.error_code == "0" and result.next():
-        records.append(dict(zip(result.fields, result.get_row_data(), strict=True)))
-    if result.error_code != "0":
-        raise SourceError(f"{what}: error {result.error_code}: {result.error_msg}")
-    return records
+def baostock_code(code: str) -> str:
+    return ("sh." if code.startswith("6") else "sz.") + code
 
+
+def records(answer: tuple[list[str], list[list[str]]]) -> list[Record]:
+    fields, rows = answer
+    return [dict(zip(fields, row)) for row in rows]
+
+
+def has_market_daily() -> bool:
+    try:
+        version = tuple(int(part) for part in importlib.metadata.version("baostock").split(".")[:3])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return version >= (0, 9, 3)
 
 
 class BaostockSource:
-    """Daily bars from baostock; see the module docstring for the plan, session and failures."""
+    """Daily bars from baostock; see the module docstring for the plans, the session and failures."""
 
     name = "baostock"
 
-    def __init__(self, config: BaostockConfig, *, library: ModuleType | None = None,
-                 clock: Callable[[], dt.datetime] | None = None, sleep: Callable[[float], None] = time.sleep,
-                 limiter: RateLimiter | None = None) -> None:
-        self._bs = library if library is not None else import_extra("baostock")
+    def __init__(self, config: BaostockConfig, *, market_daily: bool | None = None, **timing: Any) -> None:
+        require_extra("baostock")
         self._config = config
-        self.market_daily = config.market_daily and config.adjustflag == "3" and hasattr(self._bs, MARKET_DAILY)
-        self.window_days = 1 if self.market_daily else config.window_days
-        self._now = clock or shanghai_now
-        self._sleep = sleep
-        self._limiter = limiter or RateLimiter(config.requests_per_second, sleep=sleep)
-        self._lock = threading.Lock()  # one library call at a time, login and logout included
-        self._logged_in = False
-        self._listings: DailyCache[list[Listing]] = DailyCache(self._today)
+        self.market_daily = config.market_daily and (has_market_daily() if market_daily is None else market_daily)
+        self._closing = threading.Event()
+        self._log = get_logger(source=self.name)
+        politeness = Politeness(requests_per_second=config.requests_per_second, jitter=config.jitter,
+                                attempts=config.request_retries + 1, backoff_s=config.request_retry_backoff_s)
+        self._upstream = Upstream("baostock", politeness, on_pause=self._paused, **timing)
+        self._process = LibraryProcess("syncd.sources.baostock_calls",
+                                       {"request_timeout_s": config.request_timeout_s, "server": config.server},
+                                       label="baostock")
+        self._listings: Memo[list[Listing]] = Memo(LISTING_MAX_AGE_S)
+        if config.adjustflag != "3":
+            self._log.warning(Event.SOURCE_SETTING_IGNORED, key="source.baostock.adjustflag", value=config.adjustflag,
+                              reason="stored prices are raw; adjusted prices are the daily_bars_qfq/hfq views")
 
-    def fetch_window(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
-        if not days:
+    # --- the fetch interface ----------------------------------------------------------------
+    def plan(self, days: Sequence[dt.date]) -> Plan:
+        return "by_day" if self.market_daily else "by_stock"
+
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        stop = self._stopper(should_stop)
+        failed_in_a_row, last_error = 0, ""
+        try:
+            for day in days:
+                if stop():
+                    return
+                if failed_in_a_row >= self._config.give_up_after:
+                    yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
+                    continue
+                try:
+                    result = self._market_day(day, stop)
+                except CallCancelled:
+                    return
+                except SourceError as exc:
+                    result = DayFailure(str(exc))
+                failed_in_a_row, last_error = ((failed_in_a_row + 1, result.error) if isinstance(result, DayFailure)
+                                               else (0, ""))
+                yield day, result
+        finally:
+            self._end_session()
+
+    def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
+                     codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
+        stop = self._stopper(should_stop)
+        try:
+            wanted = sorted(set(codes)) if codes is not None else [
+                item.code for item in self._all_listings(stop) if item.trades_within(first, last)]
+
+            def ask(_: None, code: str, stopping: ShouldStop) -> StockBars:
+                return StockBars(code, self._history(code, first, last, stopping))
+
+            yield from ask_each(wanted, [None], ask, stop, give_up_after=self._config.give_up_after)
+        except CallCancelled:
             return
-        if self.market_daily:
-            yield from self._fetch_market_daily(days, should_stop)
-        else:
-            yield from self._fetch_per_stock(days, should_stop)
+        finally:
+            self._end_session()
+
+    def listed_on(self, day: dt.date) -> int | None:
+        return count_listed(self._all_listings(self._closing.is_set), day)
 
     def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
         """Open days from query_trade_dates; None if its calendar does not reach both ends."""
-        records = self._query("query_trade_dates", start_date=start.isoformat(), end_date=end.isoformat())
+        answer = self._query("query_trade_dates", start_date=start.isoformat(), end_date=end.isoformat(),
+                             stop=self._closing.is_set)
         is_open = {day: record.get("is_trading_day") == "1"
-                   for record in records if (day := day_of(record.get("calendar_date"))) is not None}
+                   for record in records(answer) if (day := day_of(record.get("calendar_date"))) is not None}
         if start not in is_open or end not in is_open:
             return None
         return sorted(day for day, open_ in is_open.items() if open_ and start <= day <= end)
 
     def stock_list(self) -> list[StockInfo]:
-        """Listed A-shares from query_stock_basic (fetched once a day); SourceError if it cannot be fetched."""
-        return [StockInfo(code=item.code[3:], name=item.name, exchange=item.code[:2])
-                for item in self._all_listings() if item.listed]
-
-    def requests_for(self, days: Sequence[dt.date]) -> int:
-        """One per day (market-daily) or one per stock listed in each window (per-stock), plus the stock list."""
-        if not days:
-            return 0
-        if self.market_daily:
-            return len(days) + 1
-        windows = [days[i:i + self.window_days] for i in range(0, len(days), self.window_days)]
-        return 1 + sum(len(self._codes_within(min(window), max(window))) for window in windows)
+        """Listed A-shares from query_stock_basic, asked afresh (one run, one fresh list)."""
+        self._listings.forget()
+        return [item.info() for item in self._all_listings(self._closing.is_set) if item.delisted is None]
 
     def close(self) -> None:
-        with self._lock:
-            if not self._logged_in:
-                return
-            try:
-                self._bs.logout()
-            finally:
-                self._logged_in = False
+        self._closing.set()
+        self._process.close()
 
-    def _today(self) -> dt.date:
-        return self._now().astimezone(SHANGHAI).date()
+    # --- plans ------------------------------------------------------------------------------
+    def _market_day(self, day: dt.date, stop: ShouldStop) -> DayBatch | DayFailure:
+        listings = self._all_listings(stop)
+        listed = {item.code for item in listings if item.listed_on(day)}
+        rows: dict[str, Row] = {}
+        answered: set[str] = set()
+        for record in records(self._query(MARKET_DAILY, day.isoformat(), stop=stop)):
+            if _A_SHARE.fullmatch(record.get("code", "")) and day_of(record.get("date")) == day:
+                answered.add(record["code"][3:])
+                if (item := bar(record)) is not None:
+                    rows[item[1][0]] = item[1]
+        if len(answered & listed) >= MIN_COVERAGE * len(listed) and rows:
+            return DayBatch(rows=list(rows.values()), expected=len(listed))
+        absent = sorted(listed - answered)
+        self._log.info(Event.SOURCE_FALLBACK, date=day.isoformat(), answered=len(answered), listed=len(listed),
+                       asking=len(absent))
+        return self._by_stock_day(day, absent, rows, len(listed), stop)
 
-    def _fetch_market_daily(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
-        for day in days:
-            if should_stop():
-                return
-            listed = len(self._codes_within(day, day))
-            records = self._query(MARKET_DAILY, day.isoformat())
-            yield day, _market_day_result(day, records, listed)
+    def _by_stock_day(self, day: dt.date, codes: list[str], rows: dict[str, Row], listed: int,
+                      stop: ShouldStop) -> DayBatch | DayFailure:
+        missing: set[str] = set()
+        asked_without_bar = 0
 
-    def _fetch_per_stock(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayResults:
-        first, last = min(days), max(days)
-        by_day: dict[dt.date, list[Row]] = {day: [] for day in days}
-        for code in self._codes_within(first, last):
-            if should_stop():
-                return
-            records = self._query("query_history_k_data_plus", code, HISTORY_FIELDS, start_date=first.isoformat(),
-                                  end_date=last.isoformat(), frequency="d", adjustflag=self._config.adjustflag)
-            for day, rows in bars_by_day(records, set(days)).items():
-                by_day[day].extend(rows)
-        for day in days:
-            yield day, _day_result(day, by_day[day])
+        def ask(_: None, code: str, stopping: ShouldStop) -> StockBars:
+            return StockBars(code, self._history(code, day, day, stopping))
 
-    def _codes_within(self, first: dt.date, last: dt.date) -> list[str]:
-        return [item.code for item in self._all_listings() if item.trades_within(first, last)]
+        for answer in ask_each(codes, [None], ask, stop, give_up_after=self._config.give_up_after):
+            if isinstance(answer, StockFailure):
+                missing.add(answer.code)
+                continue
+            for _, row in answer.bars:
+                rows[row[0]] = row
+            asked_without_bar += not answer.bars
+            if not rows and asked_without_bar >= UNPUBLISHED_PROBE:
+                return DayFailure(f"baostock has no bars for {day} yet (the whole-market answer was empty and "
+                                  f"{asked_without_bar} stocks asked one by one had none): published in the evening")
+        if stop():
+            raise CallCancelled("cancelled")
+        if not rows:
+            return DayFailure(f"baostock has no bars for {day}" + (f" ({len(missing)} stocks failed)" if missing else ""))
+        return DayBatch(rows=list(rows.values()), expected=listed, missing=frozenset(missing))
 
-    def _all_listings(self) -> list[Listing]:
-        return self._listings.get(self._fetch_listings)
+    def _history(self, code: str, first: dt.date, last: dt.date, stop: ShouldStop) -> list[tuple[dt.date, Row]]:
+        answer = self._query("query_history_k_data_plus", baostock_code(code), HISTORY_FIELDS,
+                             start_date=first.isoformat(), end_date=last.isoformat(), frequency="d", adjustflag="3",
+                             stop=stop)
+        return [item for record in records(answer) if (item := bar(record)) is not None and first <= item[0] <= last]
 
-    def _fetch_listings(self) -> list[Listing]:
-        found = [item for record in self._query("query_stock_basic") if (item := listing(record)) is not None]
+    def _all_listings(self, stop: ShouldStop) -> list[Listing]:
+        return self._listings.get(lambda: self._fetch_listings(stop))
+
+    def _fetch_listings(self, stop: ShouldStop) -> list[Listing]:
+        found = [item for record in records(self._query("query_stock_basic", stop=stop))
+                 if (item := listing(record)) is not None]
         if not found:
             raise SourceError("baostock query_stock_basic returned no A-share stocks")
         return sorted(found, key=lambda item: item.code)
 
-    def _query(self, method: str, *args: str, **kwargs: str) -> list[Record]:
-        """One library call under the session lock, paced and retried; SourceError when it keeps failing."""
-        shown = [arg for arg in args if arg != HISTORY_FIELDS] + [f"{key}={value}" for key, value in kwargs.items()]
+    # --- the session ------------------------------------------------------------------------
+    def _query(self, method: str, *args: str, stop: ShouldStop, **kwargs: str) -> tuple[list[str], list[list[str]]]:
+        """One library call, paced and retried; the session ends after any failure (a fresh login next)."""
+        shown = [arg for arg in args if arg != HISTORY_FIELDS] + [f"{key}={value}" for key, value in kwargs.items()
+                                                                  if key not in ("frequency", "adjustflag")]
         what = f"baostock {method}({', '.join(shown)})"
-        with self._lock:
-            return call_with_retries(lambda: self._query_once(method, args, kwargs, what), what=what,
-                                     attempts=self._config.request_retries + 1,
-                                     backoff_s=self._config.request_retry_backoff_s, sleep=self._sleep)
 
-    def _query_once(self, method: str, args: tuple[str, ...], kwargs: dict[str, str], what: str) -> list[Record]:
-        succeeded = False
-        try:
-            self._limiter.acquire()
-            self._login()
-            records = read_result(getattr(self._bs, method)(*args, **kwargs), what)
-            succeeded = True
-            return records
-        finally:
-            if not succeeded:
-                self._logged_in = False  # the session may be gone: log in afresh on the next attempt
+        def once() -> tuple[list[str], list[list[str]]]:
+            if self._process.alive and self._process.idle_s > SESSION_IDLE_S:
+                self._process.discard()
+            try:
+                return self._process.call("query", method, args, kwargs, deadline_s=self._config.call_deadline_s,
+                                          what=what, should_stop=stop)
+            except UpstreamFailure:
+                self._process.discard()
+                raise
 
-    def _login(self) -> None:
-        if self._logged_in:
+        return self._upstream.ask(once, what, stop)
+
+    def _end_session(self) -> None:
+        if not self._process.alive:
             return
-        result = self._bs.login()
-        if result is None or result.error_code != "0":
-            detail = "no reply" if result is None else f"error {result.error_code}: {result.error_msg}"
-            raise SourceError(f"baostock login: {detail}")
-        self._set_socket_timeout()
-        self._logged_in = True
+        try:
+            self._process.call("logout", deadline_s=5.0, what="baostock logout")
+        except (UpstreamFailure, CallCancelled):
+            pass
+        finally:
+            self._process.discard()
 
-    def _set_socket_timeout(self) -> None:
-        """baostock's socket has no timeout, so a silent server would hang the worker forever."""
-        context = getattr(getattr(self._bs, "common", None), "context", None)
-        sock = getattr(context, "default_socket", None)
-        if sock is not None and hasattr(sock, "settimeout"):
-            sock.settimeout(self._config.request_timeout_s)
+    def _paused(self, seconds: float, reason: str) -> None:
+        self._log.warning(Event.SOURCE_PAUSED, seconds=seconds, reason=reason)
 
-
-def _market_day_result(day: dt.date, records: list[Record], listed: int) -> list[Row] | DayFailure:
-    """A whole-market answer is used only if it covers most stocks listed that day."""
-    answered = {record["code"] for record in records
-                if _A_SHARE.fullmatch(record.get("code", "")) and day_of(record.get("date")) == day}
-    if answered and len(answered) < MIN_COVERAGE * listed:
-        return DayFailure(f"baostock answered for {len(answered)} of the {listed} stocks listed on {day}: "
-                          "incomplete, try again later")
-    return _day_result(day, bars_by_day(records, {day})[day])
-
-
-def _day_result(day: dt.date, rows: list[Row]) -> list[Row] | DayFailure:
-    if not rows:
-        return DayFailure(f"baostock has no bars for {day} (published in the evening of the day; or not a trading day)")
-    return rows
+    def _stopper(self, should_stop: ShouldStop) -> ShouldStop:
+        return lambda: self._closing.is_set() or should_stop()

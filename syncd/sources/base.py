@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -65,6 +66,11 @@ class SourceError(Exception):
 
 class SourceUnavailable(Exception):
     """The configured source cannot be used at all (missing extra, bad settings)."""
+
+
+class SourceRejected(SourceError):
+    """Upstream refused us for good (a bad token, no permission for a required dataset): retrying
+    cannot help; the run fails with this message, which names the reason (never the token)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,14 @@ def session_closed(day: dt.date, now: dt.datetime | None = None, close: dt.time 
 
 def shanghai_now() -> dt.datetime:
     return dt.datetime.now(SHANGHAI)
+
+
+def require_extra(module: str, extra: str | None = None) -> None:
+    """Check that a source's optional library is installed, without importing it in this process
+    (it runs in child processes: isolation.py); SourceUnavailable with the pip command if not."""
+    if importlib.util.find_spec(module) is None:
+        extra = extra or module
+        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: pip install 'syncd[{extra}]'")
 
 
 def import_extra(module: str) -> ModuleType:

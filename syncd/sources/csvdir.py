@@ -1,7 +1,9 @@
 """The csv source: one file per trading day, DIR/YYYY-MM-DD.csv, in the contract's units.
 
-Header `code,open,high,low,close,pre_close,volume,amount,turnover,pct_change` (any order, a
-UTF-8 BOM tolerated). A trading day without its file, or a file with any bad row, becomes a
+Header `code,open,high,low,close,pre_close,volume,amount,turnover,pct_change` (any order).
+Files are UTF-8 (a BOM tolerated) or, with `[source.csv] encoding`, GBK / GB18030 as Chinese
+Excel and TDX export them; bytes that are not in the configured encoding fail the day with
+the byte's offset and, where the file reads as the other family, the setting that fits. A trading day without its file, or a file with any bad row, becomes a
 DayFailure naming the file and line; nothing of that day is loaded. Empty numeric cells are
 missing values (NULL); code is required and unique within a file.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +32,7 @@ class CsvSource(DaySource):
 
     def __init__(self, config: CsvConfig) -> None:
         self.root = Path(config.path)
+        self.encoding = config.encoding
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         """A file a day, read lazily (the read-ahead then runs one day ahead of the writer)."""
@@ -48,12 +52,11 @@ class CsvSource(DaySource):
     def read_day(self, day: dt.date) -> list[Row] | DayFailure:
         path = self.day_file(day)
         try:
-            with path.open(encoding="utf-8-sig", newline="") as handle:
-                return _parse(path, handle)
+            return _parse(path, io.StringIO(decode(path.read_bytes(), self.encoding), newline=""))
         except FileNotFoundError:
             return DayFailure(f"{path}: no file for trading day {day}")
         except UnicodeDecodeError as exc:
-            return DayFailure(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})")
+            return DayFailure(f"{path}: {describe_decode_error(exc, path.read_bytes(), self.encoding)}")
         except CsvRowError as exc:
             return DayFailure(str(exc))
         except (OSError, csv.Error) as exc:
@@ -65,11 +68,27 @@ class CsvSource(DaySource):
     def stock_list(self) -> list[StockInfo] | None:
         return None
 
-    def requests_for(self, days: Sequence[dt.date]) -> int:
-        return len(days)
-
     def close(self) -> None:
         pass
+
+
+def decode(data: bytes, encoding: str) -> str:
+    """The file's text: a UTF-8 BOM means UTF-8 whatever the setting; else the configured encoding."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data.decode("utf-8-sig")
+    return data.decode(encoding)
+
+
+def describe_decode_error(exc: UnicodeDecodeError, data: bytes, encoding: str) -> str:
+    shown = {"utf-8": "UTF-8", "gbk": "GBK", "gb18030": "GB18030"}[encoding]
+    message = f"not {shown} ({exc.reason} at byte {exc.start})"
+    other = "gb18030" if encoding == "utf-8" else "utf-8"
+    try:
+        data.decode(other)
+    except UnicodeDecodeError:
+        return message
+    hint = '"gbk" (or "gb18030")' if other == "gb18030" else '"utf-8"'
+    return f"{message}; it reads as {other.upper()}: set [source.csv] encoding = {hint}"
 
 
 def _parse(path: Path, handle) -> list[Row]:  # type: ignore[no-untyped-def]

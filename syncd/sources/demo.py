@@ -289,9 +289,6 @@ class DemoSource(DaySource):
     def stock_list(self) -> list[StockInfo] | None:
         return self._stocks  # the same object every run, so sync.py saves it only once per process
 
-    def requests_for(self, days: Sequence[dt.date]) -> int:
-        return len(days)
-
     def close(self) -> None:
         pass
 
