@@ -31,25 +31,29 @@ from typing import Any
 
 from ..config import AkshareConfig
 from ..logs import Event, get_logger
-from .base import (SHANGHAI, DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure,
-                   StockInfo, require_extra, shanghai_now)
+from .base import (
+    SHANGHAI,
+    DayBatch,
+    DayFailure,
+    Plan,
+    Row,
+    ShouldStop,
+    SourceError,
+    StockBars,
+    StockFailure,
+    StockInfo,
+    require_extra,
+    shanghai_now,
+)
 from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
 from .ratelimit import Memo, Politeness, Upstream
-from .stockplan import (FactorSeries, Listing, ask_each, count_listed, derived_pre_close, exchange_of, shares)
+from .stockplan import FactorSeries, Listing, ask_each, count_listed, derived_pre_close, exchange_of, number, shares
 
 MARKET_CLOSE = dt.time(15, 30)  # STAR/ChiNext after-hours fixed-price trading ends 15:30
 LISTING_MAX_AGE_S = 3600.0
 CALENDAR_MAX_AGE_S = 6 * 3600.0
 LISTS = ("sh", "star", "sz", "bj", "sh_delisted", "sz_delisted")
 PAGED_CALL_FACTOR = 5  # the snapshot and the BJ list page through many HTTP requests in one call
-
-
-def number(value: Any) -> float | None:
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if result == result and abs(result) != float("inf") else None
 
 
 def day_of(value: Any) -> dt.date | None:

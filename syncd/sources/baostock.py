@@ -30,11 +30,10 @@ from typing import Any
 
 from ..config import BaostockConfig
 from ..logs import Event, get_logger
-from .base import (DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure, StockInfo,
-                   require_extra)
+from .base import DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure, StockInfo, require_extra
 from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
 from .ratelimit import Memo, Politeness, Upstream
-from .stockplan import Listing, ask_each, count_listed
+from .stockplan import Listing, ask_each, ask_each_day, count_listed, number
 
 HISTORY_FIELDS = "date,code,open,high,low,close,preclose,volume,amount,turn,tradestatus,pctChg"
 MARKET_DAILY = "query_daily_history_k_AStock"  # baostock >= 0.9.3
@@ -45,15 +44,6 @@ LISTING_MAX_AGE_S = 3600.0
 _A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")  # no indexes, B-shares, funds; no Beijing
 
 Record = dict[str, str]
-
-
-def number(text: str | None) -> float | None:
-    """'9.43' -> 9.43; '' / None / junk / NaN -> None."""
-    try:
-        value = float(text or "")
-    except ValueError:
-        return None
-    return value if value == value and abs(value) != float("inf") else None
 
 
 def day_of(text: str | None) -> dt.date | None:
@@ -130,23 +120,8 @@ class BaostockSource:
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         stop = self._stopper(should_stop)
-        failed_in_a_row, last_error = 0, ""
         try:
-            for day in days:
-                if stop():
-                    return
-                if failed_in_a_row >= self._config.give_up_after:
-                    yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
-                    continue
-                try:
-                    result = self._market_day(day, stop)
-                except CallCancelled:
-                    return
-                except SourceError as exc:
-                    result = DayFailure(str(exc))
-                failed_in_a_row, last_error = ((failed_in_a_row + 1, result.error) if isinstance(result, DayFailure)
-                                               else (0, ""))
-                yield day, result
+            yield from ask_each_day(days, lambda day: self._market_day(day, stop), self._config.give_up_after, stop)
         finally:
             self._end_session()
 

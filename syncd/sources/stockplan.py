@@ -1,11 +1,12 @@
-"""What the remote sources share: their stock lists, the by_stock loop, and row arithmetic.
+"""What the remote sources share: their stock lists, the by_stock and by_day loops, and row arithmetic.
 
 Owns `Listing` (a stock with the listing and delisting dates its source knows), `ask_each`
 (the by_stock plan: each stock asked once, on a few threads, every answer handed on as it
 arrives, and a breaker that stops asking once `give_up_after` stocks in a row failed, so
-a dead or banning upstream costs a bounded time instead of one timeout per stock), and the
-unit and adjustment arithmetic every adapter applies to its rows (`shares`, `derived_pre_close`).
-It never touches the database or a library.
+a dead or banning upstream costs a bounded time instead of one timeout per stock),
+`ask_each_day` (the by_day plan's loop with the same breaker over days), and the value,
+unit and adjustment arithmetic every adapter applies to its rows (`number`, `shares`,
+`derived_pre_close`). It never touches the database or a library.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .base import ShouldStop, SourceError, StockBars, StockFailure, StockInfo
+from .base import DayBatch, DayFailure, ShouldStop, SourceError, SourceRejected, StockBars, StockFailure, StockInfo
 from .isolation import CallCancelled, UpstreamFailure
 
 W = TypeVar("W")
@@ -158,6 +159,39 @@ def ask_each(codes: Sequence[str], workers: Sequence[W], ask: Callable[[W, str, 
         loop.halt.set()
         for thread in threads:
             thread.join()
+
+
+def number(value: object) -> float | None:
+    """A finite float, or None for None, '', '-', NaN, infinities and anything else that is not a number."""
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def ask_each_day(days: Sequence[dt.date], ask: Callable[[dt.date], DayBatch | DayFailure], give_up_after: int,
+                 stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    """The by_day plan of a remote source: each day asked in order, a failed request a DayFailure; once
+    `give_up_after` days in a row failed, the rest are not asked (each a DayFailure saying why), so a dead
+    upstream costs a bounded time. A refusal for good (SourceRejected) ends the run; a cancel ends the loop."""
+    failed_in_a_row, last_error = 0, ""
+    for day in days:
+        if stop():
+            return
+        if failed_in_a_row >= give_up_after:
+            yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
+            continue
+        try:
+            result = ask(day)
+        except CallCancelled:
+            return
+        except SourceRejected:
+            raise
+        except SourceError as exc:
+            result = DayFailure(str(exc))
+        failed_in_a_row, last_error = (failed_in_a_row + 1, result.error) if isinstance(result, DayFailure) else (0, "")
+        yield day, result
 
 
 def shares(reported: float | None, amount: float | None, low: float | None, high: float | None,

@@ -29,11 +29,23 @@ from typing import Any
 
 from ..config import TushareConfig
 from ..logs import Event, get_logger
-from .base import (DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, SourceRejected, SourceUnavailable,
-                   StockBars, StockFailure, StockInfo, require_extra)
-from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
+from .base import (
+    DayBatch,
+    DayFailure,
+    Plan,
+    Row,
+    ShouldStop,
+    SourceError,
+    SourceRejected,
+    SourceUnavailable,
+    StockBars,
+    StockFailure,
+    StockInfo,
+    require_extra,
+)
+from .isolation import LibraryProcess, UpstreamFailure
 from .ratelimit import Memo, Politeness, Upstream
-from .stockplan import Listing, count_listed, shares
+from .stockplan import Listing, ask_each_day, count_listed, number, shares
 
 DEFAULT_URL = "http://api.tushare.pro"  # the endpoint Tushare documents for its HTTP API
 TOKEN_ENV = "SYNCD_TUSHARE_TOKEN"
@@ -41,14 +53,6 @@ DAILY_FIELDS = "ts_code,trade_date,open,high,low,close,pre_close,pct_chg,vol,amo
 LISTING_MAX_AGE_S = 3600.0
 EXCHANGES = {"SH": "sh", "SZ": "sz", "BJ": "bj"}
 OPTIONAL = ("adj_factor", "daily_basic")
-
-
-def number(value: Any) -> float | None:
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if result == result and abs(result) != float("inf") else None
 
 
 def day_of(value: Any) -> dt.date | None:
@@ -117,25 +121,8 @@ class TushareSource:
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
         stop = self._stopper(should_stop)
-        failed_in_a_row, last_error = 0, ""
         try:
-            for day in days:
-                if stop():
-                    return
-                if failed_in_a_row >= self._config.give_up_after:
-                    yield day, DayFailure(f"not asked: the {failed_in_a_row} days before it failed (last: {last_error})")
-                    continue
-                try:
-                    result = self._day(day, stop)
-                except CallCancelled:
-                    return
-                except SourceRejected:
-                    raise
-                except SourceError as exc:
-                    result = DayFailure(str(exc))
-                failed_in_a_row, last_error = ((failed_in_a_row + 1, result.error) if isinstance(result, DayFailure)
-                                               else (0, ""))
-                yield day, result
+            yield from ask_each_day(days, lambda day: self._day(day, stop), self._config.give_up_after, stop)
         finally:
             self._process.close()  # no idle process waits for the next run
 
