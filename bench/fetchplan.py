@@ -38,7 +38,7 @@ SCENARIOS = (("daily sync", 0), ("1-year backfill", 1), ("20-year backfill", 20)
 
 
 class LazyBars(Mapping[str, list[Bar]]):
-    def __init__(self, market: "LazyMarket") -> None:
+    def __init__(self, market: LazyMarket) -> None:
         self.market = market
 
     def __getitem__(self, code: str) -> list[Bar]:

@@ -23,8 +23,29 @@ import msgspec
 import zmq
 
 from syncd.protocol import (
-    REPLY_TYPES, Cancel, CancelReply, Check, CheckReply, Day, Days, ErrorCode, History, Ping, PingReply, Request, Run,
-    Start, StartReply, Status, StatusReply, Task, VerifiedDay, Verify, encode_request, op_name, parse_date,
+    REPLY_TYPES,
+    Cancel,
+    CancelReply,
+    Check,
+    CheckReply,
+    Day,
+    Days,
+    ErrorCode,
+    History,
+    Ping,
+    PingReply,
+    Request,
+    Run,
+    Start,
+    StartReply,
+    Status,
+    StatusReply,
+    Task,
+    VerifiedDay,
+    Verify,
+    encode_request,
+    op_name,
+    parse_date,
 )
 
 DEFAULT_TIMEOUT_S = 5.0

@@ -30,7 +30,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from syncd import __version__
-from syncd.protocol import CheckReply, Days, ErrorCode, History, Verify, parse_date as parse_wire_date
+from syncd.protocol import CheckReply, Days, ErrorCode, History, Verify
+from syncd.protocol import parse_date as parse_wire_date
 
 from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
 

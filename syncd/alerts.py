@@ -204,7 +204,7 @@ class WebhookPost:
             raise AlertFailed(f"HTTP {exc.code} {exc.reason}", retry=exc.code >= 500 or exc.code == 429) from None
         except urllib.error.URLError as exc:
             raise AlertFailed(self._scrub(f"cannot reach the webhook: {exc.reason}"), retry=True) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise AlertFailed(f"no answer within {self._timeout_s:g} s", retry=True) from None
         except OSError as exc:
             raise AlertFailed(self._scrub(f"{type(exc).__name__}: {exc.strerror or exc}"), retry=True) from None

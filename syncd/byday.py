@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import store
 from .daywriter import DayRejected, DayWriter
 from .logs import Event
 from .prefetch import read_ahead

@@ -14,7 +14,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 import msgspec.inspect
@@ -201,7 +201,7 @@ ALERT_EVENTS = ("failed", "partial", "interrupted", "late")
 class AlertConfig(_Section):
     webhook_url: str = ""  # env SYNCD_ALERT_WEBHOOK_URL overrides (it holds a secret: keep it out of config.toml)
     format: Literal["json", "dingtalk", "wecom", "slack"] = "json"
-    on: list[Literal["failed", "partial", "interrupted", "late"]] = msgspec.field(default_factory=lambda: list(ALERT_EVENTS))
+    on: list[Literal["failed", "partial", "interrupted", "late"]] = msgspec.field(default_factory=lambda: list(ALERT_EVENTS))  # type: ignore[arg-type]
     late_after: str = "22:00"  # in schedule.timezone: the latest completed trading day not synced by then is late
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0    # per POST
     retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 2            # extra attempts after a failed POST

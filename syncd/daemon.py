@@ -26,27 +26,27 @@ from typing import Any
 import zmq
 
 from . import pooling, store
-from .calendar import Confirms, TradingCalendar
-from .config import Config, ConfigError, ipc_path, redact_dsn
 from .admission import Admission
+from .calendar import Confirms, TradingCalendar
+from .clientauth import ClientAuthenticator
+from .config import Config, ConfigError, ipc_path, redact_dsn
 from .controldb import ControlDb
-from .ops import Ops
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
 from .notify import Notifier
+from .ops import Ops
 from .preflight import check_dsn, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
+from .runlock import recover_orphans
 from .runstate import RunState
 from .scheduling import DailySchedule
-from .sessioncheck import check_lock_session
 from .security import apply_server_curve, check_endpoint
-from .clientauth import ClientAuthenticator
-from .telemetry import Telemetry
+from .sessioncheck import check_lock_session
 from .sources import load_source
 from .sources.base import confirms_trading_day
-from .runlock import recover_orphans
 from .sync import Syncer
+from .telemetry import Telemetry
 from .worker import Worker
 
 # The worker's Python holds the GIL in long stretches; a request waiting on the control loop

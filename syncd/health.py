@@ -35,7 +35,7 @@ def day_kind(calendar: TradingCalendar, day: dt.date) -> DayKind:
     the demo's synthetic weekdays); otherwise it is "unconfirmed" (calendar.TradingCalendar.kind).
     Every user of this module (check, the late alert, the metrics) follows it.
     """
-    return calendar.kind(day).value  # type: ignore[return-value]
+    return calendar.kind(day).value
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TextIO
 
 import structlog
 
+
 class Event(StrEnum):
     """Every event name syncd logs. The first group is the contract operators grep for."""
 

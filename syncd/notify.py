@@ -34,7 +34,7 @@ class Notifier:
                 self._sock = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ, pid: int | None = None) -> "Notifier":
+    def from_env(cls, env: Mapping[str, str] = os.environ, pid: int | None = None) -> Notifier:
         """Build from the service manager's variables; `pid` (default os.getpid()) is the
         process WATCHDOG_PID must name for the watchdog to be ours."""
         return cls(env.get("NOTIFY_SOCKET") or None, _watchdog_usec(env, os.getpid() if pid is None else pid))
@@ -85,7 +85,7 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> "Notifier":
+    def __enter__(self) -> Notifier:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

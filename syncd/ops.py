@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
@@ -27,14 +26,41 @@ from .health import SCHEDULED_TASK_TYPES, HealthJudge, parse_clock
 from .logs import Event, get_logger
 from .observer import NULL_OBSERVER, Observer
 from .protocol import (
-    AnyRequest, BusyReply, Cancel, Check, CheckReply, CancelReply, DaemonInfo, Day, Days, DaysReply, ErrorCode, ErrorReply, History,
-    HistoryReply, Ok, Ping, PingReply, RequestError, Run, ScheduledJob, Start, StartReply, Status, StatusReply, Task,
-    VerifiedDay, Verify, VerifyReply, check_range, decode_request, op_name,
+    AnyRequest,
+    BusyReply,
+    Cancel,
+    CancelReply,
+    Check,
+    CheckReply,
+    DaemonInfo,
+    Day,
+    Days,
+    DaysReply,
+    ErrorCode,
+    ErrorReply,
+    History,
+    HistoryReply,
+    Ok,
+    Ping,
+    PingReply,
+    RequestError,
+    Run,
+    ScheduledJob,
+    Start,
+    StartReply,
+    Status,
+    StatusReply,
+    Task,
+    VerifiedDay,
+    Verify,
+    VerifyReply,
+    check_range,
+    decode_request,
+    op_name,
 )
 from .record import RunRecord
 from .runlock import recover_orphans
 from .runstate import RunState
-
 
 INVALID_OP = "invalid"  # the op label of a request that could not be decoded
 
@@ -178,7 +204,8 @@ class Ops:
         """Judge freshness now (health.py); a database that cannot be read is itself the unhealthy reason."""
         completed = self.health.latest_completed(dt.datetime.now(self.zone))
         try:
-            status = self.db.call(lambda c: store.day_status(c, completed.day)) if completed.day else None
+            day = completed.day
+            status = self.db.call(lambda c: store.day_status(c, day)) if day else None
             last = self.db.call(lambda c: store.last_scheduled_run(c, SCHEDULED_TASK_TYPES))
         except RequestError as exc:
             if exc.code != ErrorCode.DATABASE_UNAVAILABLE:

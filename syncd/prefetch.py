@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int = 1) -> Generator[T, None, None]:
     """Yield `items` in order while a helper thread produces up to `depth` of them ahead."""
     handoff: queue.Queue[tuple[object, object]] = queue.Queue(maxsize=depth)
     closed = threading.Event()

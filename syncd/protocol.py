@@ -238,11 +238,11 @@ class Days(RangeRequest, tag="days", frozen=True):
     reply = DaysReply
 
 
-class Verify(RangeRequest, tag="verify"):
+class Verify(RangeRequest, tag="verify", frozen=True):
     reply = VerifyReply
 
 
-class Check(Request, tag="check"):
+class Check(Request, tag="check", frozen=True):
     reply = CheckReply
 
 

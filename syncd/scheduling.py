@@ -16,9 +16,9 @@ from typing import Any
 
 import schedule
 
-from .config import ScheduleConfig
 from .admission import Busy
 from .calendar import DayKind, beyond_horizon_reason
+from .config import ScheduleConfig
 from .logs import Event, get_logger
 from .protocol import ScheduledJob, Task
 

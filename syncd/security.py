@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -95,7 +96,7 @@ def _check_server_keys(public_key: str, secret_key: str) -> None:
         raise ConfigError("daemon.curve_public_key: does not belong to daemon.curve_secret_key; copy both lines from one `python -m syncd.security keygen`")
 
 
-def apply_server_curve(socket: zmq.Socket, public_key: str, secret_key: str) -> None:  # type: ignore[type-arg]
+def apply_server_curve(socket: zmq.Socket[Any], public_key: str, secret_key: str) -> None:
     """Make `socket` a CURVE server with this keypair; call before bind()."""
     socket.curve_secretkey = secret_key.encode("ascii")
     socket.curve_publickey = public_key.encode("ascii")
@@ -103,7 +104,7 @@ def apply_server_curve(socket: zmq.Socket, public_key: str, secret_key: str) -> 
 
 
 def apply_client_curve(
-    socket: zmq.Socket,  # type: ignore[type-arg]
+    socket: zmq.Socket[Any],
     server_public_key: str,
     client_public_key: str | None = None,
     client_secret_key: str | None = None,

@@ -67,6 +67,7 @@ def identity(conn: psycopg.Connection[Any]) -> DatabaseIdentity:
         "THEN (SELECT system_identifier FROM pg_control_system()) END, pg_postmaster_start_time(), "
         "current_database(), (SELECT oid FROM pg_database WHERE datname = current_database()), "
         "to_regclass('daily_bars')::oid").fetchone()
+    assert row is not None  # a SELECT without FROM returns its one row
     return DatabaseIdentity(*row)
 
 

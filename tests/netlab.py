@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-
 from conftest import SyncdProcess
 
 NETNS_PREFIX = "syncd-lab-"

@@ -20,7 +20,6 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-
 from conftest import wait_until
 
 PGBOUNCER = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)

@@ -7,8 +7,8 @@ import datetime as dt
 
 import psycopg
 import pytest
-
 from conftest import query
+
 from syncd import store
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource

@@ -18,10 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import BASE_CONFIG, SyncdProcess, merge, wait_until
 from daemons import SpecialSyncd
-from syncd import store
+
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 

@@ -23,7 +23,18 @@ from syncd.config import Config, DemoConfig
 from syncd.controldb import ControlDb
 from syncd.ops import Ops
 from syncd.protocol import (
-    OPS, REPLY_TYPES, REQUEST_TYPES, BusyReply, ErrorCode, ErrorReply, Ok, PingReply, Start, StartReply, StatusReply, encode,
+    OPS,
+    REPLY_TYPES,
+    REQUEST_TYPES,
+    BusyReply,
+    ErrorCode,
+    ErrorReply,
+    Ok,
+    PingReply,
+    Start,
+    StartReply,
+    StatusReply,
+    encode,
     parse_date,
 )
 from syncd.record import RunRecord, wire_time

@@ -5,8 +5,8 @@ import sys
 import threading
 
 import pytest
-
 from conftest import wait_until
+
 from syncctl import SyncClient, SyncdBusy
 
 TASK_FIELDS = {"run_id", "task_type", "requested_by", "start_time", "start_date", "end_date", "total_days",

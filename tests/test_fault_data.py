@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-
 from conftest import wait_until
+
 from syncctl import SyncdUnreachable
 from syncd.calendar import TradingCalendar
 from syncd.config import ConfigError, DemoConfig, parse_config

@@ -22,11 +22,11 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import wait_until
 from netlab import PgServer, Tmpfs, unavailable_reason
-from syncd.calendar import TradingCalendar
 from test_fault_data import StatusPoller, expected_aggregates, stored_aggregates
+
+from syncd.calendar import TradingCalendar
 
 pytestmark = pytest.mark.fault
 

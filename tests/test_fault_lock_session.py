@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import query, wait_until
+
 from syncd.runlock import LockHolder
 
 pytestmark = pytest.mark.fault

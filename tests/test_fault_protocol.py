@@ -30,15 +30,23 @@ import msgspec
 import psycopg
 import pytest
 import zmq
+from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_until
 from syncctl import SyncClient, SyncdBusy
 from syncd import protocol
 from syncd.calendar import TradingCalendar
 from syncd.protocol import (
-    MAX_FRAME_BYTES, OPS, REPLY_TYPES, Days, History, RequestError, Start, decode_request, encode,
+    MAX_FRAME_BYTES,
+    OPS,
+    REPLY_TYPES,
+    Days,
+    History,
+    RequestError,
+    Start,
+    decode_request,
+    encode,
     encode_request,
 )
 

@@ -45,7 +45,7 @@ def scheduled(status: str, task_type: str = "scheduler_daily", error: str | None
     (at("2025-10-18", "12:00"), "2025-10-17"),   # Saturday: Friday
     (at("2025-10-20", "09:00"), "2025-10-17"),   # Monday morning: Friday
     (at("2025-10-09", "10:00"), "2025-09-30"),   # after the National Day holiday: the last day before it
-    (at("2025-10-17", "14:30").astimezone(dt.timezone.utc), "2025-10-16"),  # any zone in, judged in Shanghai
+    (at("2025-10-17", "14:30").astimezone(dt.UTC), "2025-10-16"),  # any zone in, judged in Shanghai
 ])
 def test_a_trading_day_completes_at_late_after_in_the_schedule_zone(now: dt.datetime, expected: str) -> None:
     assert judge().latest_completed(now) == CompletedDay(dt.date.fromisoformat(expected))

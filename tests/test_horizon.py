@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import BASE_CONFIG, merge, query, wait_until
 from daemons import SpecialSyncd, faketime_available
+
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import wait_until
-from syncd.sources.isolation import CallCancelled, LibraryProcess, UpstreamFailure, UpstreamTimeout, child_environment
 from upstreams import HttpUpstream, Reply
+
+from syncd.sources.isolation import CallCancelled, LibraryProcess, UpstreamFailure, UpstreamTimeout, child_environment
 
 ANSWER = {"code": 0, "msg": "", "data": {"fields": ["a"], "items": [[1]]}}
 

@@ -4,7 +4,6 @@ SIGTERM mid-run, and kill -9 at many random instants, are in test_fault_data.py.
 """
 
 import psycopg
-
 from conftest import wait_until
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.1}}}

@@ -33,12 +33,12 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from conftest import BASE_CONFIG, merge, query, wait_until
 from netlab import NamespacedSyncd, NetLab, unavailable_reason
+from test_fault_data import expected_aggregates, stored_aggregates, trading_days
+
 from syncctl import SyncdUnreachable
 from syncd import store
-from test_fault_data import expected_aggregates, stored_aggregates, trading_days
 
 pytestmark = pytest.mark.partition
 

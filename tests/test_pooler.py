@@ -18,16 +18,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from conftest import BASE_CONFIG, merge, query
 from pgbouncer import PGBOUNCER, PgBouncer
+from test_fault_startup import assert_refused, run_syncd
+
 from syncd import store
-from syncd.config import ConfigError, Config, DatabaseConfig
+from syncd.config import Config, ConfigError, DatabaseConfig
 from syncd.controldb import ControlDb
 from syncd.pooling import OptionsError, inherit_options, parse_options
 from syncd.runlock import RunLock
 from syncd.sessioncheck import check_lock_session
-from test_fault_startup import assert_refused, run_syncd
 
 EX_CONFIG = 78
 SYNC_RANGE = ("2025-09-01", "2025-09-30")

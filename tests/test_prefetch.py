@@ -3,8 +3,8 @@
 import threading
 
 import pytest
-
 from conftest import wait_until
+
 from syncd.prefetch import read_ahead
 
 

@@ -5,8 +5,8 @@ import zoneinfo
 
 import pytest
 import structlog
-
 from conftest import wait_until
+
 from syncd.calendar import DayKind, TradingCalendar
 from syncd.config import ScheduleConfig
 from syncd.scheduling import Busy, DailySchedule

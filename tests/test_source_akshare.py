@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
-
 from market import DAYS, EX_DATE, Market, Stock
+from structlog.testing import capture_logs
+from upstreams import FakeTime, HttpUpstream, akshare_route, is_hist
+
 from syncd.config import AkshareConfig
 from syncd.sources.akshare import AkshareSource
-from syncd.sources.base import DayBatch, DayFailure, SHANGHAI, StockBars, StockFailure
-from upstreams import FakeTime, HttpUpstream, akshare_route, is_hist
+from syncd.sources.base import SHANGHAI, DayBatch, DayFailure, StockBars, StockFailure
 
 pytest.importorskip("akshare")
 FIRST, LAST = DAYS[0], DAYS[-1]

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
-
 from market import DAYS, EX_DATE, Market
+from structlog.testing import capture_logs
+from upstreams import BaostockServer, FakeTime
+
 from syncd.config import BaostockConfig
 from syncd.sources import baostock as baostock_module
-from syncd.sources.base import DayBatch, DayFailure, SourceError, StockBars
 from syncd.sources.baostock import BaostockSource
-from upstreams import BaostockServer, FakeTime
+from syncd.sources.base import DayBatch, DayFailure, SourceError, StockBars
 
 pytest.importorskip("baostock")
 SH_SZ = 15  # the market's Shanghai and Shenzhen stocks (baostock has no Beijing)

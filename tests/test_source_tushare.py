@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
-
 from market import DAYS, EX_DATE, Market
+from structlog.testing import capture_logs
+from upstreams import FakeTime, HttpUpstream, Reply, tushare_route
+
 from syncd.config import SourceConfig, TushareConfig
 from syncd.sources import load_source
 from syncd.sources.base import DayBatch, DayFailure, SourceRejected, SourceUnavailable
 from syncd.sources.tushare import TushareSource
-from upstreams import FakeTime, HttpUpstream, Reply, tushare_route
 
 TOKEN = "good-token"
 

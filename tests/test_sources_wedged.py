@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from conftest import wait_until
 from market import DAYS, Market
 from upstreams import BaostockServer, HttpUpstream, akshare_route, is_hist, tushare_route

@@ -13,9 +13,9 @@ import time
 
 import psycopg
 import pytest
+from conftest import query, wait_until
 
 from syncd.runlock import LockHolder
-from conftest import query, wait_until
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.15}}}
 LONG_RANGE = ("2025-08-01", "2025-10-31")

@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-
 from fakesource import StockSource
+
 from syncd import bystock, store
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig, SyncConfig

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import query
 from fastapi.testclient import TestClient
 
-from conftest import query
 from syncctl.web import PREFIX, create_app
 
 HEADER = "code,open,high,low,close,pre_close,volume,amount,turnover,pct_change"

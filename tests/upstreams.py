@@ -24,9 +24,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market import (BAOSTOCK_DAILY_FIELDS, BAOSTOCK_SPLIT, Market, baostock_message, baostock_record, bse_list,
-                    eastmoney_clist, eastmoney_kline, sina_calendar_js, sina_hfq_js, sse_list, szse_xlsx,
-                    ts_code, tushare_answer, tushare_daily)
+from market import (
+    BAOSTOCK_DAILY_FIELDS,
+    BAOSTOCK_SPLIT,
+    Market,
+    baostock_message,
+    baostock_record,
+    bse_list,
+    eastmoney_clist,
+    eastmoney_kline,
+    sina_calendar_js,
+    sina_hfq_js,
+    sse_list,
+    szse_xlsx,
+    ts_code,
+    tushare_answer,
+    tushare_daily,
+)
 
 MISBEHAVIOURS = ("close", "half_close", "stall", "garbage", "403", "456", "empty")
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..config import SourceConfig
 
 
-def load_source(config: "SourceConfig") -> Source:
+def load_source(config: SourceConfig) -> Source:
     """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing."""
     match config.name:
         case "demo":

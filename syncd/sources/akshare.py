@@ -77,6 +77,7 @@ def hist_bars(code: str, rows: Sequence[Sequence[Any]], factors: FactorSeries, f
         if day is None or open_price is None or close_price is None:
             continue  # no trade that day
         change_amount = number(change)
+        previous_close: float | None
         if previous is not None:
             previous_close, previous_factor = previous[1], factors.on(previous[0])
         else:  # the range's first bar: Eastmoney's change is against the previous raw close

@@ -30,7 +30,7 @@ NETWORK_ERRORS = "10002"  # baostock's 10002xxx codes: socket errors of every ki
 class GuardedSocket(socket.socket):
     """A socket whose empty read is an error, and whose first error is remembered for the call."""
 
-    guard: "SocketGuard"
+    guard: SocketGuard
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         try:
@@ -131,7 +131,7 @@ def setup(options: dict[str, Any]) -> dict[str, Callable[..., Any]]:
 
     guard = SocketGuard(float(options["request_timeout_s"]))
     # socketutil reaches sockets through its module global `socket`: give it ours.
-    socketutil.socket = SimpleNamespace(socket=guard.make, AF_INET=socket.AF_INET,  # type: ignore[attr-defined]
+    socketutil.socket = SimpleNamespace(socket=guard.make, AF_INET=socket.AF_INET,
                                         SOCK_STREAM=socket.SOCK_STREAM)
     server = str(options.get("server", ""))
     if server:

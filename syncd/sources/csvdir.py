@@ -16,6 +16,7 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ..config import CsvConfig
 from .base import COLUMNS, DayBatch, DayFailure, DaySource, Row, ShouldStop, StockInfo
@@ -91,7 +92,7 @@ def describe_decode_error(exc: UnicodeDecodeError, data: bytes, encoding: str) -
     return f"{message}; it reads as {other.upper()}: set [source.csv] encoding = {hint}"
 
 
-def _parse(path: Path, handle) -> list[Row]:  # type: ignore[no-untyped-def]
+def _parse(path: Path, handle: TextIO) -> list[Row]:
     reader = csv.reader(handle)
     header = next(reader, None)
     if header is None:

@@ -39,7 +39,7 @@ class TushareHttp:
         self.session = requests.Session()
 
     def query(self, api_name: str, token: str, params: dict[str, Any], fields: str) -> tuple[list[str], list[list[Any]]]:
-        body = {"api_name": api_name, "token": token, "params": params, "fields": fields}
+        body: dict[str, Any] = {"api_name": api_name, "token": token, "params": params, "fields": fields}
         try:
             response = self.session.post(self.url, json=body, timeout=(min(10.0, self.timeout_s), self.timeout_s))
         except requests.Timeout as exc:
