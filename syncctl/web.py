@@ -163,7 +163,7 @@ def bearer_token_auth(token: str) -> Callable[..., None]:
 
     # Depends as a default value: under `from __future__ import annotations` an Annotated[..., Depends(scheme)]
     # would be a string naming a local, which FastAPI cannot resolve
-    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:  # noqa: B008
         given = credentials.credentials.encode() if credentials is not None else b""
         if not secrets.compare_digest(given, expected):
             raise HTTPException(401, "missing or wrong token: send Authorization: Bearer <token>",

@@ -40,7 +40,7 @@ POOLER_REFUSAL = "reaches PostgreSQL through a transaction pooler"
 def bouncer_factory(pg_dsn: str, database: str, short_tmp: Path) -> Iterator[Callable[..., PgBouncer]]:
     """`bouncer_factory(pool_mode="transaction", pool_size=2)`: a PgBouncer in front of the test server."""
     if PGBOUNCER is None:
-        warnings.warn("pgbouncer is not installed: the pooler tests are SKIPPED (apt-get install pgbouncer)")
+        warnings.warn("pgbouncer is not installed: the pooler tests are SKIPPED (apt-get install pgbouncer)", stacklevel=2)
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer); the pooler tests need it")
     started: list[PgBouncer] = []
 

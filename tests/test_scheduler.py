@@ -98,7 +98,7 @@ def test_daily_job_syncs_today_only_on_trading_days():
     for today, expected in [(dt.date(2025, 10, 9), True), (dt.date(2025, 10, 11), False), (dt.date(2025, 10, 1), False)]:
         started.clear()
         now = dt.datetime.combine(today, dt.time(20, 0), SHANGHAI)
-        schedule = DailySchedule(ScheduleConfig(), start, TradingCalendar().kind, lambda a, b: [], now=lambda: now)
+        schedule = DailySchedule(ScheduleConfig(), start, TradingCalendar().kind, lambda a, b: [], now=lambda now=now: now)
         schedule.run_daily()
         assert bool(started) == expected, today
         if expected:
