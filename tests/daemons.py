@@ -21,8 +21,14 @@ from conftest import SyncdProcess
 TESTS = Path(__file__).parent
 
 
+def libfaketime() -> str | None:
+    """Debian's libfaketime for multi-threaded programs (package faketime), if installed."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+    return str(found[0]) if found else None
+
+
 def faketime_available() -> bool:
-    return shutil.which("faketime") is not None
+    return shutil.which("faketime") is not None and libfaketime() is not None
 
 
 class SpecialSyncd(SyncdProcess):
@@ -32,8 +38,12 @@ class SpecialSyncd(SyncdProcess):
         if fake_source is not None:
             env["SYNCD_FAKE_SOURCE"] = json.dumps(fake_source)
         if faketime is not None:
+            # The library preloaded into syncd itself (what the `faketime -m` command sets up), not
+            # that command: it runs the program as its child and does not pass SIGTERM on, so
+            # stopping the wrapper would leave syncd running. @: start at that instant, then run on.
             site = str(TESTS / "faketime_site")
-            env.update(TZ=timezone, FAKETIME_DONT_FAKE_MONOTONIC="1",
+            env.update(TZ=timezone, FAKETIME_DONT_FAKE_MONOTONIC="1", LD_PRELOAD=libfaketime() or "",
+                       FAKETIME=f"@{faketime}", FAKETIME_NO_CACHE="1",
                        PYTHONPATH=os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p))
         super().__init__(folder, config, env)
         self.fake_source = fake_source
@@ -41,10 +51,7 @@ class SpecialSyncd(SyncdProcess):
 
     def command(self) -> list[str]:
         program = [str(TESTS / "fakesource.py")] if self.fake_source is not None else ["-m", "syncd"]
-        argv = [sys.executable, *program, "--config", str(self.config_path)]
-        if self.faketime is not None:  # -m: the library for multi-threaded programs; @: start there, then run on
-            argv = ["faketime", "-m", "-f", f"@{self.faketime}", *argv]
-        return argv
+        return [sys.executable, *program, "--config", str(self.config_path)]
 
     def spawn(self) -> subprocess.Popen[bytes]:
         log = self.log_path.open("ab")
