@@ -130,13 +130,13 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
 def _syncd(dsn: str, days: list[dt.date], rows_total: int, extra: dict[str, list[float]]) -> float:
     with Syncd(syncd_config(dsn)) as daemon:
         client = daemon.client()
-        run, seconds = run_to_end(client, days[0], days[-1])
+        run, seconds = run_to_end(client, days[0], days[-1], poll_s=0.02, dsn=dsn)
         if run.rows != rows_total:
             raise RuntimeError(f"syncd synced {run.rows} rows, expected {rows_total}")
         stamps = [dt.datetime.fromisoformat(e["timestamp"]).timestamp() for e in daemon.events("day_synced")]
         if len(stamps) > 1:
             extra["syncd_steady"].append((len(stamps) - 1) * STOCKS / (stamps[-1] - stamps[0]))
-        _, again = run_to_end(client, days[0], days[-1])
+        _, again = run_to_end(client, days[0], days[-1], poll_s=0.02, dsn=dsn)
         extra["syncd_resync"].append(rows_total / again)
     _check_count(dsn, rows_total, "syncd")
     return seconds

@@ -54,7 +54,7 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date) -> dict[str, Any]:
                 task = client.status().current_task
                 samples.append((task.current_date if task else None, proc_status_kb(daemon.pid, "VmRSS")))
 
-        run, seconds = run_to_end(client, start, end, poll_s=0.2, on_poll=sample)
+        run, seconds = run_to_end(client, start, end, poll_s=0.2, on_poll=sample, dsn=dsn)
         peak = proc_status_kb(daemon.pid, "VmHWM")
         events = daemon.events("day_synced")
     per_year: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # year -> [rows, seconds]
