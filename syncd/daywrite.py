@@ -25,12 +25,15 @@ from typing import Any, Literal
 import psycopg
 
 from . import checks, factors
+from .pooling import BatchedTransaction
 from .sources.base import EncodedRows, Row
 
 BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover",
                "pct_change", "adj_factor")
 BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "int8", "float8", "float8", "float8", "float8")
 COPY_BARS = f"COPY daily_bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# SET LOCAL in each day's transaction: JIT-compiling these few-millisecond statements would take ~100 ms and more.
+WRITE_SETTINGS = {"jit": "off"}
 STAGE_COLUMNS = BAR_COLUMNS[1:]  # a Row's fields, in order: what a stage query must select
 _STAGE = "incoming_bars"
 _CREATE_STAGE = (f"CREATE TEMPORARY TABLE {_STAGE} (code text, open float8, high float8, low float8, close float8, "
@@ -67,19 +70,23 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
     """Atomically replace `day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record it.
 
     `expected`: stocks the source says were listed (None: it cannot say). `missing`: codes whose request
-    failed. `fence`, called first inside the transaction, may raise to stop the write (the run lock check).
+    failed. `fence`, called first inside the transaction, may raise to stop the write (the run lock check);
+    one with a `probe()` (FenceProbe or None) has its check sent with the day's first statements.
     `is_trading_day` tells factor derivation which days a gap would be (default: the packaged calendar).
     `replace_only`: a re-fetch of some stocks (an incomplete day's missing ones): only their stored rows
     go, every other stored row stays. `before_commit` is called last inside the transaction and may raise
     to roll the whole day back (a cancel). `error`: the day's recorded error (why it is incomplete).
     Raises DayRejected when nothing was fetched or the unit guard trips."""
     if isinstance(rows, EncodedRows):
+        encoded = rows
+
         def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
             with cur.copy(COPY_BARS) as copy:
-                copy.write(rows.payload)
-            return rows.count
+                copy.write(encoded.payload)
+            return encoded.count
         return _write(conn, day, run_id, load, derive=False, expected=expected, missing=missing, fence=fence,
-                      is_trading_day=is_trading_day, replace_only=replace_only, before_commit=before_commit, error=error)
+                      is_trading_day=is_trading_day, replace_only=replace_only, before_commit=before_commit, error=error,
+                      encoded=encoded)
     bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
     fetched = {row[0] for row in bars}
     derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
@@ -120,33 +127,88 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
            load: Callable[[psycopg.Cursor[Any], factors.Chain | None], int], *, derive: bool, expected: int | None,
            missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None,
            replace_only: Collection[str] | None = None, before_commit: Callable[[], None] | None = None,
-           error: str | None = None) -> WrittenDay:
+           error: str | None = None, encoded: EncodedRows | None = None) -> WrittenDay:
+    """The day's transaction, in as few round trips as its data allows: BEGIN, settings, the fence and the
+    day's old rows in one; the COPY; the checks (none when a payload's pre-filter cleared every row);
+    the bookkeeping with COMMIT in one."""
     kept_codes = sorted(set(missing))
-    with conn.transaction(), conn.cursor() as cur:
-        if fence is not None:
-            fence(conn)
-        cur.execute("SET LOCAL jit = off")  # compiling these few-millisecond statements would take ~100 ms and more
-        if replace_only is None:
-            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+    whole_day = not kept_codes and replace_only is None
+    merge = encoded is not None and whole_day  # a payload replacing a whole day: see _merge
+    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    with BatchedTransaction(conn, WRITE_SETTINGS) as tx, conn.cursor() as cur:
+        with conn.pipeline():
+            tx.begin()
+            if probe is not None:
+                cur.execute(probe.take)
+                held = conn.cursor().execute(f"SELECT {probe.held}", probe.params)
+            elif fence is not None:
+                fence(conn)
+            if merge:
+                present = conn.cursor().execute("SELECT EXISTS (SELECT 1 FROM daily_bars WHERE trade_date = %s)", (day,))
+            elif replace_only is None:
+                cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+            else:
+                cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(replace_only))))
+            if not whole_day:
+                kept_count = conn.cursor().execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,))
+        if probe is not None and not held.fetchone()[0]:
+            fence(conn)  # type: ignore[misc]  # the run lock's session is not the one we took it on: the full fence
+        kept = kept_count.fetchone()[0] if not whole_day else 0
+        if merge and present.fetchone()[0]:
+            assert encoded is not None
+            fetched = _merge(conn, day, encoded)
         else:
-            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(replace_only))))
-        kept = (cur.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,)).fetchone()[0]
-                if kept_codes or replace_only is not None else 0)
-        fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
+            fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
         if fetched == 0:
             raise DayRejected(f"nothing fetched for {day}" + (f" ({len(kept_codes)} stocks' requests failed)" if kept_codes else
                                                               " (the source returned no rows)"))
-        found = checks.record_findings(conn, day)
+        # A pre-filter's verdict holds for the payload's rows only: a day that keeps stored rows is judged whole.
+        judged = encoded.suspects if encoded is not None and whole_day else None
+        found = checks.record_findings(conn, day, judged) if judged is None or judged else []
         if (guard := checks.unit_guard_error(day, found, fetched + kept)) is not None:
             raise DayRejected(guard)
         status: Literal["success", "incomplete"] = "incomplete" if kept_codes else "success"
-        _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found),
-                    error if status == "incomplete" else None)
-        cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
-                    "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
         if before_commit is not None:
             before_commit()
+        with conn.pipeline():
+            if judged is not None and not judged:
+                cur.execute(checks.CLEAR_FINDINGS, (day,))  # no suspect: the day's findings are none
+            _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found),
+                        error if status == "incomplete" else None)
+            cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
+                        "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
+            tx.commit()
     return WrittenDay(rows=fetched + kept, fetched=fetched, status=status, anomalies=len(found))
+
+
+# A re-sync of a day that holds rows: the payload lands in a session-local table, and only the rows that
+# differ go: stored rows equal to the incoming ones stay as they are (no dead tuple, no index entry to
+# add), so re-syncing unchanged days costs little more than reading them. The day ends holding exactly
+# the payload's rows, as DELETE + COPY would leave it (duplicate codes in a payload still fail: the
+# incoming table's primary key).
+_INCOMING = "incoming_day"
+_CREATE_INCOMING = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} (trade_date date NOT NULL, code text NOT NULL, "
+                    "open float8, high float8, low float8, close float8, pre_close float8, volume int8, amount float8, "
+                    "turnover float8, pct_change float8, adj_factor float8, PRIMARY KEY (trade_date, code)) "
+                    "ON COMMIT DELETE ROWS")
+_VALUES = ", ".join(BAR_COLUMNS[2:])
+_DROP_CHANGED = (f"DELETE FROM daily_bars b WHERE b.trade_date = %s AND NOT EXISTS (SELECT 1 FROM {_INCOMING} i "
+                 f"WHERE i.trade_date = b.trade_date AND i.code = b.code AND ({', '.join('i.' + c for c in BAR_COLUMNS[2:])}) "
+                 f"IS NOT DISTINCT FROM ({', '.join('b.' + c for c in BAR_COLUMNS[2:])}))")
+_ADD_NEW = (f"INSERT INTO daily_bars ({', '.join(BAR_COLUMNS)}) SELECT {', '.join('i.' + c for c in BAR_COLUMNS)} "
+            f"FROM {_INCOMING} i WHERE NOT EXISTS (SELECT 1 FROM daily_bars b WHERE b.trade_date = i.trade_date "
+            "AND b.code = i.code)")
+
+
+def _merge(conn: psycopg.Connection[Any], day: dt.date, encoded: EncodedRows) -> int:
+    with conn.cursor() as cur:
+        cur.execute(_CREATE_INCOMING)
+        with cur.copy(f"COPY {_INCOMING} ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(encoded.payload)
+        with conn.pipeline():
+            cur.execute(_DROP_CHANGED, (day,))
+            cur.execute(_ADD_NEW)
+    return encoded.count
 
 
 def _record_day(cur: psycopg.Cursor[Any], day: dt.date, run_id: str, status: str, rows: int, expected: int | None,

@@ -132,6 +132,7 @@ def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping
         return conn
     pooled = PoolSafeConnection.connect(dsn, cursor_factory=PoolSafeCursor, **common)
     pooled.local_settings = _set_config(merged, local=True) if merged else None
+    pooled.settings = merged
     return pooled
 
 
@@ -145,6 +146,7 @@ class PoolSafeConnection(psycopg.Connection[Any]):
     """A connection whose settings hold in every transaction, through a transaction pooler."""
 
     local_settings: tuple[str, list[str]] | None = None
+    settings: Mapping[str, str] = {}  # what local_settings sets (the DSN's options and syncd's own)
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
@@ -213,3 +215,44 @@ class PoolSafeCursor(psycopg.Cursor[Any]):
         conn = self.connection
         assert isinstance(conn, PoolSafeConnection)
         return conn
+
+
+class BatchedTransaction:
+    """A transaction driven by hand on an autocommit connection, so that its statements can share round trips.
+
+    `begin()` sends BEGIN and the settings (the connection's own, then `extra`, all SET LOCAL in one
+    statement) and `commit()` sends COMMIT, each where the caller is: inside `conn.pipeline()`
+    they leave with the statements around them (one round trip for BEGIN, settings and the first
+    statements; one for the last statements and COMMIT), which psycopg's own `transaction()` cannot
+    do. Leaving the `with` block by an exception, or without `commit()`, rolls back.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], extra: Mapping[str, str] | None = None) -> None:
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            raise RuntimeError("BatchedTransaction needs an autocommit connection outside any transaction")
+        self.conn = conn
+        self._raw = psycopg.Cursor(conn)  # never a PoolSafeCursor: these statements are the transaction's own
+        own = conn.settings if isinstance(conn, PoolSafeConnection) else {}
+        merged = {**own, **(extra or {})}
+        self._settings = _set_config(merged, local=True) if merged else None
+        self._committed = False
+
+    def __enter__(self) -> BatchedTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and self._committed:
+            return
+        conn = self.conn
+        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    def begin(self) -> None:
+        self._raw.execute("BEGIN")
+        if self._settings is not None:
+            self._raw.execute(*self._settings)
+
+    def commit(self) -> None:
+        self._raw.execute("COMMIT")
+        self._committed = True

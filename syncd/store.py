@@ -236,12 +236,24 @@ def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id:
                  fence: Fence | None = None) -> None:
     """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
     `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
+    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    if probe is not None:  # one round trip: BEGIN, settings, the fence, the update if the run still holds the lock, COMMIT
+        with pooling.BatchedTransaction(conn) as tx, conn.pipeline():
+            tx.begin()
+            conn.execute(probe.take)
+            marked = conn.execute(_MARK_SYNCING + f" AND {probe.held}", (run_id, list(days), *probe.params))
+            tx.commit()
+        if marked.rowcount == len(set(days)):
+            return
+    # The full fence: re-takes the run lock or raises (or days that were never planned: marked as found).
     with conn.transaction():
         if fence is not None:
             fence(conn)
-        conn.execute(
-            "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
-            "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
+        conn.execute(_MARK_SYNCING, (run_id, list(days)))
+
+
+_MARK_SYNCING = ("UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
+                 "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)")
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
@@ -318,9 +330,30 @@ def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
     return bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})").fetchone()[0])
 
 
+HOLD_WRITE_FENCE = f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})"
+
+
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
-    conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
+    conn.execute(HOLD_WRITE_FENCE)
+
+
+@dataclass(frozen=True)
+class FenceProbe:
+    """The run lock's fence as SQL that can share a pipeline with a day's first statements (daywrite.py):
+    `take` holds the write fence (as hold_write_fence); `held` is a boolean SQL expression, with `params`,
+    true while the session `SessionId` still holds the run lock (as run_lock_holder() == session). When
+    `held` is false the caller runs the full fence (RunLock.fence), which re-takes the lock or raises."""
+
+    take: str
+    held: str
+    params: tuple[Any, ...]
+
+
+def fence_probe(session: SessionId) -> FenceProbe:
+    held = (f"EXISTS (SELECT 1 FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid) WHERE {_RUN_LOCK_ROW} "
+            "AND l.pid = %s AND a.backend_start IS NOT DISTINCT FROM %s::timestamptz)")
+    return FenceProbe(HOLD_WRITE_FENCE, held, session)
 
 
 _WRITE_FENCE_ROW = _advisory_lock_row(WRITE_FENCE_SPACE)

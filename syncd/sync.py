@@ -34,7 +34,7 @@ from .daywriter import DatabaseDown, DayWriter
 from .logs import Event, get_logger
 from .observer import NULL_OBSERVER, Observer
 from .record import RunRecord
-from .runlock import RunLock, RunLockLost, recover_orphans
+from .runlock import RunFence, RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
 from .sources.base import PlannedSource, SourceError
 
@@ -63,7 +63,7 @@ class Syncer:
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
         log = get_logger(run_id=run.run_id, task_type=run.task_type)
         error: str | None = None
-        fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
+        fence = RunFence(lock, run.run_id) if lock is not None else None
         self._fence = fence
         writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day, self.observer)
         staged = False

@@ -35,9 +35,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import chinese_calendar
 import numpy as np
 
-from ..calendar import TradingCalendar
+from .. import encoding
+from ..calendar import TradingCalendar, calendar_days
 from ..config import DemoConfig
 from .base import DayBatch, DayFailure, DaySource, EncodedRows, Row, ShouldStop, StockInfo
 
@@ -46,22 +48,12 @@ _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688"
 _PERIOD = 120  # days of the slow price wave: a triangle between 0.75x and 1.25x a stock's base price
 _WAVE = np.array([1.0 + 0.25 * ((k - 30) if k < 60 else (90 - k)) / 30 for k in range(_PERIOD)])
 _CLOSE_CACHE_DAYS = 4
-_PG_EPOCH = dt.date(2000, 1, 1).toordinal()
 _CLOSE, _BAR, _ACTION = 1, 2, 3  # purposes of the random streams (a day's, or a year's for _ACTION)
 _FIRST_ACTION_YEAR = 2005
 _BONUS_RATIOS = np.array([0.1, 0.2, 0.3, 0.5])
 _INDEX_FROM = 1990  # the wave advances one step per trading day counted from this year's first day
 _NO_EX_DATE = np.iinfo(np.int64).max
 
-# One daily_bars row in binary COPY format: field count, then (length, value) per column, big-endian.
-_RECORD = np.dtype([("fields", ">i2"), ("date_len", ">i4"), ("date", ">i4"), ("code_len", ">i4"), ("code", "S6")]
-                   + [(f"{name}_{part}", kind) for name in ("open", "high", "low", "close", "pre_close")
-                      for part, kind in (("len", ">i4"), ("v", ">f8"))]
-                   + [("volume_len", ">i4"), ("volume_v", ">i8")]
-                   + [(f"{name}_{part}", kind) for name in ("amount", "turnover", "pct_change", "adj_factor")
-                      for part, kind in (("len", ">i4"), ("v", ">f8"))])
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
 _ROW_COLUMNS = ("open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change", "adj_factor")
 
 
@@ -167,15 +159,8 @@ class DemoSource(DaySource):
         }
 
     def encoded(self, day: dt.date) -> EncodedRows:
-        """The day as one binary COPY payload for daily_bars (no NULLs in the demo market)."""
-        columns = self.columns(day)
-        records = np.empty(len(self.codes), dtype=_RECORD)
-        records["fields"] = 12
-        records["date_len"], records["date"] = 4, day.toordinal() - _PG_EPOCH
-        records["code_len"], records["code"] = 6, self._code_bytes
-        for name, values in columns.items():
-            records[f"{name}_len"], records[f"{name}_v"] = 8, values
-        return EncodedRows(_COPY_HEADER + records.tobytes() + _COPY_TRAILER, len(records))
+        """The day as one binary COPY payload for daily_bars (no NULLs in the demo market), its suspects marked."""
+        return encoding.encode_columns(day, self._code_bytes, self.columns(day))
 
     def rows_for(self, day: dt.date) -> list[Row]:
         """The same day as Row tuples."""
@@ -183,9 +168,15 @@ class DemoSource(DaySource):
         lists = [columns[name].tolist() for name in _ROW_COLUMNS]
         return [(code, *values) for code, *values in zip(self.codes, *lists)]  # type: ignore[misc]
 
+    def _is_open(self, day: dt.date) -> bool:
+        """self._calendar.is_trading_day, in the few operations the demo's calendar needs: a weekday outside
+        chinese_calendar's holidays (within its horizon they are its closures, past it the demo trades every
+        weekday). Building the price waves asks it ~15,000 times at a run's first day."""
+        return day.weekday() < 5 and day not in chinese_calendar.holidays
+
     def previous_trading_day(self, day: dt.date) -> dt.date:
         day -= dt.timedelta(days=1)
-        while not self._calendar.is_trading_day(day):
+        while not self._is_open(day):
             day -= dt.timedelta(days=1)
         return day
 
@@ -198,11 +189,13 @@ class DemoSource(DaySource):
                 if ordinal != _NO_EX_DATE}
 
     # --- prices and factors ----------------------------------------------------------------
-    def _values(self, day: dt.date) -> np.ndarray:
-        """Every stock's smooth value (its hfq price) in cents on `day`, trading or not."""
-        noise = _random16(self.config.seed, day, _CLOSE, len(self.codes))
-        wave = _WAVE[(self._trading_index(day) + self._wave_offset) % _PERIOD]
-        return np.maximum(50, (self._base_cents * wave * (0.98 + noise * (0.04 / 65536)) + 0.5).astype(np.int64))
+    def _values(self, day: dt.date, chosen: np.ndarray | None = None) -> np.ndarray:
+        """Every stock's smooth value (its hfq price) in cents on `day`, trading or not (the `chosen` ones only)."""
+        noise, offset, base = _random16(self.config.seed, day, _CLOSE, len(self.codes)), self._wave_offset, self._base_cents
+        if chosen is not None:
+            noise, offset, base = noise[chosen], offset[chosen], base[chosen]
+        wave = _WAVE[(self._trading_index(day) + offset) % _PERIOD]
+        return np.maximum(50, (base * wave * (0.98 + noise * (0.04 / 65536)) + 0.5).astype(np.int64))
 
     def _raw_closes(self, day: dt.date) -> np.ndarray:
         """Every stock's raw close in cents on `day`: value / adj_factor, rounded to the cent."""
@@ -225,7 +218,7 @@ class DemoSource(DaySource):
             if year not in self._year_index:
                 start = int(self._year_index[year - 1][-1]) if year > _INDEX_FROM else 0
                 first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
-                opens = [self._calendar.is_trading_day(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
+                opens = [self._is_open(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
                 self._year_index[year] = start + np.cumsum(np.array(opens, dtype=np.int64))
         return int(self._year_index[day.year][day.timetuple().tm_yday - 1])
 
@@ -253,7 +246,7 @@ class DemoSource(DaySource):
         before = self._years.get(year - 1)
         factor_before = before.factor_after.copy() if before else np.ones(n)
         shares_before = before.shares_after.copy() if before else np.ones(n)
-        window = self._calendar.trading_days(dt.date(year, 6, 1), dt.date(year, 7, 31))
+        window = [d for d in calendar_days(dt.date(year, 6, 1), dt.date(year, 7, 31)) if self._is_open(d)]
         acts, pick, cash, bonus = _random16(self.config.seed, dt.date(year, 1, 1), _ACTION, 4 * n).reshape(4, -1)
         acting = acts < 32768
         ex_index = pick % len(window)
@@ -261,7 +254,7 @@ class DemoSource(DaySource):
         for index in np.unique(ex_index[acting]):  # the previous close of each ex-date, a day at a time
             chosen = acting & (ex_index == index)
             previous = self.previous_trading_day(window[index])
-            raw_prev[chosen] = np.maximum(1, (self._values(previous)[chosen] / factor_before[chosen] + 0.5).astype(np.int64))
+            raw_prev[chosen] = np.maximum(1, (self._values(previous, chosen) / factor_before[chosen] + 0.5).astype(np.int64))
         dividend = (raw_prev * (50 + cash * 250 // 65536) + 5000) // 10000  # 0.5 %..3 % of the previous close, cents
         ratio = np.where(bonus < 3277, _BONUS_RATIOS[bonus % 4], 0.0)  # one action in twenty also issues bonus shares
         pre_close = np.maximum(1, ((raw_prev - dividend) / (1.0 + ratio) + 0.5).astype(np.int64))
