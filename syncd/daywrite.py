@@ -12,7 +12,11 @@ fetched or when the unit guard trips; the caller records it `failed` with that m
 
 `write_day` takes the rows (Row tuples or a source's EncodedRows); `write_staged_day` takes
 a query over rows already in PostgreSQL (a by_stock source's staging table). Row tuples are
-encoded per row here; EncodedRows are copied as they are (no per-row Python).
+encoded per row here; EncodedRows are copied as they are (no per-row Python), their
+`suspects` (prefilter.py) are the only rows the checks judge, and a re-sync of a day that
+holds rows rewrites only the rows that differ (`_merge`). The transaction is driven by hand
+(pooling.BatchedTransaction) so that it costs four round trips: BEGIN, settings, the fence's
+probe and the day's old rows; the COPY; the checks; the bookkeeping with COMMIT.
 """
 
 from __future__ import annotations
