@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # only in annotations: prefilter.py (a fetch process's) reads the tolerances without psycopg
+    import psycopg
 
 UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`: the day fails
 LIMIT_TOLERANCE = 0.5     # percentage points over a price limit before `price_limit` is reported

@@ -32,6 +32,7 @@ from .admission import Admission
 from .controldb import ControlDb
 from .ops import Ops
 from .embedded import EmbeddedPostgres
+from .fetchproc import FetchProcess
 from .instance import InstanceLock
 from .logs import Event, get_logger
 from .notify import Notifier
@@ -102,7 +103,8 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
-            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer)
+            fetcher = self._fetch_process(source)
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
                             idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
@@ -137,6 +139,14 @@ class Daemon:
             self.notifier.close()
         self.log.info(Event.DAEMON_STOPPED)
         return 0
+
+    def _fetch_process(self, source: Any) -> FetchProcess | None:
+        """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
+        if not getattr(source, "fetches_in_child", False):
+            return None
+        fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
+        self.telemetry.attach_source(fetcher)
+        return fetcher
 
     def _acquire_instance(self) -> None:
         state_dir = Path(self.config.daemon.state_dir)

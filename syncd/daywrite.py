@@ -54,6 +54,18 @@ class DayRejected(Exception):
 
 
 @dataclass(frozen=True)
+class FenceProbe:
+    """The run lock's fence as SQL that can share a pipeline with a day's first statements (daywrite.py):
+    `take` holds the write fence (store.hold_write_fence); `held` is a boolean SQL expression, with `params`,
+    true while the session `SessionId` still holds the run lock (store.run_lock_holder() == session). When
+    `held` is false the caller runs the full fence (RunLock.fence), which re-takes the lock or raises."""
+
+    take: str
+    held: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class WrittenDay:
     rows: int                                  # rows the day holds now: fetched plus those kept for missing stocks
     fetched: int                               # rows written by this call
@@ -70,7 +82,8 @@ def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row]
 def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str, *,
               expected: int | None = None, missing: Collection[str] = (), fence: Fence | None = None,
               is_trading_day: IsTradingDay | None = None, replace_only: Collection[str] | None = None,
-              before_commit: Callable[[], None] | None = None, error: str | None = None) -> WrittenDay:
+              before_commit: Callable[[], None] | None = None, error: str | None = None,
+              mark_syncing: bool = False) -> WrittenDay:
     """Atomically replace `day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record it.
 
     `expected`: stocks the source says were listed (None: it cannot say). `missing`: codes whose request
@@ -80,7 +93,13 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
     `replace_only`: a re-fetch of some stocks (an incomplete day's missing ones): only their stored rows
     go, every other stored row stays. `before_commit` is called last inside the transaction and may raise
     to roll the whole day back (a cancel). `error`: the day's recorded error (why it is incomplete).
+    `mark_syncing`: first record the day `syncing` for `run_id`, in a transaction of its own that commits
+    before the write begins (as store.mark_syncing; in the write's first round trip when the fence has a probe).
     Raises DayRejected when nothing was fetched or the unit guard trips."""
+    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    if mark_syncing and probe is None:
+        mark_days_syncing(conn, [day], run_id, fence)
+    mark_syncing = mark_syncing and probe is not None  # else done: the write's transaction goes next
     if isinstance(rows, EncodedRows):
         encoded = rows
 
@@ -90,7 +109,7 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
             return encoded.count
         return _write(conn, day, run_id, load, derive=False, expected=expected, missing=missing, fence=fence,
                       is_trading_day=is_trading_day, replace_only=replace_only, before_commit=before_commit, error=error,
-                      encoded=encoded)
+                      encoded=encoded, mark_syncing=mark_syncing, probe=probe)
     bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
     fetched = {row[0] for row in bars}
     derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
@@ -104,7 +123,8 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
         return factors.insert_derived(cur.connection, chain, f"SELECT {', '.join(STAGE_COLUMNS)} FROM {_STAGE}")
     return _write(conn, day, run_id, load_rows, derive=derive, expected=expected,
                   missing=[code for code in missing if code not in fetched], fence=fence, is_trading_day=is_trading_day,
-                  replace_only=replace_only, before_commit=before_commit, error=error)
+                  replace_only=replace_only, before_commit=before_commit, error=error, mark_syncing=mark_syncing,
+                  probe=probe)
 
 
 def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str, params: dict[str, Any] | None,
@@ -117,7 +137,7 @@ def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str
         assert chain is not None
         return factors.insert_derived(cur.connection, chain, stage_sql, params)
     return _write(conn, day, run_id, load, derive=True, expected=expected, missing=missing, fence=fence,
-                  is_trading_day=is_trading_day)
+                  is_trading_day=is_trading_day, probe=fence.probe() if fence is not None and hasattr(fence, "probe") else None)
 
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -131,16 +151,23 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
            load: Callable[[psycopg.Cursor[Any], factors.Chain | None], int], *, derive: bool, expected: int | None,
            missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None,
            replace_only: Collection[str] | None = None, before_commit: Callable[[], None] | None = None,
-           error: str | None = None, encoded: EncodedRows | None = None) -> WrittenDay:
+           error: str | None = None, encoded: EncodedRows | None = None, mark_syncing: bool = False,
+           probe: FenceProbe | None = None) -> WrittenDay:
     """The day's transaction, in as few round trips as its data allows: BEGIN, settings, the fence and the
     day's old rows in one; the COPY; the checks (none when a payload's pre-filter cleared every row);
     the bookkeeping with COMMIT in one."""
     kept_codes = sorted(set(missing))
     whole_day = not kept_codes and replace_only is None
     merge = encoded is not None and whole_day  # a payload replacing a whole day: see _merge
-    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    marked: psycopg.Cursor[Any] | None = None
     with BatchedTransaction(conn, WRITE_SETTINGS) as tx, conn.cursor() as cur:
+        mark = BatchedTransaction(conn) if mark_syncing and probe is not None else None
         with conn.pipeline():
+            if mark is not None and probe is not None:  # its own transaction, committed before the write's begins
+                mark.begin()
+                cur.execute(probe.take)
+                marked = conn.cursor().execute(MARK_SYNCING + f" AND {probe.held}", (run_id, [day], *probe.params))
+                mark.commit()
             tx.begin()
             if probe is not None:
                 cur.execute(probe.take)
@@ -157,6 +184,8 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
                 kept_count = conn.cursor().execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,))
         if probe is not None and not held.fetchone()[0]:
             fence(conn)  # type: ignore[misc]  # the run lock's session is not the one we took it on: the full fence
+        if marked is not None and marked.rowcount != 1:  # the full fence passed: mark it with the write, then
+            cur.execute(MARK_SYNCING, (run_id, [day]))
         kept = kept_count.fetchone()[0] if not whole_day else 0
         if merge and present.fetchone()[0]:
             assert encoded is not None
@@ -183,6 +212,30 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
                         "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
             tx.commit()
     return WrittenDay(rows=fetched + kept, fetched=fetched, status=status, anomalies=len(found))
+
+
+MARK_SYNCING = ("UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
+                "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)")
+
+
+def mark_days_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id: str, fence: Fence | None = None) -> None:
+    """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
+    `fence` as in write_day: a run that lost the run lock must not mark the next run's days. One round trip
+    when the fence has a probe (the update then applies only while the run holds the lock; else the full
+    fence runs, and the update with it)."""
+    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    if probe is not None:
+        with BatchedTransaction(conn) as tx, conn.pipeline():
+            tx.begin()
+            conn.execute(probe.take)
+            marked = conn.execute(MARK_SYNCING + f" AND {probe.held}", (run_id, list(days), *probe.params))
+            tx.commit()
+        if marked.rowcount == len(set(days)):
+            return
+    with conn.transaction():  # the full fence: re-takes the run lock or raises (or days never planned: marked as found)
+        if fence is not None:
+            fence(conn)
+        conn.execute(MARK_SYNCING, (run_id, list(days)))
 
 
 # A re-sync of a day that holds rows: the payload lands in a session-local table, and only the rows that

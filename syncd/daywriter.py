@@ -73,12 +73,11 @@ class DayWriter:
         started = time.perf_counter()
         run_id = self.run.run_id
         note = incomplete_note(missing, expected, errors or {}) if missing else None
-        self._with_db(lambda c: store.mark_syncing(c, [day], run_id, self._lock_fence))
         try:
             written = self._with_db(lambda c: store.write_day(
                 c, day, rows, run_id, expected=expected, missing=missing, fence=self._day_fence,
                 is_trading_day=self.is_trading_day, replace_only=replace_only, before_commit=self._stop_if_cancelled,
-                error=note))
+                error=note, mark_syncing=True))
         except Cancelled:
             return False
         except (RunLockLost, DatabaseDown, DayRejected):

@@ -41,7 +41,10 @@ def encode_columns(day: dt.date, codes: np.ndarray, columns: Mapping[str, np.nda
                    nulls: Mapping[str, np.ndarray] | None = None) -> EncodedRows:
     """The day's rows from columns (one entry per stock, `codes` an array of equal-length ASCII bytes).
     `nulls`: per column, a mask of the rows where it is NULL (a NaN value is written as NaN, as psycopg would)."""
-    records = np.empty(len(codes), dtype=record_dtype(codes.dtype.itemsize))
+    dtype = record_dtype(codes.dtype.itemsize)
+    payload = bytearray(len(HEADER) + dtype.itemsize * len(codes) + len(TRAILER))  # the records are built in place
+    payload[:len(HEADER)], payload[-len(TRAILER):] = HEADER, TRAILER
+    records = np.frombuffer(payload, dtype=dtype, count=len(codes), offset=len(HEADER))
     records["fields"] = _FIELDS
     records["date_len"], records["date"] = 4, day.toordinal() - _PG_EPOCH
     records["code_len"], records["code"] = codes.dtype.itemsize, codes
@@ -53,13 +56,14 @@ def encode_columns(day: dt.date, codes: np.ndarray, columns: Mapping[str, np.nda
     null_rows = np.zeros(len(codes), dtype=bool)
     for mask in (nulls or {}).values():
         null_rows |= mask
-    body = records.tobytes() if not null_rows.any() else _with_nulls(records, nulls or {}, null_rows)
+    if null_rows.any():
+        payload = bytearray(HEADER + _with_nulls(records, nulls or {}, null_rows) + TRAILER)
     judged = dict(columns)
     for name, mask in (nulls or {}).items():  # the pre-filter reads a NULL as NaN: not judged there, judged here
         if mask.any():
             judged[name] = np.where(mask, np.nan, np.asarray(columns[name], dtype=np.float64))
     suspects = frozenset(codes[prefilter.suspects(judged)].astype(str).tolist())
-    return EncodedRows(HEADER + body + TRAILER, len(records), suspects)
+    return EncodedRows(payload, len(codes), suspects)
 
 
 def _with_nulls(records: np.ndarray, nulls: Mapping[str, np.ndarray], null_rows: np.ndarray) -> bytes:

@@ -61,6 +61,8 @@ class Event(StrEnum):
     DAYS_UNCONFIRMED = "days_unconfirmed"
     DAY_INCOMPLETE = "day_incomplete"
     STOCKS_STAGED = "stocks_staged"
+    FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (fetchproc.py)
+    FETCH_PROCESS_EXITED = "fetch_process_exited"    # it ended (a new one starts on the next fetch)
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

@@ -22,7 +22,8 @@ from psycopg.rows import dict_row
 from . import pooling
 from . import compat
 from .daywrite import (  # noqa: F401 - the write path's names, as callers know them from here
-    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, WrittenDay, replace_day, write_day, write_staged_day,
+    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, FenceProbe, WrittenDay, mark_days_syncing, replace_day, write_day,
+    write_staged_day,
 )
 from .protocol import Day
 from .record import RunRecord
@@ -236,24 +237,7 @@ def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id:
                  fence: Fence | None = None) -> None:
     """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
     `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
-    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
-    if probe is not None:  # one round trip: BEGIN, settings, the fence, the update if the run still holds the lock, COMMIT
-        with pooling.BatchedTransaction(conn) as tx, conn.pipeline():
-            tx.begin()
-            conn.execute(probe.take)
-            marked = conn.execute(_MARK_SYNCING + f" AND {probe.held}", (run_id, list(days), *probe.params))
-            tx.commit()
-        if marked.rowcount == len(set(days)):
-            return
-    # The full fence: re-takes the run lock or raises (or days that were never planned: marked as found).
-    with conn.transaction():
-        if fence is not None:
-            fence(conn)
-        conn.execute(_MARK_SYNCING, (run_id, list(days)))
-
-
-_MARK_SYNCING = ("UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
-                 "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)")
+    mark_days_syncing(conn, days, run_id, fence)
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
@@ -336,18 +320,6 @@ HOLD_WRITE_FENCE = f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})"
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
     conn.execute(HOLD_WRITE_FENCE)
-
-
-@dataclass(frozen=True)
-class FenceProbe:
-    """The run lock's fence as SQL that can share a pipeline with a day's first statements (daywrite.py):
-    `take` holds the write fence (as hold_write_fence); `held` is a boolean SQL expression, with `params`,
-    true while the session `SessionId` still holds the run lock (as run_lock_holder() == session). When
-    `held` is false the caller runs the full fence (RunLock.fence), which re-takes the lock or raises."""
-
-    take: str
-    held: str
-    params: tuple[Any, ...]
 
 
 def fence_probe(session: SessionId) -> FenceProbe:

@@ -83,7 +83,7 @@ class EncodedRows:
     (the write path derives nothing for them). `suspects`, when given, must hold every row the
     checks could flag (prefilter.suspects computes it from the columns): the others are not judged."""
 
-    payload: bytes
+    payload: bytes | bytearray
     count: int
     # The codes of the rows that might fail a check (prefilter.py); None: not known, every row is judged.
     suspects: frozenset[str] | None = None
