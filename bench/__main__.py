@@ -17,8 +17,8 @@ from . import control, fetchplan, idle, load, metrics, scale
 from .harness import Postgres, machine_info
 
 BENCHES = ("load", "control", "metrics", "scale", "idle", "fetchplan")
-FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0}
-QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0}
+FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0, "poll_seconds": 40.0}
+QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0, "poll_seconds": 10.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help=f"load, metrics: alternating rounds (default {FULL['rounds']}, quick {QUICK['rounds']})")
     parser.add_argument("--requests", type=int, help=f"control, metrics: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
     parser.add_argument("--years", type=int, help=f"scale: years backfilled from 2015 (default {FULL['years']}, quick {QUICK['years']})")
+    parser.add_argument("--poll-seconds", type=float, help=f"control: seconds the one polling client runs during the sync "
+                        f"(default {FULL['poll_seconds']:g}, quick {QUICK['poll_seconds']:g})")
     parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
     parser.add_argument("--json-out", metavar="FILE", help="also write the final JSON object to FILE")
     args = parser.parse_args(argv)
@@ -61,7 +63,7 @@ def _run(name: str, pg: Postgres, sizes: dict[str, Any]) -> dict[str, Any]:
         case "load":
             return load.run(pg, sizes["days"], sizes["rounds"])
         case "control":
-            return control.run(pg, sizes["requests"])
+            return control.run(pg, sizes["requests"], poll_seconds=sizes["poll_seconds"])
         case "metrics":
             return metrics.run(pg, sizes["requests"], sizes["rounds"])
         case "scale":

@@ -55,6 +55,7 @@ from .worker import Worker
 GIL_SWITCH_INTERVAL_S = 0.0005
 HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
 SHUTDOWN_GRACE_S = 8.0
+SERVE_BURST = 32  # requests answered back to back before the loop looks at signals and the schedule again
 # How often the idle worker looks for runs left `running` by a daemon that died (another host's,
 # typically): one indexed query, and a lock attempt only when such a row exists. On the worker,
 # so an unreachable database never stalls the control loop.
@@ -286,7 +287,7 @@ class Daemon:
             if self._hangup:
                 self._on_hangup()
             if rep in events:
-                self._serve_one(rep, ops)
+                self._serve_waiting(rep, ops)
             sched.run_pending()
             if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -299,19 +300,28 @@ class Daemon:
             return None
         return max(0, int(min(candidates) * 1000) + 1)
 
-    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> None:
+    def _serve_waiting(self, rep: zmq.Socket[Any], ops: Ops) -> None:
+        """Answer the requests already waiting, up to SERVE_BURST of them, then let the loop do its chores
+        (signals, the schedule, the watchdog): under load a request costs no poll of its own."""
+        for _ in range(SERVE_BURST):
+            if not self._serve_one(rep, ops):
+                return
+
+    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> bool:
+        """Answer one request if one is waiting; False if none was."""
         try:
             # All parts: a REP socket that answers before the last part of a multi-part request
             # raises EFSM, which would end the loop (and the daemon).
             parts = rep.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
-            return
+            return False
         if len(parts) == 1:
             reply = ops.handle(parts[0])
         else:
             reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(parts)} frames; send one JSON object in one frame")
             self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
         rep.send(encode(reply))
+        return True
 
     def _drain_wake(self) -> None:
         self._wake_r.setblocking(False)
