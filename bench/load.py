@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from syncd import store
+from syncd import layout, store
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 
@@ -118,6 +118,7 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
             return seconds
         with store.connect(dsn) as conn:
             store.migrate(conn)
+            layout.ensure_years(conn, days)  # the same table as syncd writes: the year's partition, its indexes
         if method == "executemany":
             seconds = _executemany(dsn, days)
         else:
@@ -180,6 +181,7 @@ def _write_files(pg: Postgres, days: list[dt.date], folder: Path) -> tuple[Path,
     with pg.database() as dsn:
         with store.connect(dsn) as conn:
             store.migrate(conn)
+            layout.ensure_years(conn, days)
         _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{csv_path}' (FORMAT csv)")
         _psql(dsn, f"\\copy (SELECT {COLUMNS} FROM daily_bars ORDER BY trade_date, code) TO '{bin_path}' (FORMAT binary)")
     return csv_path, bin_path

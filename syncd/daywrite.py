@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from . import checks, factors
+from . import checks, factors, layout
 from .pooling import BatchedTransaction
 from .sources.base import EncodedRows, Row
 
@@ -96,6 +96,7 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
     `mark_syncing`: first record the day `syncing` for `run_id`, in a transaction of its own that commits
     before the write begins (as store.mark_syncing; in the write's first round trip when the fence has a probe).
     Raises DayRejected when nothing was fetched or the unit guard trips."""
+    _ensure_partition(conn, day)
     probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
     if mark_syncing and probe is None:
         mark_days_syncing(conn, [day], run_id, fence)
@@ -138,6 +139,17 @@ def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str
         return factors.insert_derived(cur.connection, chain, stage_sql, params)
     return _write(conn, day, run_id, load, derive=True, expected=expected, missing=missing, fence=fence,
                   is_trading_day=is_trading_day, probe=fence.probe() if fence is not None and hasattr(fence, "probe") else None)
+
+
+def _ensure_partition(conn: psycopg.Connection[Any], day: dt.date) -> None:
+    """The day's year partition exists before its transaction begins (layout.py): asked once per year on a
+    pooled connection, which remembers the answer (one query per day otherwise)."""
+    known: set[int] | None = getattr(conn, "partition_years", None)
+    if known is not None and day.year in known:
+        return
+    layout.ensure_year(conn, day.year)
+    if known is not None:
+        known.add(day.year)
 
 
 def _copy_rows(cur: psycopg.Cursor[Any], statement: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

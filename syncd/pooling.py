@@ -135,6 +135,7 @@ def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping
     pooled = PoolSafeConnection.connect(dsn, cursor_factory=PoolSafeCursor, **common)
     pooled.local_settings = _set_config(merged, local=True) if merged else None
     pooled.settings = merged
+    pooled.partition_years = set()
     return pooled
 
 
@@ -156,6 +157,7 @@ class PoolSafeConnection(psycopg.Connection[Any]):
 
     local_settings: tuple[str, list[str]] | None = None
     settings: Mapping[str, str] = {}  # what local_settings sets (the DSN's options and syncd's own)
+    partition_years: set[int]  # daily_bars' yearly partitions known to exist (daywrite.py asks once per year)
     _quoting: psycopg.ClientCursor[Any] | None = None
     _settings_sql: str | None = None
 

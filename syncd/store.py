@@ -19,8 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from . import pooling
-from . import compat
+from . import compat, layout, pooling
 from .daywrite import (  # noqa: F401 - the write path's names, as callers know them from here
     BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, FenceProbe, WrittenDay, mark_days_syncing, replace_day, write_day,
     write_staged_day,
@@ -39,7 +38,8 @@ _WRITE_FENCE_KEY = f"(({WRITE_FENCE_SPACE}::bigint << 32) | {_TARGET_OID}::bigin
 MIGRATION_LOCK_KEY = 0x53594E4345
 
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+# A migration is SQL, or a function of the connection for one that must look at the database first.
+MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "daily_bars, stocks, sync_runs, sync_days, trade_calendar", """
         CREATE TABLE IF NOT EXISTS daily_bars (
             trade_date date NOT NULL,
@@ -138,6 +138,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (run_id, trade_date, code)
         );
     """),
+    (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (layout.py)", layout.convert),
 ]
 
 # Called first inside a run's write transaction (RunLock.fence): raises to stop the write when the run
@@ -191,7 +192,10 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
         current = conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations").fetchone()[0]
         for version, description, sql in MIGRATIONS:
             if version > current:
-                conn.execute(sql)
+                try:
+                    sql(conn) if callable(sql) else conn.execute(sql)
+                except layout.LayoutError as exc:
+                    raise StoreError(str(exc)) from None
                 conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
                 current = version
         if compat_view:
