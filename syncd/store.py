@@ -139,6 +139,7 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
         );
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (layout.py)", layout.convert),
+    (6, "daily_bars_qfq looks each stock's latest factor up once (compat._LATEST_FACTOR)", compat.ADJUSTED_VIEWS),
 ]
 
 # Called first inside a run's write transaction (RunLock.fence): raises to stop the write when the run

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import query
 from syncd import layout, store
+from syncd.sources.base import StockInfo
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 
@@ -71,3 +72,18 @@ def test_one_stocks_ten_year_qfq_series_reads_through_the_code_date_index(databa
     assert "code_date" in plan and "Seq Scan on daily_bars" not in plan, plan  # daily_bars_y<year>_code_date
     assert "rows=2609" in plan  # ten years of weekdays, one stock
     print(plan)  # the execution time is in the last line (a few ms; the benches measure it, tests never assert speed)
+
+
+def test_qfq_is_the_same_for_a_stock_the_stock_list_lacks(database):
+    """The latest factor comes through the stock list, and row by row for a code the list lacks: same prices."""
+    with store.connect(database) as conn:
+        store.migrate(conn)
+        layout.ensure_year(conn, 2025)
+        store.save_stocks(conn, [StockInfo("600001", "listed", "sh")])
+        for code in ("600001", "600002"):  # the same bars; only 600001 is in the stock list
+            conn.execute("INSERT INTO daily_bars (trade_date, code, close, pre_close, adj_factor) VALUES "
+                         "('2025-07-01', %(c)s, 10, 10, 1.0), ('2025-07-02', %(c)s, 9, 10, 1.5), "
+                         "('2025-07-03', %(c)s, 9, 9, NULL)", {"c": code})
+        rows = conn.execute("SELECT code, trade_date, close FROM daily_bars_qfq ORDER BY code, trade_date").fetchall()
+        listed, unlisted = ([r[2] for r in rows if r[0] == code] for code in ("600001", "600002"))
+        assert listed == unlisted == [10 * (1.0 / 1.5), 9.0, None]  # the views take the ratio first
