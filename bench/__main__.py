@@ -13,14 +13,14 @@ import sys
 import time
 from typing import Any
 
-from . import control, fetchplan, idle, load, metrics, scale
+from . import control, fetchplan, idle, load, metrics, readers, scale
 from .harness import Postgres, machine_info
 
-BENCHES = ("load", "control", "metrics", "scale", "idle", "fetchplan")
-FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 10, "idle_seconds": 60.0,
-        "fetch_stocks": 5300, "fetch_long_stocks": 300}
-QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0,
-         "fetch_stocks": 300, "fetch_long_stocks": 100}
+BENCHES = ("load", "control", "metrics", "scale", "readers", "idle", "fetchplan")
+FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 20, "idle_seconds": 60.0, "poll_seconds": 40.0,
+        "reader_seconds": 20.0, "backfill_days": 2400, "fetch_stocks": 5300, "fetch_long_stocks": 300}
+QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0, "poll_seconds": 10.0,
+         "reader_seconds": 5.0, "backfill_days": 60, "fetch_stocks": 300, "fetch_long_stocks": 100}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, help=f"load: trading days synced (default {FULL['days']}, quick {QUICK['days']})")
     parser.add_argument("--rounds", type=int, help=f"load, metrics: alternating rounds (default {FULL['rounds']}, quick {QUICK['rounds']})")
     parser.add_argument("--requests", type=int, help=f"control, metrics: requests per client (default {FULL['requests']}, quick {QUICK['requests']})")
-    parser.add_argument("--years", type=int, help=f"scale: years backfilled from 2015 (default {FULL['years']}, quick {QUICK['years']})")
+    parser.add_argument("--years", type=int, help=f"scale, readers: years backfilled from 2005 (default {FULL['years']}, quick {QUICK['years']})")
+    parser.add_argument("--reader-seconds", type=float, help=f"readers: seconds measured idle (default {FULL['reader_seconds']:g}, "
+                        f"quick {QUICK['reader_seconds']:g})")
+    parser.add_argument("--backfill-days", type=int, help=f"readers: trading days backfilled while they read (default "
+                        f"{FULL['backfill_days']}, quick {QUICK['backfill_days']})")
+    parser.add_argument("--poll-seconds", type=float, help=f"control: seconds the one polling client runs during the sync "
+                        f"(default {FULL['poll_seconds']:g}, quick {QUICK['poll_seconds']:g})")
     parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
     parser.add_argument("--fetch-stocks", type=int, help=f"fetchplan: stocks for a day and a year (default {FULL['fetch_stocks']}, quick {QUICK['fetch_stocks']})")
     parser.add_argument("--fetch-long-stocks", type=int, help=f"fetchplan: stocks for 20 years (default {FULL['fetch_long_stocks']}, quick {QUICK['fetch_long_stocks']})")
@@ -46,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(pg)
         print("machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), flush=True)
         summary: dict[str, Any] = {"bench": "summary", "machine": machine, "sizes": sizes}
+        kept: dict[str, Any] = {}
         for name in chosen:
-            summary[name] = _run(name, pg, sizes)
+            if name == "readers" and "readers" in kept:
+                summary[name] = kept["readers"]  # measured on the scale benchmark's database (below)
+                continue
+            summary[name] = _run(name, pg, sizes, chosen, kept)
     summary["seconds"] = round(time.monotonic() - started)
     summary["goals"] = {f"{name}.{key[5:]}": value for name in chosen for key, value in summary[name].items()
                         if key.startswith("goal_")}
@@ -59,17 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(name: str, pg: Postgres, sizes: dict[str, Any]) -> dict[str, Any]:
+def _run(name: str, pg: Postgres, sizes: dict[str, Any], chosen: list[str], kept: dict[str, Any]) -> dict[str, Any]:
     print(f"\n== {name} ==", flush=True)
     match name:
         case "load":
             return load.run(pg, sizes["days"], sizes["rounds"])
         case "control":
-            return control.run(pg, sizes["requests"])
+            return control.run(pg, sizes["requests"], poll_seconds=sizes["poll_seconds"])
         case "metrics":
             return metrics.run(pg, sizes["requests"], sizes["rounds"])
         case "scale":
-            return scale.run(pg, sizes["years"])
+            if "readers" not in chosen:
+                return scale.run(pg, sizes["years"])
+
+            def readers_on(dsn: str) -> None:  # the readers measured on the long backfill's database, before it goes
+                print("\n== readers ==", flush=True)
+                kept["readers"] = readers.run(pg, sizes["years"], sizes["reader_seconds"], sizes["backfill_days"], dsn=dsn)
+
+            return scale.run(pg, sizes["years"], keep=readers_on)
+        case "readers":
+            return readers.run(pg, sizes["years"], sizes["reader_seconds"], sizes["backfill_days"])
         case "idle":
             return idle.run(pg, sizes["idle_seconds"])
         case "fetchplan":

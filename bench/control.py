@@ -1,14 +1,17 @@
-"""Benchmark 2, the control plane: status and rejected-start latency from 20 concurrent clients during a sync.
+"""Benchmark 2, the control plane: status and rejected-start latency while a full-speed sync runs.
 
-Each client is its own process with its own SyncClient (so its own REQ sockets), as 20
-web workers or CLI users would be. All clients wait on a barrier, then each sends
-`requests` requests alternating `status` and a `start` that is rejected busy, timing each
-call end to end (encode, socket, the daemon's reply, decode). Two loads: paced (each
-client every 50 ms, spread over the period: 400 requests/s in all, far above a status page
-polling every second) and saturating (back to back, no think time). The paced `status` on
-the idle daemon is the reference. A full-market sync runs at full speed meanwhile; its
-rows/s with and without the clients is reported too. (An earlier version also measured a
-what-if daemon with a 0.5 ms GIL switch interval; syncd now sets that itself.)
+Four loads, each timing every call end to end (encode, socket, the daemon's reply, decode):
+- one client process polling `status` 20 times a second (a status page, a monitor): the
+  daemon's own responsiveness, with nothing else competing for the machine but the sync;
+- 20 client processes, each its own SyncClient (so its own REQ sockets), as 20 web workers or
+  CLI users would be, alternating `status` and a `start` that is rejected busy: paced (each
+  client every 50 ms, spread over the period: 400 requests/s in all) and saturating (back to
+  back, no think time); the paced `status` on the idle daemon is the reference;
+- 50 threads of one process sharing one SyncClient, 200 requests each, back to back, in
+  tests/test_fault_protocol.py's mix (status, ping, history, days, and starts refused busy):
+  every request must be answered.
+A full-market sync runs at full speed meanwhile; its rows/s with and without the clients is
+reported too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import random
+import threading
 import time
 from typing import Any
 
@@ -36,7 +40,10 @@ from .harness import (
 )
 
 CLIENTS = 20
-LONG_RANGE = (dt.date(2010, 1, 1), dt.date(2024, 12, 31))  # far longer than the measurement: cancelled after
+LONG_RANGE = (dt.date(2000, 1, 1), dt.date(2024, 12, 31))  # far longer than the measurement: cancelled after
+POLL_PERIOD_S = 0.05   # the one polling client: 20 requests a second
+LOAD_THREADS, LOAD_REQUESTS = 50, 200
+LOAD_MIX = (("status", 40), ("ping", 25), ("history", 17), ("days", 16), ("start", 2))  # test_fault_protocol's
 
 
 PACED_PERIOD_S = 0.05  # paced clients: each sends a request every 50 ms (20 clients: 400 requests/s)
@@ -44,28 +51,95 @@ PACED_PERIOD_S = 0.05  # paced clients: each sends a request every 50 ms (20 cli
 VARIANTS = (("syncd", None),)
 
 
-def run(pg: Postgres, requests: int, clients: int = CLIENTS) -> dict[str, Any]:
-    note(f"control: {clients} client processes x {requests} requests, idle and during a full-speed sync")
-    measured = {label: _measure_daemon(pg, requests, clients, switch) for label, switch in VARIANTS}
+def run(pg: Postgres, requests: int, clients: int = CLIENTS, poll_seconds: float = 30.0) -> dict[str, Any]:
+    note(f"control: one client polling status every {POLL_PERIOD_S * 1000:.0f} ms for {poll_seconds:g} s; {clients} client "
+         f"processes x {requests} requests; {LOAD_THREADS} threads x {LOAD_REQUESTS} requests; idle and during a full-speed sync")
+    measured = {label: _measure_daemon(pg, requests, clients, switch, poll_seconds) for label, switch in VARIANTS}
     return _report(measured, clients, requests)
 
 
-def _measure_daemon(pg: Postgres, requests: int, clients: int, switch_interval_s: float | None) -> dict[str, Any]:
+def _measure_daemon(pg: Postgres, requests: int, clients: int, switch_interval_s: float | None,
+                    poll_seconds: float) -> dict[str, Any]:
     with pg.database() as dsn, Syncd(syncd_config(dsn), switch_interval_s=switch_interval_s) as daemon:
         out: dict[str, Any] = {"idle": _burst(daemon.endpoint, clients, requests, ("status",), PACED_PERIOD_S)}
         out["per_call_cpu"] = _per_call_cpu(daemon) if switch_interval_s is None else None
+        out["poll_idle"] = _burst(daemon.endpoint, 1, max(20, int(poll_seconds / POLL_PERIOD_S) // 4), ("status",), POLL_PERIOD_S)
         client = daemon.client()
         run_id = client.start(*LONG_RANGE, requested_by="bench").run_id
         _wait_rows(client, 5 * 5300)
         out["sync_alone"] = _rows_rate(client, 3.0)
-        for phase, period in (("paced", PACED_PERIOD_S), ("saturating", 0.0)):
+        phases = (("poll", 1, int(poll_seconds / POLL_PERIOD_S), ("status",), POLL_PERIOD_S),
+                  ("paced", clients, requests, ("status", "start"), PACED_PERIOD_S),
+                  ("saturating", clients, requests, ("status", "start"), 0.0))
+        for phase, n, count, ops, period in phases:
             before = _progress(client)
-            out[phase] = _burst(daemon.endpoint, clients, requests, ("status", "start"), period)
+            out[phase] = _burst(daemon.endpoint, n, count, ops, period)
             after = _progress(client)
             out[f"sync_{phase}"] = (after[1] - before[1]) / (after[0] - before[0])
+        before = _progress(client)
+        out["load"] = _threads_load(daemon.endpoint, run_id)
+        after = _progress(client)
+        out["sync_load"] = (after[1] - before[1]) / (after[0] - before[0])
+        if _current_run(client) != run_id:
+            raise RuntimeError("the sync ended during the measurement: make LONG_RANGE longer")
         client.cancel(run_id)
         _wait_idle(client)
     return out
+
+
+def _current_run(client: SyncClient) -> str | None:
+    task = client.status().current_task
+    return task.run_id if task else None
+
+
+def _threads_load(endpoint: str, run_id: str) -> dict[str, Any]:
+    """LOAD_THREADS threads sharing one SyncClient (one REQ socket per thread), LOAD_REQUESTS each, back to back."""
+    shared = SyncClient(endpoint, timeout=10.0)
+    barrier = threading.Barrier(LOAD_THREADS)
+    latencies: list[list[float]] = [[] for _ in range(LOAD_THREADS)]
+    lost: list[str] = []
+    kinds, weights = zip(*LOAD_MIX, strict=True)
+    day = dt.date(2024, 6, 3)
+
+    def call(kind: str) -> None:
+        if kind == "status":
+            shared.status()
+        elif kind == "ping":
+            shared.ping()
+        elif kind == "history":
+            shared.history(limit=5)
+        elif kind == "days":
+            shared.days(day, day + dt.timedelta(days=30))
+        else:
+            try:
+                shared.start(*LONG_RANGE, task_type="web_batch")
+                lost.append("a start was admitted during the run")
+            except SyncdBusy:
+                pass
+
+    def worker(index: int) -> None:
+        rng = random.Random(index)
+        barrier.wait()
+        for _ in range(LOAD_REQUESTS):
+            kind = rng.choices(kinds, weights)[0]
+            began = time.perf_counter()
+            try:
+                call(kind)
+            except Exception as exc:  # noqa: BLE001 - a loss to count
+                lost.append(f"{kind}: {type(exc).__name__}: {exc}")
+                continue
+            latencies[index].append((time.perf_counter() - began) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(LOAD_THREADS)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    wall = time.perf_counter() - began
+    shared.close()
+    flat = [x for per in latencies for x in per]
+    return {"latencies": flat, "lost": lost, "wall": wall}
 
 
 def _per_call_cpu(daemon: Syncd, calls: int = 1000) -> list[tuple[str, float, float, float]]:
@@ -102,38 +176,50 @@ def _stats(samples: list[float]) -> dict[str, float]:
 def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) -> dict[str, Any]:
     rows, sync_rows, errors = [], [], 0
     for variant, m in measured.items():
-        errors += sum(len(m[p]["error"]) for p in ("idle", "paced", "saturating"))
-        for label, samples in (("status, idle, paced", m["idle"]["status"]),
-                               ("status, during sync, paced", m["paced"]["status"]),
-                               ("rejected start, during sync, paced", m["paced"]["start"]),
-                               ("status, during sync, saturating", m["saturating"]["status"]),
-                               ("rejected start, during sync, saturating", m["saturating"]["start"])):
+        errors += sum(len(m[p]["error"]) for p in ("idle", "poll_idle", "poll", "paced", "saturating"))
+        for label, samples in ((f"one client, status every {POLL_PERIOD_S * 1000:.0f} ms, idle", m["poll_idle"]["status"]),
+                               (f"one client, status every {POLL_PERIOD_S * 1000:.0f} ms, during sync", m["poll"]["status"]),
+                               (f"{clients} clients: status, idle, paced", m["idle"]["status"]),
+                               (f"{clients} clients: status, during sync, paced", m["paced"]["status"]),
+                               (f"{clients} clients: rejected start, during sync, paced", m["paced"]["start"]),
+                               (f"{clients} clients: status, during sync, saturating", m["saturating"]["status"]),
+                               (f"{clients} clients: rejected start, during sync, saturating", m["saturating"]["start"]),
+                               (f"{LOAD_THREADS} threads x {LOAD_REQUESTS}, mixed ops, during sync", m["load"]["latencies"])):
             s = _stats(samples)
             rows.append((f"{variant}: {label}", len(samples), s["p50"], s["p90"], s["p99"], s["max"]))
-        sync_rows.append((variant, m["sync_alone"], m["sync_paced"], m["sync_saturating"]))
-    print_table(f"Control plane: {clients} concurrent client processes, latency in ms; paced = each client every "
-                f"{PACED_PERIOD_S * 1000:.0f} ms, saturating = back to back (errors: {errors})",
-                ("daemon: request, load", "n", "p50", "p90", "p99", "max"), rows)
+        sync_rows.append((variant, m["sync_alone"], m["sync_poll"], m["sync_paced"], m["sync_saturating"], m["sync_load"]))
+    print_table(f"Control plane: latency in ms; paced = each client every {PACED_PERIOD_S * 1000:.0f} ms, saturating = back "
+                f"to back (errors: {errors})", ("daemon: request, load", "n", "p50", "p90", "p99", "max"), rows)
     print_table("One client, idle daemon: cost of a status call, ms (CPU from /proc, 10 ms ticks over 1,000 calls)",
                 ("client", "wall", "client CPU", "daemon CPU"), measured[VARIANTS[0][0]]["per_call_cpu"])
-    print_table("The sync's rows/s meanwhile", ("daemon", "alone", "paced clients", "saturating clients"), sync_rows)
+    print_table("The sync's rows/s meanwhile", ("daemon", "alone", "one client", f"{clients} paced", f"{clients} saturating",
+                                                f"{LOAD_THREADS} threads"), sync_rows)
     base = measured[VARIANTS[0][0]]
+    load = base["load"]
+    if load["lost"]:
+        note(f"lost requests: {load['lost'][:5]}")
 
     def p99(m: dict[str, Any], phase: str) -> float:
         return max(percentile(m[phase]["status"], 99), percentile(m[phase]["start"], 99))
 
     result = {
         "clients": clients, "requests_per_client": requests, "paced_period_ms": PACED_PERIOD_S * 1000,
+        "one_client_status_ms": _stats(base["poll"]["status"]), "one_client_idle_status_ms": _stats(base["poll_idle"]["status"]),
         "status_ms": _stats(base["paced"]["status"]), "rejected_start_ms": _stats(base["paced"]["start"]),
         "idle_status_ms": _stats(base["idle"]["status"]),
         "saturating_status_ms": _stats(base["saturating"]["status"]),
         "saturating_rejected_start_ms": _stats(base["saturating"]["start"]),
+        "threads_load_ms": _stats(load["latencies"]), "threads_load_lost": len(load["lost"]),
+        "threads_load_requests_per_s": round(len(load["latencies"]) / load["wall"]),
         "p99_during_sync_vs_idle": round(p99(base, "paced") / percentile(base["idle"]["status"], 99), 2),
         "daemon_cpu_per_call_bare_socket_vs_syncclient": round(
             base["per_call_cpu"][1][3] / base["per_call_cpu"][0][3], 2),
         "sync_rate_paced_clients_vs_alone": round(base["sync_paced"] / base["sync_alone"], 3),
+        "sync_rate_one_client_vs_alone": round(base["sync_poll"] / base["sync_alone"], 3),
         "errors": errors,
+        "goal_one_client_p99_2ms": percentile(base["poll"]["status"], 99) <= 2.0,
         "goal_p99_10ms": p99(base, "paced") <= 10.0,
+        "goal_threads_load_p99_20ms_none_lost": percentile(load["latencies"], 99) <= 20.0 and not load["lost"],
         "goal_p99_10ms_saturating": p99(base, "saturating") <= 10.0,
     }
     return emit("control", result)

@@ -1,14 +1,8 @@
-"""A what-if for the worker: fetch day N+1 while day N is written, measured in-process against the plain loop.
+"""syncd's write path alone, in process: how much of a daemon's day is the write itself.
 
-Both loops use the real DemoSource.rows_for and store.replace_day on one connection, as
-syncd's worker does (bookkeeping rows included), without the daemon around them; and
-`write_only` times replace_day alone (syncd's write path without its source). `serial`
-is today's order (fetch a day, then write it); `prefetch` runs the fetches on one helper
-thread behind a one-slot queue (at most three days of rows exist at once: one being
-written, one waiting, one being generated). Generating
-rows is pure Python, but the writer spends most of a day waiting on PostgreSQL with the GIL
-released, so the two overlap. This is the design proposed for sync.py (see bench/README.md);
-nothing in syncd uses it.
+`write_only` writes each day as the worker does (store.write_day with its `syncing` mark, the
+demo's encoded payload, one connection), timing only the writes: the payloads are built before
+each day's clock starts.
 """
 
 from __future__ import annotations
@@ -20,7 +14,6 @@ import psycopg
 
 from syncd import store
 from syncd.config import DemoConfig
-from syncd.prefetch import read_ahead
 from syncd.sources.demo import DemoSource
 
 from .harness import SEED, STOCKS
@@ -38,34 +31,18 @@ def prepare(dsn: str) -> None:
 
 
 def write_only(dsn: str, days: list[dt.date]) -> float:
-    """Only store.replace_day is timed; each day's rows are generated before its clock starts."""
+    """Only store.write_day is timed; each day's payload is built before its clock starts."""
     source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
     spent = 0.0
     with store.connect(dsn) as conn:
+        conn.execute("INSERT INTO sync_days (date, status, rows, run_id) SELECT unnest(%s::date[]), 'pending', 0, %s",
+                     (days, RUN_ID))
         for day in days:
-            rows = source.rows_for(day)
+            payload = source.encoded(day)
             started = time.perf_counter()
-            store.replace_day(conn, day, rows, RUN_ID)
+            store.write_day(conn, day, payload, RUN_ID, mark_syncing=True)
             spent += time.perf_counter() - started
     return spent
-
-
-def serial(dsn: str, days: list[dt.date]) -> float:
-    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
-    with store.connect(dsn) as conn:
-        started = time.perf_counter()
-        for day in days:
-            store.replace_day(conn, day, source.rows_for(day), RUN_ID)
-        return time.perf_counter() - started
-
-
-def prefetch(dsn: str, days: list[dt.date]) -> float:
-    source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
-    with store.connect(dsn) as conn:
-        started = time.perf_counter()
-        for day, rows in read_ahead((day, source.rows_for(day)) for day in days):
-            store.replace_day(conn, day, rows, RUN_ID)
-        return time.perf_counter() - started
 
 
 def check(dsn: str, expected: int) -> None:

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_CONFIG, str(exc))
 
     faulthandler.enable()  # a watchdog SIGABRT then dumps every thread's stack to the journal
+    _without_rich()
     from .daemon import Daemon  # imported after config so `syncd --help` stays fast
     from .logs import configure_logging
 
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the process edge
         code, message = failure(exc, config)
         return _fail(code, scrub(message, config.database.dsn, config.database.lock_dsn))
+
+
+def _without_rich() -> None:
+    """structlog imports rich (and pygments) when they are installed (syncctl's dependency): ~3 MB of the
+    daemon's memory that it never uses (its console logs use plain tracebacks). Unless something in this
+    process already imported it, the daemon goes without (docs/performance.md, the memory budget)."""
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # None: "import rich" raises ImportError
 
 
 def failure(exc: Exception, config: Config) -> tuple[int, str]:

@@ -1,7 +1,9 @@
 """The by_day plan: a run's trading days fetched in order, one answer per day, each written in its own transaction.
 
 The source's `fetch_days` runs on the read-ahead thread (prefetch.py), one day ahead of the
-writer, so fetching day N+1 overlaps writing day N and memory holds about two days. The
+writer, so fetching day N+1 overlaps writing day N and memory holds about two days; or, for
+a source that runs in the fetch process (fetchproc.py), in that child, which works ahead of
+the writer by itself. The
 cancel flag is checked before every day taken from the read-ahead (and inside its write, see
 daywriter.py): a day fetched ahead is dropped, never written, after a cancel.
 
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 from .daywriter import DayRejected, DayWriter
 from .logs import Event
 from .prefetch import read_ahead
-from .sources.base import DayBatch, DayFailure, EncodedRows, PlannedSource
+from .sources.base import DayBatch, DayFailure, EncodedRows, ShouldStop
 
 FETCH_FAILURES_IN_A_ROW = 3
 LOGGED_DAYS = 50  # a retry's log line names at most this many days (and counts them all)
@@ -33,7 +35,14 @@ NO_DATA = "the source returned no data for this day"
 Backoff = Callable[[int], float]  # attempt (1, 2, ...) -> seconds to wait before it
 
 
-def sync_by_day(source: PlannedSource, days: Sequence[dt.date], writer: DayWriter, attempts: int, backoff: Backoff,
+class DayFetcher(Protocol):
+    """What the by_day plan asks of a source: its fetch_days (a source's own, or the fetch process's)."""
+
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+        ...
+
+
+def sync_by_day(source: DayFetcher, days: Sequence[dt.date], writer: DayWriter, attempts: int, backoff: Backoff,
                 log: Any, fatal: tuple[type[BaseException], ...]) -> None:
     """Fetch and write `days` (in order); `fatal` exceptions (lost run lock, database down) end the run."""
     pending = list(days)
@@ -51,7 +60,7 @@ def sync_by_day(source: PlannedSource, days: Sequence[dt.date], writer: DayWrite
         writer.fail(day, errors.get(day, NO_DATA))
 
 
-def _one_pass(source: PlannedSource, days: Sequence[dt.date], errors: dict[dt.date, str], writer: DayWriter, log: Any,
+def _one_pass(source: DayFetcher, days: Sequence[dt.date], errors: dict[dt.date, str], writer: DayWriter, log: Any,
               attempt: int, fatal: tuple[type[BaseException], ...]) -> list[dt.date]:
     """One pass over `days`; return those not written (to ask again), their reasons in `errors`."""
     left = deque(days)
@@ -59,7 +68,9 @@ def _one_pass(source: PlannedSource, days: Sequence[dt.date], errors: dict[dt.da
     failures_in_a_row = 0
     while left and not writer.cancelled:
         answered = False
-        stream = read_ahead(source.fetch_days(list(left), lambda: writer.cancelled))
+        stream = source.fetch_days(list(left), lambda: writer.cancelled)
+        if not getattr(source, "reads_ahead", False):  # the fetch process works ahead on its own
+            stream = read_ahead(stream)
         try:
             for day, result in stream:
                 if writer.cancelled:

@@ -20,6 +20,7 @@ file).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
@@ -45,10 +46,19 @@ def calendar_days(start: dt.date, end: dt.date) -> Iterator[dt.date]:
         yield start + dt.timedelta(days=offset)
 
 
+@functools.cache
 def builtin_horizon() -> tuple[int, int]:
     """First and last year chinese_calendar knows holidays for."""
     years = sorted({d.year for d in chinese_calendar.holidays})
     return years[0], years[-1]
+
+
+@functools.cache
+def _closed_weekdays() -> frozenset[dt.date]:
+    """The weekdays chinese_calendar.is_holiday calls holidays: its `holidays` that are not make-up `workdays`.
+    (Its is_holiday itself scans every holiday for the years it covers on each call: ~25 us, thousands of
+    times for a long range's `days` or admission; this set answers the same in a lookup.)"""
+    return frozenset(day for day in chinese_calendar.holidays if day not in chinese_calendar.workdays)
 
 
 def beyond_horizon_reason(day: dt.date) -> str:
@@ -90,7 +100,7 @@ class TradingCalendar:
         if day.weekday() >= 5:
             return DayKind.CLOSED
         if self._first_year <= day.year <= self._last_year:
-            return DayKind.CLOSED if chinese_calendar.is_holiday(day) else DayKind.TRADING
+            return DayKind.CLOSED if day in _closed_weekdays() else DayKind.TRADING  # = chinese_calendar.is_holiday(day)
         if self._confirms is not None and self._confirms(day):
             return DayKind.TRADING
         self._warn_beyond_horizon(day)

@@ -21,9 +21,11 @@ findings existed) and knows nothing of runs or sockets.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # only in annotations: prefilter.py (a fetch process's) reads the tolerances without psycopg
+    import psycopg
 
 UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`: the day fails
 LIMIT_TOLERANCE = 0.5     # percentage points over a price limit before `price_limit` is reported
@@ -108,11 +110,12 @@ assert tuple(_CHECKS) == CHECKS
 
 # Rows that fail any check are found with the conditions alone; only those get their findings spelt out.
 # `bars` is read twice through the primary key rather than materialized (cheaper for a day's 5,000 rows).
-_FINDINGS = f"""
+# {only} narrows the rows judged to the codes a pre-filter could not clear (prefilter.py).
+_FINDINGS_TEMPLATE = f"""
 WITH bars AS NOT MATERIALIZED (
     SELECT b.trade_date, b.code, b.open, b.high, b.low, b.close, b.pre_close, b.volume, b.amount, b.pct_change,
            coalesce(b.pct_change, (b.close - b.pre_close) / NULLIF(b.pre_close, 0) * 100) AS pct
-    FROM daily_bars b WHERE b.trade_date = %(day)s
+    FROM daily_bars b WHERE b.trade_date = %(day)s{{only}}
 ),
 {_LIMITS},
 failing AS MATERIALIZED (
@@ -128,12 +131,27 @@ CROSS JOIN LATERAL (VALUES {', '.join(f"('{name}', CASE WHEN {condition} THEN {d
 ) c(check_name, detail)
 WHERE c.detail IS NOT NULL
 RETURNING check_name"""
+_FINDINGS = _FINDINGS_TEMPLATE.replace("{only}", "")
+_FINDINGS_OF = _FINDINGS_TEMPLATE.replace("{only}", " AND b.code = ANY(%(codes)s)")
+CLEAR_FINDINGS = "DELETE FROM bar_findings WHERE trade_date = %s"
 
 
-def record_findings(conn: psycopg.Connection[Any], day: dt.date) -> list[str]:
-    """Replace `day`'s stored findings with the checks' verdict on its rows now; return each finding's check."""
-    conn.execute("DELETE FROM bar_findings WHERE trade_date = %s", (day,))
-    return [row[0] for row in conn.execute(_FINDINGS, {"day": day}).fetchall()]
+def record_findings(conn: psycopg.Connection[Any], day: dt.date, codes: Collection[str] | None = None) -> list[str]:
+    """Replace `day`'s stored findings with the checks' verdict on its rows now; return each finding's check.
+
+    `codes`: judge only these rows, when every other row of the day is known to pass (prefilter.py
+    says which rows of a day's payload could fail; the rules applied are these, in SQL, either way).
+    Both statements leave in one round trip."""
+    if codes is not None and not codes:
+        conn.execute(CLEAR_FINDINGS, (day,))
+        return []
+    with conn.pipeline():
+        conn.execute(CLEAR_FINDINGS, (day,))
+        if codes is None:
+            found = conn.execute(_FINDINGS, {"day": day})
+        else:
+            found = conn.execute(_FINDINGS_OF, {"day": day, "codes": sorted(codes)})
+        return [row[0] for row in found.fetchall()]
 
 
 def unit_guard_error(day: dt.date, checks: list[str], rows: int) -> str | None:

@@ -3,7 +3,7 @@
 This module owns their SQL (docs/data.md). `daily_bars_hfq` and `daily_bars_qfq` have the
 columns of daily_bars with open/high/low/close/pre_close adjusted (NULL where adj_factor is
 NULL): hfq = raw x adj_factor; qfq = raw x adj_factor / the stock's latest non-NULL
-adj_factor, looked up at read time through the (code, trade_date) index, so nothing stored
+adj_factor, looked up at read time (once per stock, `_LATEST_FACTOR`), so nothing stored
 goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (store.MIGRATIONS).
 
 `daily_stock_data` (database.compat_view) has the original table's columns, types,
@@ -21,9 +21,18 @@ import psycopg
 
 _PRICES = ("open", "high", "low", "close", "pre_close")
 _OTHERS = "b.volume, b.amount, b.turnover, b.pct_change, b.adj_factor"
-# The stock's latest non-NULL factor, once per stock (PostgreSQL memoizes the lookup by code).
-_LATEST_FACTOR = """LEFT JOIN LATERAL (SELECT x.adj_factor AS factor FROM daily_bars x
-                   WHERE x.code = b.code AND x.adj_factor IS NOT NULL ORDER BY x.trade_date DESC LIMIT 1) latest ON true"""
+# The stock's latest non-NULL factor (`latest.factor`), looked up once per stock: through the stock list (a
+# filter on b.code reaches stocks too, so one stock's series asks once), and row by row only for a code the
+# list lacks. On daily_bars partitioned by year PostgreSQL does not memoize a lookup keyed by b.code (it did
+# on one table): row by row it cost 2,400 index probes for a 10-year series (bench/readers.py). A row
+# whose own factor is NULL needs none (its adjusted prices are NULL, or raw in the compat view), which
+# also keeps stocks written before adj_factor existed from scanning their whole history for each row.
+_LATEST_FACTOR = """LEFT JOIN (stocks ls LEFT JOIN LATERAL (SELECT x.adj_factor AS factor FROM daily_bars x
+                   WHERE x.code = ls.code AND x.adj_factor IS NOT NULL ORDER BY x.trade_date DESC LIMIT 1) lf ON true)
+                   ON ls.code = b.code
+    CROSS JOIN LATERAL (SELECT CASE WHEN b.adj_factor IS NULL THEN NULL WHEN ls.code IS NOT NULL THEN lf.factor
+                   ELSE (SELECT x.adj_factor FROM daily_bars x WHERE x.code = b.code AND x.adj_factor IS NOT NULL
+                         ORDER BY x.trade_date DESC LIMIT 1) END AS factor) latest"""
 
 ADJUSTED_VIEWS = f"""
     CREATE OR REPLACE VIEW daily_bars_hfq AS

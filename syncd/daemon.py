@@ -32,6 +32,7 @@ from .clientauth import ClientAuthenticator
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .controldb import ControlDb
 from .embedded import EmbeddedPostgres
+from .fetchproc import FetchProcess
 from .instance import InstanceLock
 from .logs import Event, get_logger
 from .notify import Notifier
@@ -54,6 +55,7 @@ from .worker import Worker
 GIL_SWITCH_INTERVAL_S = 0.0005
 HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
 SHUTDOWN_GRACE_S = 8.0
+SERVE_BURST = 32  # requests answered back to back before the loop looks at signals and the schedule again
 # How often the idle worker looks for runs left `running` by a daemon that died (another host's,
 # typically): one indexed query, and a lock attempt only when such a row exists. On the worker,
 # so an unreachable database never stalls the control loop.
@@ -102,7 +104,8 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
-            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer)
+            fetcher = self._fetch_process(source)
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
                             idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
@@ -137,6 +140,14 @@ class Daemon:
             self.notifier.close()
         self.log.info(Event.DAEMON_STOPPED)
         return 0
+
+    def _fetch_process(self, source: Any) -> FetchProcess | None:
+        """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
+        if not getattr(source, "fetches_in_child", False):
+            return None
+        fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
+        self.telemetry.attach_source(fetcher)
+        return fetcher
 
     def _acquire_instance(self) -> None:
         state_dir = Path(self.config.daemon.state_dir)
@@ -276,7 +287,7 @@ class Daemon:
             if self._hangup:
                 self._on_hangup()
             if rep in events:
-                self._serve_one(rep, ops)
+                self._serve_waiting(rep, ops)
             sched.run_pending()
             if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -289,19 +300,28 @@ class Daemon:
             return None
         return max(0, int(min(candidates) * 1000) + 1)
 
-    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> None:
+    def _serve_waiting(self, rep: zmq.Socket[Any], ops: Ops) -> None:
+        """Answer the requests already waiting, up to SERVE_BURST of them, then let the loop do its chores
+        (signals, the schedule, the watchdog): under load a request costs no poll of its own."""
+        for _ in range(SERVE_BURST):
+            if not self._serve_one(rep, ops):
+                return
+
+    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> bool:
+        """Answer one request if one is waiting; False if none was."""
         try:
             # All parts: a REP socket that answers before the last part of a multi-part request
             # raises EFSM, which would end the loop (and the daemon).
             parts = rep.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
-            return
+            return False
         if len(parts) == 1:
             reply = ops.handle(parts[0])
         else:
             reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(parts)} frames; send one JSON object in one frame")
             self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
         rep.send(encode(reply))
+        return True
 
     def _drain_wake(self) -> None:
         self._wake_r.setblocking(False)

@@ -52,6 +52,7 @@ class DayWriter:
         self.log = log
         self._with_db = with_db
         self._lock_fence = lock_fence
+        self._day_fence = _DayFence(self._fence, self._fence_probe)
         self.written = 0  # days whose rows were committed (incomplete ones included)
         self.failed = 0   # days that ended failed or incomplete
 
@@ -72,12 +73,11 @@ class DayWriter:
         started = time.perf_counter()
         run_id = self.run.run_id
         note = incomplete_note(missing, expected, errors or {}) if missing else None
-        self._with_db(lambda c: store.mark_syncing(c, [day], run_id, self._lock_fence))
         try:
             written = self._with_db(lambda c: store.write_day(
-                c, day, rows, run_id, expected=expected, missing=missing, fence=self._fence,
+                c, day, rows, run_id, expected=expected, missing=missing, fence=self._day_fence,
                 is_trading_day=self.is_trading_day, replace_only=replace_only, before_commit=self._stop_if_cancelled,
-                error=note))
+                error=note, mark_syncing=True))
         except Cancelled:
             return False
         except (RunLockLost, DatabaseDown, DayRejected):
@@ -125,9 +125,26 @@ class DayWriter:
         if self._lock_fence is not None:
             self._lock_fence(conn)
 
+    def _fence_probe(self) -> store.FenceProbe | None:
+        """The run lock's fence as SQL for the day's first round trip (runlock.RunFence.probe), after the cancel check."""
+        self._stop_if_cancelled()
+        probe = getattr(self._lock_fence, "probe", None)
+        return probe() if callable(probe) else None
+
     def _stop_if_cancelled(self) -> None:
         if self.cancelled:
             raise Cancelled()
+
+
+class _DayFence:
+    """A day write's fence: `fence(conn)` the full check, `probe()` its pipelined form (daywrite.write_day)."""
+
+    def __init__(self, full: Fence, probe: Callable[[], store.FenceProbe | None]) -> None:
+        self._full = full
+        self.probe = probe
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        self._full(conn)
 
 
 def incomplete_note(missing: Collection[str], expected: int | None, errors: Mapping[str, str]) -> str:

@@ -68,6 +68,8 @@ class Event(StrEnum):
     SOURCE_FACTORS_UNAVAILABLE = "source_factors_unavailable"  # adj_factor/pre_close NULL for some stocks
     SOURCE_DATASET_UNAVAILABLE = "source_dataset_unavailable"  # an optional dataset refused: its columns fall back
     SOURCE_FALLBACK = "source_fallback"                        # a whole-market answer was empty: asked by stock
+    FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (fetchproc.py)
+    FETCH_PROCESS_EXITED = "fetch_process_exited"    # it ended (a new one starts on the next fetch)
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

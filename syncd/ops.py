@@ -192,12 +192,11 @@ class Ops:
         if recorded is None:
             status = "skipped" if kind is DayKind.CLOSED else "pending"
             recorded = Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
-        if recorded.status == "pending":
-            reason = beyond_horizon_reason(day)
+        if recorded.status == "pending":  # the reason's text is built only when it is needed
             if kind is DayKind.UNCONFIRMED and recorded.error is None:
-                recorded.error = reason
-            elif kind is not DayKind.UNCONFIRMED and recorded.error == reason:  # confirmed since it was planned
-                recorded.error = None
+                recorded.error = beyond_horizon_reason(day)
+            elif kind is not DayKind.UNCONFIRMED and recorded.error is not None and recorded.error == beyond_horizon_reason(day):
+                recorded.error = None  # confirmed since it was planned
         return recorded
 
     def check(self) -> CheckReply:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psycopg
+import psycopg.sql
+from psycopg import pq
 from psycopg.pq import TransactionStatus
 
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")
@@ -132,7 +134,16 @@ def connect(dsn: str, timeout_s: float, application_name: str, settings: Mapping
         return conn
     pooled = PoolSafeConnection.connect(dsn, cursor_factory=PoolSafeCursor, **common)
     pooled.local_settings = _set_config(merged, local=True) if merged else None
+    pooled.settings = merged
+    pooled.partition_years = set()
     return pooled
+
+
+def _as_text(query: Any, conn: psycopg.Connection[Any]) -> str:
+    """A query as the text the server gets (a psycopg.sql object rendered, bytes decoded)."""
+    if isinstance(query, psycopg.sql.Composable):
+        return query.as_string(conn)
+    return query.decode() if isinstance(query, bytes) else str(query)
 
 
 def _set_config(settings: Mapping[str, str], *, local: bool) -> tuple[str, list[str]]:
@@ -145,6 +156,10 @@ class PoolSafeConnection(psycopg.Connection[Any]):
     """A connection whose settings hold in every transaction, through a transaction pooler."""
 
     local_settings: tuple[str, list[str]] | None = None
+    settings: Mapping[str, str] = {}  # what local_settings sets (the DSN's options and syncd's own)
+    partition_years: set[int]  # daily_bars' yearly partitions known to exist (daywrite.py asks once per year)
+    _quoting: psycopg.ClientCursor[Any] | None = None
+    _settings_sql: str | None = None
 
     @contextlib.contextmanager
     def transaction(self, savepoint_name: str | None = None, force_rollback: bool = False) -> Iterator[psycopg.Transaction]:
@@ -159,6 +174,19 @@ class PoolSafeConnection(psycopg.Connection[Any]):
                 tx = stack.enter_context(psycopg.Transaction(self, savepoint_name, force_rollback))
                 psycopg.Cursor(self).execute(*self.local_settings)
             yield tx
+
+    def quoting(self) -> psycopg.ClientCursor[Any]:
+        """A cursor that binds parameters on the client (its mogrify), kept for the connection's life."""
+        if self._quoting is None:
+            self._quoting = psycopg.ClientCursor(self)
+        return self._quoting
+
+    def settings_statement(self) -> str:
+        """local_settings as one statement with its values bound (rendered once)."""
+        if self._settings_sql is None:
+            assert self.local_settings is not None
+            self._settings_sql = self.quoting().mogrify(*self.local_settings)
+        return self._settings_sql
 
     def needs_settings(self) -> bool:
         """True outside a transaction (a statement must then start one with the settings)."""
@@ -192,7 +220,27 @@ class PoolSafeCursor(psycopg.Cursor[Any]):
         conn = self._pool_safe_connection()
         if not conn.needs_settings():
             return super().execute(query, params, prepare=prepare, binary=binary)
-        conn.in_short_transaction(lambda: super(PoolSafeCursor, self).execute(query, params, prepare=prepare, binary=binary))
+        if binary or conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            conn.in_short_transaction(lambda: super(PoolSafeCursor, self).execute(query, params, prepare=prepare, binary=binary))
+            return self
+        return self._in_one_query(conn, query, params)
+
+    def _in_one_query(self, conn: PoolSafeConnection, query: Any, params: Any) -> Any:
+        """BEGIN, the settings, the statement and COMMIT as one simple-protocol query, bound on the client
+        (psycopg's own literal quoting, as ClientCursor does): one message each way. The pipeline above
+        does the same in one round trip too, but its four results cost ~5x the time in psycopg, which the
+        control loop pays on every `history` and `days` (bench/control.py)."""
+        quote = conn.quoting()
+        statement = quote.mogrify(query, params) if params is not None else _as_text(query, conn)
+        try:
+            super().execute(f"BEGIN; {conn.settings_statement()}; {statement}; COMMIT")
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()  # the statement failed: the server skipped the rest, COMMIT included
+            raise
+        self.nextset()  # past BEGIN
+        self.nextset()  # past the settings: the statement's own result, as execute() would leave it
         return self
 
     def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
@@ -213,3 +261,44 @@ class PoolSafeCursor(psycopg.Cursor[Any]):
         conn = self.connection
         assert isinstance(conn, PoolSafeConnection)
         return conn
+
+
+class BatchedTransaction:
+    """A transaction driven by hand on an autocommit connection, so that its statements can share round trips.
+
+    `begin()` sends BEGIN and the settings (the connection's own, then `extra`, all SET LOCAL in one
+    statement) and `commit()` sends COMMIT, each where the caller is: inside `conn.pipeline()`
+    they leave with the statements around them (one round trip for BEGIN, settings and the first
+    statements; one for the last statements and COMMIT), which psycopg's own `transaction()` cannot
+    do. Leaving the `with` block by an exception, or without `commit()`, rolls back.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], extra: Mapping[str, str] | None = None) -> None:
+        if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+            raise RuntimeError("BatchedTransaction needs an autocommit connection outside any transaction")
+        self.conn = conn
+        self._raw = psycopg.Cursor(conn)  # never a PoolSafeCursor: these statements are the transaction's own
+        own = conn.settings if isinstance(conn, PoolSafeConnection) else {}
+        merged = {**own, **(extra or {})}
+        self._settings = _set_config(merged, local=True) if merged else None
+        self._committed = False
+
+    def __enter__(self) -> BatchedTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and self._committed:
+            return
+        conn = self.conn
+        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+
+    def begin(self) -> None:
+        self._raw.execute("BEGIN")
+        if self._settings is not None:
+            self._raw.execute(*self._settings)
+
+    def commit(self) -> None:
+        self._raw.execute("COMMIT")
+        self._committed = True

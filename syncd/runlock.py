@@ -93,6 +93,10 @@ class RunLock:
             raise RunLockLost("the run lock was lost (its database session ended) and another daemon took over meanwhile")
         get_logger(run_id=run_id).warning(Event.RUN_LOCK_RETAKEN, reason="the run lock's database session had ended")
 
+    def fence_probe(self) -> store.FenceProbe | None:
+        """`fence`'s check as SQL for a write's first round trip (None while no session holds the lock)."""
+        return store.fence_probe(self.session) if self._conn is not None and self.session is not None else None
+
     def end_stray_writes(self) -> None:
         """Holding the lock: end day writes still open from a run that lost it (store.end_stray_writes), so
         none of them commits after this holder's run begins. Without the privilege to end them, the
@@ -119,6 +123,23 @@ class RunLock:
             pass
         finally:
             conn.close()
+
+
+class RunFence:
+    """`RunLock.fence` for one run, as the write path calls it: `fence(conn)` is the full check, and
+    `probe()` the same check as SQL that can share a pipeline with a day's first statements (None
+    when the lock holds no session to compare with: then the full check runs)."""
+
+    def __init__(self, lock: RunLock, run_id: str) -> None:
+        self.lock = lock
+        self.run_id = run_id
+
+    def __call__(self, write_conn: psycopg.Connection[Any]) -> None:
+        self.lock.fence(write_conn, self.run_id)
+
+    def probe(self) -> store.FenceProbe | None:
+        probe = getattr(self.lock, "fence_probe", None)  # a stand-in lock (tests) may have only `fence`
+        return probe() if callable(probe) else None
 
 
 def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str,

@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from . import pooling
-from . import compat
+from . import compat, layout, pooling
 from .daywrite import (  # noqa: F401 - the write path's names, as callers know them from here
-    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, WrittenDay, replace_day, write_day, write_staged_day,
+    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, FenceProbe, WrittenDay, mark_days_syncing, replace_day, write_day,
+    write_staged_day,
 )
 from .protocol import Day
 from .record import RunRecord
@@ -38,7 +38,8 @@ _WRITE_FENCE_KEY = f"(({WRITE_FENCE_SPACE}::bigint << 32) | {_TARGET_OID}::bigin
 MIGRATION_LOCK_KEY = 0x53594E4345
 
 
-MIGRATIONS: list[tuple[int, str, str]] = [
+# A migration is SQL, or a function of the connection for one that must look at the database first.
+MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]]] = [
     (1, "daily_bars, stocks, sync_runs, sync_days, trade_calendar", """
         CREATE TABLE IF NOT EXISTS daily_bars (
             trade_date date NOT NULL,
@@ -137,6 +138,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (run_id, trade_date, code)
         );
     """),
+    (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (layout.py)", layout.convert),
+    (6, "daily_bars_qfq looks each stock's latest factor up once (compat._LATEST_FACTOR)", compat.ADJUSTED_VIEWS),
 ]
 
 # Called first inside a run's write transaction (RunLock.fence): raises to stop the write when the run
@@ -190,7 +193,10 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
         current = conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations").fetchone()[0]
         for version, description, sql in MIGRATIONS:
             if version > current:
-                conn.execute(sql)
+                try:
+                    sql(conn) if callable(sql) else conn.execute(sql)
+                except layout.LayoutError as exc:
+                    raise StoreError(str(exc)) from None
                 conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
                 current = version
         if compat_view:
@@ -236,12 +242,7 @@ def mark_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], run_id:
                  fence: Fence | None = None) -> None:
     """Mark the days of a window as being synced, remembering each one's status to restore on cancel.
     `fence` as in replace_day: a run that lost the run lock must not mark the next run's days."""
-    with conn.transaction():
-        if fence is not None:
-            fence(conn)
-        conn.execute(
-            "UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
-            "status = 'syncing', run_id = %s, updated_at = now() WHERE date = ANY(%s)", (run_id, list(days)))
+    mark_days_syncing(conn, days, run_id, fence)
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
@@ -318,9 +319,18 @@ def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
     return bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})").fetchone()[0])
 
 
+HOLD_WRITE_FENCE = f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})"
+
+
 def hold_write_fence(conn: psycopg.Connection[Any]) -> None:
     """In a day's write transaction: no other day write (of a later run) can begin until this one has ended."""
-    conn.execute(f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})")
+    conn.execute(HOLD_WRITE_FENCE)
+
+
+def fence_probe(session: SessionId) -> FenceProbe:
+    held = (f"EXISTS (SELECT 1 FROM pg_locks l LEFT JOIN pg_stat_activity a USING (pid) WHERE {_RUN_LOCK_ROW} "
+            "AND l.pid = %s AND a.backend_start IS NOT DISTINCT FROM %s::timestamptz)")
+    return FenceProbe(HOLD_WRITE_FENCE, held, session)
 
 
 _WRITE_FENCE_ROW = _advisory_lock_row(WRITE_FENCE_SPACE)

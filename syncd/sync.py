@@ -31,10 +31,11 @@ from .bystock import sync_by_stock
 from .calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from .config import Config
 from .daywriter import DatabaseDown, DayWriter
+from .fetchproc import FetchProcess
 from .logs import Event, get_logger
 from .observer import NULL_OBSERVER, Observer
 from .record import RunRecord
-from .runlock import RunLock, RunLockLost, recover_orphans
+from .runlock import RunFence, RunLock, RunLockLost, recover_orphans
 from .runstate import RunState
 from .sources.base import PlannedSource, SourceError
 
@@ -46,12 +47,14 @@ CALENDAR_ASK_EVERY_S = 600.0
 
 class Syncer:
     def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
-                 lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER) -> None:
+                 lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
+                 fetcher: FetchProcess | None = None) -> None:
         self.observer = observer  # metrics and alerts: told of each day's end (telemetry.py)
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
+        self.fetcher = fetcher  # the source's by_day fetches in a child process (fetchproc.py), if it runs there
         self.calendar = calendar
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self._conn: psycopg.Connection[Any] | None = None
@@ -63,7 +66,7 @@ class Syncer:
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
         log = get_logger(run_id=run.run_id, task_type=run.task_type)
         error: str | None = None
-        fence = (lambda conn: lock.fence(conn, run.run_id)) if lock is not None else None
+        fence = RunFence(lock, run.run_id) if lock is not None else None
         self._fence = fence
         writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day, self.observer)
         staged = False
@@ -127,7 +130,7 @@ class Syncer:
             sync_by_stock(self.source, trading, writer, self._with_db, attempts, self._backoff, log, fatal, patch)
             return True
         log.info(Event.RUN_PLANNED, plan=plan, days=len(trading))
-        sync_by_day(self.source, trading, writer, attempts, self._backoff, log, fatal)
+        sync_by_day(self.fetcher or self.source, trading, writer, attempts, self._backoff, log, fatal)
         return False
 
     def _patch(self, run: RunRecord, trading: Sequence[dt.date]) -> dict[dt.date, frozenset[str]] | None:
@@ -158,7 +161,10 @@ class Syncer:
 
     # --- between runs (the worker's idle housekeeping) --------------------------------------
     def housekeeping(self) -> None:
-        """Orphaned runs, then (past the packaged calendar) the source's calendar ahead of the schedule."""
+        """The fetch process (started, or started again if it died), orphaned runs, then (past the packaged
+        calendar) the source's calendar ahead of the schedule."""
+        if self.fetcher is not None:
+            self.fetcher.start()
         self.recover_orphans()
         self.confirm_recent_days()
 
@@ -208,6 +214,8 @@ class Syncer:
         return None
 
     def close(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.close()
         if self._conn is not None:
             try:
                 self._conn.close()

@@ -61,3 +61,15 @@ def test_calendar_source_overrides_win_past_the_horizon():
     holiday = dt.date(year, 1, 1)
     calendar = TradingCalendar({holiday: False})
     assert not calendar.is_trading_day(holiday)
+
+
+def test_the_calendar_answers_as_chinese_calendar_does_on_every_day_of_its_horizon():
+    import chinese_calendar
+
+    calendar = TradingCalendar()
+    first, last = builtin_horizon()
+    day = dt.date(first, 1, 1)
+    while day <= dt.date(last, 12, 31):
+        expected = DayKind.CLOSED if day.weekday() >= 5 or chinese_calendar.is_holiday(day) else DayKind.TRADING
+        assert calendar.kind(day) is expected, day
+        day += dt.timedelta(days=1)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+import pytest
 
 from syncd import store, verify
 from syncd.calendar import TradingCalendar
+from syncd.record import RunRecord
 from syncd.config import DemoConfig
 from syncd.sources.demo import DemoSource
 
@@ -88,3 +90,85 @@ def test_verify_leaves_what_its_budget_cannot_check_for_the_next_request(databas
         assert [d.checked for d in days] == [True, False]
         days = verify.verify_days(conn, DAYS[0], DAYS[-1], TradingCalendar().is_trading_day)
         assert [d.checked for d in days] == [True, True] and days[1].anomalies == 1
+
+
+# --- migration 5: daily_bars partitioned by year (layout.py) ----------------------------------------
+
+def make_v4_database(conn: psycopg.Connection, reader_role: str) -> None:
+    """A database as the version before the yearly partitions left it: migrations 1-4, rows in two years,
+    its views (the compat view included), and a role granted SELECT on daily_bars."""
+    conn.execute("CREATE TABLE syncd_migrations (version integer PRIMARY KEY, description text NOT NULL, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())")
+    for version, description, sql in store.MIGRATIONS[:4]:
+        conn.execute(sql)
+        conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
+    from syncd import compat
+
+    compat.ensure_compat_view(conn, "qfq")
+    demo = DemoSource(DemoConfig(stocks=50, seed=3))
+    for day in (dt.date(2024, 12, 31), dt.date(2025, 1, 2)):
+        with conn.cursor().copy(f"COPY daily_bars ({', '.join(store.BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(demo.encoded(day).payload)
+        conn.execute("INSERT INTO sync_days (date, status, rows, run_id) VALUES (%s, 'success', 50, 'old-run')", (day,))
+    conn.execute(f"GRANT SELECT ON daily_bars TO {reader_role}")
+    conn.execute("COMMENT ON TABLE daily_bars IS 'bars, one a stock a day'")
+
+
+@pytest.fixture
+def reader_role(database: str):
+    name = f"reader_{psycopg.conninfo.conninfo_to_dict(database)['dbname']}"  # roles are the cluster's: one per database
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name}")
+    yield name
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")
+
+
+def bars(conn: psycopg.Connection) -> list:
+    return conn.execute(f"SELECT {', '.join(store.BAR_COLUMNS)} FROM daily_bars ORDER BY 1, 2").fetchall()
+
+
+def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_kept(database, reader_role):
+    with store.connect(database) as conn:
+        make_v4_database(conn, reader_role)
+        before, compat_before = bars(conn), conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall()
+        assert store.migrate(conn, compat_view=True, compat_adjust="qfq") == len(store.MIGRATIONS)
+        assert bars(conn) == before and len(before) == 100
+        assert conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall() == compat_before
+        assert conn.execute("SELECT count(*) FROM daily_bars_qfq WHERE close IS NOT NULL").fetchone() == (100,)
+        partitions = conn.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                                  "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'daily_bars'::regclass "
+                                  "ORDER BY 1").fetchall()
+        assert [name for name, _ in partitions] == ["daily_bars_y2024", "daily_bars_y2025"]
+        assert "FROM ('2025-01-01') TO ('2026-01-01')" in partitions[1][1]
+        assert conn.execute("SELECT count(*) FROM daily_bars_y2025").fetchone() == (50,)
+        assert conn.execute("SELECT has_table_privilege(%s, 'daily_bars', 'SELECT')", (reader_role,)).fetchone() == (True,)
+        assert conn.execute("SELECT obj_description('daily_bars'::regclass, 'pg_class')").fetchone() == ("bars, one a stock a day",)
+        indexes = {name for (name,) in conn.execute("SELECT indexrelid::regclass::text FROM pg_index "
+                                                    "WHERE indrelid = 'daily_bars_y2025'::regclass").fetchall()}
+        assert indexes == {"daily_bars_y2025_pkey", "daily_bars_y2025_code_date"}
+        assert store.try_run_lock(conn) and store.run_lock_holder(conn) == store.session_id(conn)  # keyed by the new oid
+        store.release_run_lock(conn)
+        # A later year gets its partition when its first day is written; the rows read back as written.
+        store.insert_run(conn, RunRecord(run_id="r5", task_type="manual", requested_by="t", start_date=dt.date(2026, 1, 5),
+                                         end_date=dt.date(2026, 1, 5), host="h", pid=1))
+        day = dt.date(2026, 1, 5)
+        store.write_day(conn, day, DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day), "r5")
+        assert conn.execute("SELECT count(*) FROM daily_bars_y2026").fetchone() == (50,)
+        assert store.migrate(conn, compat_view=True, compat_adjust="qfq") == len(store.MIGRATIONS)  # a second start: nothing
+
+
+def test_an_object_of_the_users_on_daily_bars_stops_the_migration_and_nothing_changes(database, reader_role):
+    with store.connect(database) as conn:
+        make_v4_database(conn, reader_role)
+        conn.execute("CREATE VIEW my_report AS SELECT code, max(close) AS high FROM daily_bars GROUP BY code")
+        before = bars(conn)
+        with pytest.raises(store.StoreError, match="my_report") as raised:
+            store.migrate(conn)
+        assert "Drop them, start syncd once" in str(raised.value)
+        assert conn.execute("SELECT relkind FROM pg_class WHERE oid = 'daily_bars'::regclass").fetchone() == ("r",)
+        assert conn.execute("SELECT max(version) FROM syncd_migrations").fetchone() == (4,)
+        assert bars(conn) == before and conn.execute("SELECT count(*) FROM my_report").fetchone() == (50,)
+        conn.execute("DROP VIEW my_report")
+        assert store.migrate(conn) == len(store.MIGRATIONS) and bars(conn) == before

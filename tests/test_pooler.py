@@ -22,7 +22,7 @@ from conftest import BASE_CONFIG, merge, query
 from pgbouncer import PGBOUNCER, PgBouncer
 from test_fault_startup import assert_refused, run_syncd
 
-from syncd import store
+from syncd import layout, store
 from syncd.config import Config, ConfigError, DatabaseConfig
 from syncd.controldb import ControlDb
 from syncd.pooling import OptionsError, inherit_options, parse_options
@@ -182,15 +182,17 @@ def _round_trips(conn: psycopg.Connection, action: Callable[[psycopg.Connection]
 
 def test_the_settings_cost_no_extra_round_trip(database):
     """BEGIN and the settings share a pipeline; a statement outside a transaction sends BEGIN, settings,
-    statement and COMMIT in one: as many round trips as a plain autocommit connection."""
+    statement and COMMIT in one: no more round trips than a plain autocommit connection."""
     rows = [("000001", 10.0, 10.5, 9.8, 10.2, 10.0, 1000, 10200.0, 0.1, 2.0)]
     day = dt.date(2025, 10, 9)
     with psycopg.connect(database, autocommit=True) as plain, store.connect(database, TimeZone="Asia/Shanghai") as pooled:
         store.migrate(plain)
+        layout.ensure_year(plain, day.year)  # the year's partition (its first write creates it): not what is counted
+        pooled.partition_years.add(day.year)  # a pooled connection asks once per year; a plain one each time
         for action in (lambda c: store.replace_day(c, day, rows, "r1", store.hold_write_fence),
                        lambda c: store.history(c, 5), lambda c: store.mark_syncing(c, [day], "r1"),
                        lambda c: store.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
-            assert _round_trips(pooled, action) == _round_trips(plain, action)
+            assert _round_trips(pooled, action) <= _round_trips(plain, action)  # a plain one also asks for the partition
 
 
 def test_syncd_writes_into_the_dsns_search_path_through_the_pooler(bouncer, database, syncd_factory):

@@ -86,10 +86,13 @@ class EncodedRows:
     (trade_date, code, open, ..., pct_change, adj_factor): header, tuples, trailer. A source
     that builds its rows column-wise (numpy) hands them over this way and skips per-row
     encoding. They are written as they are: pre_close and adj_factor must already be final
-    (the write path derives nothing for them)."""
+    (the write path derives nothing for them). `suspects`, when given, must hold every row the
+    checks could flag (prefilter.suspects computes it from the columns): the others are not judged."""
 
-    payload: bytes
+    payload: bytes | bytearray
     count: int
+    # The codes of the rows that might fail a check (prefilter.py); None: not known, every row is judged.
+    suspects: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,11 @@ everywhere and pre_close always the previous trading day's close.
 > 0 each listed day fails only its first `fail_times` fetches (a flaky upstream). A failed
 fetch changes nothing about the rows a later fetch of that day returns.
 
-It is also the benchmarks' source, so a day is generated with numpy, column by column, and
-handed over already encoded in PostgreSQL's binary COPY format (EncodedRows): about 1 ms for
-5,300 rows instead of ~20 ms of Python per-row work. `rows_for` gives the same day as Row
+It is also the benchmarks' source, so a day is generated with numpy, column by column
+(demomarket.py, loaded on first use), and handed over already encoded in PostgreSQL's binary
+COPY format (EncodedRows, encoding.py): about 2 ms for 5,300 rows instead of ~20 ms of Python
+per-row work. In the daemon its fetches run in the fetch process (`fetches_in_child`,
+fetchproc.py), so the daemon itself never loads numpy. `rows_for` gives the same day as Row
 tuples (tests, CSV export). It is never real data.
 """
 
@@ -33,9 +35,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+import chinese_calendar
 
 from ..calendar import TradingCalendar
 from ..config import DemoConfig
@@ -43,26 +45,11 @@ from .base import DayBatch, DayFailure, DaySource, EncodedRows, Row, ShouldStop,
 
 _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688", "sh", 0.10),
            ("000", "sz", 0.10), ("002", "sz", 0.17), ("300", "sz", 0.15))
-_PERIOD = 120  # days of the slow price wave: a triangle between 0.75x and 1.25x a stock's base price
-_WAVE = np.array([1.0 + 0.25 * ((k - 30) if k < 60 else (90 - k)) / 30 for k in range(_PERIOD)])
-_CLOSE_CACHE_DAYS = 4
-_PG_EPOCH = dt.date(2000, 1, 1).toordinal()
-_CLOSE, _BAR, _ACTION = 1, 2, 3  # purposes of the random streams (a day's, or a year's for _ACTION)
-_FIRST_ACTION_YEAR = 2005
-_BONUS_RATIOS = np.array([0.1, 0.2, 0.3, 0.5])
-_INDEX_FROM = 1990  # the wave advances one step per trading day counted from this year's first day
-_NO_EX_DATE = np.iinfo(np.int64).max
 
-# One daily_bars row in binary COPY format: field count, then (length, value) per column, big-endian.
-_RECORD = np.dtype([("fields", ">i2"), ("date_len", ">i4"), ("date", ">i4"), ("code_len", ">i4"), ("code", "S6")]
-                   + [(f"{name}_{part}", kind) for name in ("open", "high", "low", "close", "pre_close")
-                      for part, kind in (("len", ">i4"), ("v", ">f8"))]
-                   + [("volume_len", ">i4"), ("volume_v", ">i8")]
-                   + [(f"{name}_{part}", kind) for name in ("amount", "turnover", "pct_change", "adj_factor")
-                      for part, kind in (("len", ">i4"), ("v", ">f8"))])
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
-_ROW_COLUMNS = ("open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change", "adj_factor")
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .demomarket import DemoMarket
 
 
 def demo_codes(count: int) -> list[str]:
@@ -77,42 +64,17 @@ def demo_codes(count: int) -> list[str]:
     return sorted(codes[:count])
 
 
-def _random16(seed: int, day: dt.date, purpose: int, count: int) -> np.ndarray:
-    """`count` integers in [0, 65536) for (seed, day, purpose): PCG64's raw stream, identical everywhere."""
-    bits = np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, day.toordinal(), purpose]))
-    return (bits.random_raw(count) & 0xFFFF).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _YearActions:
-    """One year's corporate actions, one entry per stock (in code order)."""
-
-    ex_date: np.ndarray        # ordinal of the ex-date, or _NO_EX_DATE
-    pre_close: np.ndarray      # the exchange's reference price on the ex-date, cents
-    factor_before: np.ndarray  # adj_factor before the ex-date (the previous year's last)
-    factor_after: np.ndarray   # adj_factor from the ex-date on
-    shares_before: np.ndarray  # float multiplier from bonus shares, before and after
-    shares_after: np.ndarray
-
-
 class DemoSource(DaySource):
     name = "demo"
+    fetches_in_child = True  # the daemon runs fetch_days in its fetch process (fetchproc.py)
 
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
         self.codes = demo_codes(config.stocks)
-        n = len(self.codes)
-        constants = np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.seed & 0xFFFFFFFF, 0, 0])))
-        self._base_cents = constants.uniform(300.0, 8000.0, n)
-        self._float_shares = constants.integers(50, 5001, n, dtype=np.int64) * 1_000_000
-        self._wave_offset = constants.integers(0, _PERIOD, n, dtype=np.int64)
-        self._code_bytes = np.array([c.encode() for c in self.codes], dtype="S6")
+        self._market: DemoMarket | None = None
         self._fail = {dt.date.fromisoformat(d) for d in config.fail_dates}
         self._timeout = {dt.date.fromisoformat(d) for d in config.timeout_dates}
         self._faults_seen: dict[dt.date, int] = {}  # fetches of a listed day that failed so far (fail_times)
-        self._close_cache: dict[dt.date, np.ndarray] = {}
-        self._years: dict[int, _YearActions] = {}
-        self._year_index: dict[int, np.ndarray] = {}  # per year: trading days since _INDEX_FROM before each day
         # The packaged calendar, and past its horizon every weekday (confirms_trading_day): the same on every machine.
         self._calendar = TradingCalendar(confirms=self.confirms_trading_day)
         self._stocks = [StockInfo(code, f"DEMO{code}", "sh" if code.startswith("6") else "sz") for code in self.codes]
@@ -143,137 +105,38 @@ class DemoSource(DaySource):
         self._faults_seen[day] = seen + 1
         return True
 
-    # --- one day -----------------------------------------------------------------------------
+    # --- one day (demomarket.py makes the numbers) -------------------------------------------
+    @property
+    def market(self) -> DemoMarket:
+        """The market's numbers, built on first use (importing numpy then, not before)."""
+        if self._market is None:
+            from .demomarket import DemoMarket
+
+            self._market = DemoMarket(self.config.seed, self.codes, self.config.corporate_actions)
+        return self._market
+
+    def warm_up(self) -> None:
+        """Build the market up to today, so a run's first day costs what every day does (the fetch process calls it)."""
+        self.market.warm_up(dt.date.today())
+
     def columns(self, day: dt.date) -> dict[str, np.ndarray]:
         """The day's bars as columns, one entry per stock in code order (prices from integer cents)."""
-        close = self._raw_closes(day)
-        pre = self._raw_closes(self.previous_trading_day(day))
-        factor, shares = self._factors(day)
-        year = self._year(day.year)
-        if year is not None:
-            pre = np.where(year.ex_date == day.toordinal(), year.pre_close, pre)
-        a, b, d, e, f = _random16(self.config.seed, day, _BAR, 5 * len(self.codes)).reshape(5, -1)
-        spread = close * a // 1_638_400  # up to 4 % of the close (close and pre_close differ by < 8 %)
-        low = np.minimum(close, pre) - (spread * b >> 16)
-        high = np.maximum(close, pre) + (spread * d >> 16)
-        float_shares = (self._float_shares * shares).astype(np.int64)
-        volume = float_shares * (2000 + (f * 48000 >> 16)) // 100_000_000 * 100  # 0.2 %..5 % of the float, whole lots
-        return {
-            "open": (low + ((high - low) * e >> 16)) / 100, "high": high / 100, "low": low / 100,
-            "close": close / 100, "pre_close": pre / 100, "volume": volume,
-            "amount": volume * (low + high) // 2 / 100, "turnover": volume * 1_000_000 // float_shares / 10_000,
-            "pct_change": ((close - pre) * 2_000_000 // pre + 1) // 2 / 10_000,
-            "adj_factor": factor,
-        }
+        return self.market.columns(day)
 
     def encoded(self, day: dt.date) -> EncodedRows:
-        """The day as one binary COPY payload for daily_bars (no NULLs in the demo market)."""
-        columns = self.columns(day)
-        records = np.empty(len(self.codes), dtype=_RECORD)
-        records["fields"] = 12
-        records["date_len"], records["date"] = 4, day.toordinal() - _PG_EPOCH
-        records["code_len"], records["code"] = 6, self._code_bytes
-        for name, values in columns.items():
-            records[f"{name}_len"], records[f"{name}_v"] = 8, values
-        return EncodedRows(_COPY_HEADER + records.tobytes() + _COPY_TRAILER, len(records))
+        """The day as one binary COPY payload for daily_bars (no NULLs in the demo market), its suspects marked."""
+        return self.market.encoded(day)
 
     def rows_for(self, day: dt.date) -> list[Row]:
         """The same day as Row tuples."""
-        columns = self.columns(day)
-        lists = [columns[name].tolist() for name in _ROW_COLUMNS]
-        return [(code, *values) for code, *values in zip(self.codes, *lists)]  # type: ignore[misc]
+        return self.market.rows_for(day)
 
     def previous_trading_day(self, day: dt.date) -> dt.date:
-        day -= dt.timedelta(days=1)
-        while not self._calendar.is_trading_day(day):
-            day -= dt.timedelta(days=1)
-        return day
+        return previous_trading_day(day)
 
     def ex_dates(self, year: int) -> dict[str, dt.date]:
         """The stocks that go ex-dividend in `year`, with their ex-date (tests, docs)."""
-        actions = self._year(year)
-        if actions is None:
-            return {}
-        return {code: dt.date.fromordinal(int(ordinal)) for code, ordinal in zip(self.codes, actions.ex_date)
-                if ordinal != _NO_EX_DATE}
-
-    # --- prices and factors ----------------------------------------------------------------
-    def _values(self, day: dt.date) -> np.ndarray:
-        """Every stock's smooth value (its hfq price) in cents on `day`, trading or not."""
-        noise = _random16(self.config.seed, day, _CLOSE, len(self.codes))
-        wave = _WAVE[(self._trading_index(day) + self._wave_offset) % _PERIOD]
-        return np.maximum(50, (self._base_cents * wave * (0.98 + noise * (0.04 / 65536)) + 0.5).astype(np.int64))
-
-    def _raw_closes(self, day: dt.date) -> np.ndarray:
-        """Every stock's raw close in cents on `day`: value / adj_factor, rounded to the cent."""
-        cached = self._close_cache.get(day)
-        if cached is not None:
-            return cached
-        factor, _ = self._factors(day)
-        closes = np.maximum(1, (self._values(day) / factor + 0.5).astype(np.int64))
-        if len(self._close_cache) >= _CLOSE_CACHE_DAYS:
-            self._close_cache.pop(next(iter(self._close_cache)))
-        self._close_cache[day] = closes
-        return closes
-
-    def _trading_index(self, day: dt.date) -> int:
-        """Trading days from _INDEX_FROM up to `day`: the wave moves a step per session, so a long holiday
-        is no bigger a move than a night (calendar days before _INDEX_FROM count one each)."""
-        if day.year < _INDEX_FROM:
-            return day.toordinal() - dt.date(_INDEX_FROM, 1, 1).toordinal()
-        for year in range(_INDEX_FROM, day.year + 1):
-            if year not in self._year_index:
-                start = int(self._year_index[year - 1][-1]) if year > _INDEX_FROM else 0
-                first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
-                opens = [self._calendar.is_trading_day(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)]
-                self._year_index[year] = start + np.cumsum(np.array(opens, dtype=np.int64))
-        return int(self._year_index[day.year][day.timetuple().tm_yday - 1])
-
-    def _factors(self, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
-        """adj_factor and the bonus-share multiplier of every stock on `day`."""
-        year = self._year(day.year)
-        if year is None:
-            ones = np.ones(len(self.codes))
-            return ones, ones
-        done = year.ex_date <= day.toordinal()
-        return (np.where(done, year.factor_after, year.factor_before),
-                np.where(done, year.shares_after, year.shares_before))
-
-    def _year(self, year: int) -> _YearActions | None:
-        """`year`'s corporate actions (None before they begin, or with them off); years build on each other."""
-        if not self.config.corporate_actions or year < _FIRST_ACTION_YEAR:
-            return None
-        for each in range(_FIRST_ACTION_YEAR, year + 1):  # each year starts from the factors the last one left
-            if each not in self._years:
-                self._years[each] = self._build_year(each)
-        return self._years[year]
-
-    def _build_year(self, year: int) -> _YearActions:
-        n = len(self.codes)
-        before = self._years.get(year - 1)
-        factor_before = before.factor_after.copy() if before else np.ones(n)
-        shares_before = before.shares_after.copy() if before else np.ones(n)
-        window = self._calendar.trading_days(dt.date(year, 6, 1), dt.date(year, 7, 31))
-        acts, pick, cash, bonus = _random16(self.config.seed, dt.date(year, 1, 1), _ACTION, 4 * n).reshape(4, -1)
-        acting = acts < 32768
-        ex_index = pick % len(window)
-        raw_prev = np.zeros(n, dtype=np.int64)
-        for index in np.unique(ex_index[acting]):  # the previous close of each ex-date, a day at a time
-            chosen = acting & (ex_index == index)
-            previous = self.previous_trading_day(window[index])
-            raw_prev[chosen] = np.maximum(1, (self._values(previous)[chosen] / factor_before[chosen] + 0.5).astype(np.int64))
-        dividend = (raw_prev * (50 + cash * 250 // 65536) + 5000) // 10000  # 0.5 %..3 % of the previous close, cents
-        ratio = np.where(bonus < 3277, _BONUS_RATIOS[bonus % 4], 0.0)  # one action in twenty also issues bonus shares
-        pre_close = np.maximum(1, ((raw_prev - dividend) / (1.0 + ratio) + 0.5).astype(np.int64))
-        ordinals = np.array([d.toordinal() for d in window], dtype=np.int64)
-        return _YearActions(
-            ex_date=np.where(acting, ordinals[ex_index], _NO_EX_DATE),
-            pre_close=pre_close,
-            factor_before=factor_before,
-            factor_after=np.where(acting, factor_before * raw_prev / pre_close, factor_before),
-            shares_before=shares_before,
-            shares_after=np.where(acting, shares_before * (1.0 + ratio), shares_before),
-        )
+        return self.market.ex_dates(year)
 
     # --- the rest of the source interface --------------------------------------------------
     def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
@@ -301,3 +164,17 @@ def _wait(seconds: float, should_stop: ShouldStop) -> bool:
             return True
         time.sleep(min(left, 0.05))
     return should_stop()
+
+
+def is_open(day: dt.date) -> bool:
+    """The demo's trading days: TradingCalendar(confirms=DemoSource.confirms_trading_day).is_trading_day, in the
+    few operations it comes to (a weekday outside chinese_calendar's holidays: within its horizon they are its
+    closures, past it the demo trades every weekday). Building the price waves asks it ~15,000 times."""
+    return day.weekday() < 5 and day not in chinese_calendar.holidays
+
+
+def previous_trading_day(day: dt.date) -> dt.date:
+    day -= dt.timedelta(days=1)
+    while not is_open(day):
+        day -= dt.timedelta(days=1)
+    return day
