@@ -63,17 +63,19 @@ def _measure_daemon(pg: Postgres, requests: int, clients: int, switch_interval_s
     with pg.database() as dsn, Syncd(syncd_config(dsn), switch_interval_s=switch_interval_s) as daemon:
         out: dict[str, Any] = {"idle": _burst(daemon.endpoint, clients, requests, ("status",), PACED_PERIOD_S)}
         out["per_call_cpu"] = _per_call_cpu(daemon) if switch_interval_s is None else None
-        out["poll_idle"] = _burst(daemon.endpoint, 1, max(20, int(poll_seconds / POLL_PERIOD_S) // 4), ("status",), POLL_PERIOD_S)
+        echo = EchoServer(daemon.folder / "echo.sock")
+        out["poll_idle"] = _burst(daemon.endpoint, 1, max(40, int(poll_seconds / POLL_PERIOD_S) // 2), ("status", "echo"),
+                                  POLL_PERIOD_S / 2, echo.endpoint)
         client = daemon.client()
         run_id = client.start(*LONG_RANGE, requested_by="bench").run_id
         _wait_rows(client, 5 * 5300)
         out["sync_alone"] = _rows_rate(client, 3.0)
-        phases = (("poll", 1, int(poll_seconds / POLL_PERIOD_S), ("status",), POLL_PERIOD_S),
+        phases = (("poll", 1, 2 * int(poll_seconds / POLL_PERIOD_S), ("status", "echo"), POLL_PERIOD_S / 2),
                   ("paced", clients, requests, ("status", "start"), PACED_PERIOD_S),
                   ("saturating", clients, requests, ("status", "start"), 0.0))
         for phase, n, count, ops, period in phases:
             before = _progress(client)
-            out[phase] = _burst(daemon.endpoint, n, count, ops, period)
+            out[phase] = _burst(daemon.endpoint, n, count, ops, period, echo.endpoint)
             after = _progress(client)
             out[f"sync_{phase}"] = (after[1] - before[1]) / (after[0] - before[0])
         before = _progress(client)
@@ -84,7 +86,29 @@ def _measure_daemon(pg: Postgres, requests: int, clients: int, switch_interval_s
             raise RuntimeError("the sync ended during the measurement: make LONG_RANGE longer")
         client.cancel(run_id)
         _wait_idle(client)
+        echo.close()
     return out
+
+
+class EchoServer:
+    """The machine's floor for a request: a bare ZeroMQ REP socket in a process of its own, echoing each
+    frame at once (no syncd, no Python work), polled by the same client at the same pace as syncd."""
+
+    def __init__(self, path: Any) -> None:
+        self.endpoint = f"ipc://{path}"
+        self._proc = multiprocessing.get_context("spawn").Process(target=_echo, args=(self.endpoint,), daemon=True)
+        self._proc.start()
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.join(5)
+
+
+def _echo(endpoint: str) -> None:
+    rep = zmq.Context.instance().socket(zmq.REP)
+    rep.bind(endpoint)
+    while True:
+        rep.send(rep.recv())
 
 
 def _current_run(client: SyncClient) -> str | None:
@@ -178,7 +202,9 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
     for variant, m in measured.items():
         errors += sum(len(m[p]["error"]) for p in ("idle", "poll_idle", "poll", "paced", "saturating"))
         for label, samples in ((f"one client, status every {POLL_PERIOD_S * 1000:.0f} ms, idle", m["poll_idle"]["status"]),
+                               ("  the same client, a bare zmq echo between (the machine's floor)", m["poll_idle"]["echo"]),
                                (f"one client, status every {POLL_PERIOD_S * 1000:.0f} ms, during sync", m["poll"]["status"]),
+                               ("  the same client, a bare zmq echo between (the machine's floor)", m["poll"]["echo"]),
                                (f"{clients} clients: status, idle, paced", m["idle"]["status"]),
                                (f"{clients} clients: status, during sync, paced", m["paced"]["status"]),
                                (f"{clients} clients: rejected start, during sync, paced", m["paced"]["start"]),
@@ -205,6 +231,7 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
     result = {
         "clients": clients, "requests_per_client": requests, "paced_period_ms": PACED_PERIOD_S * 1000,
         "one_client_status_ms": _stats(base["poll"]["status"]), "one_client_idle_status_ms": _stats(base["poll_idle"]["status"]),
+        "one_client_echo_floor_ms": _stats(base["poll"]["echo"]), "one_client_idle_echo_floor_ms": _stats(base["poll_idle"]["echo"]),
         "status_ms": _stats(base["paced"]["status"]), "rejected_start_ms": _stats(base["paced"]["start"]),
         "idle_status_ms": _stats(base["idle"]["status"]),
         "saturating_status_ms": _stats(base["saturating"]["status"]),
@@ -225,17 +252,18 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
     return emit("control", result)
 
 
-def _burst(endpoint: str, clients: int, requests: int, ops: tuple[str, ...], period_s: float) -> dict[str, list[float]]:
+def _burst(endpoint: str, clients: int, requests: int, ops: tuple[str, ...], period_s: float,
+           echo: str | None = None) -> dict[str, list[float]]:
     """Run the clients to completion; latencies in ms by op, plus 'error' entries."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(clients + 1)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_client, args=(endpoint, requests, ops, period_s, barrier, results), daemon=True)
+    procs = [ctx.Process(target=_client, args=(endpoint, requests, ops, period_s, barrier, results, echo), daemon=True)
              for _ in range(clients)]
     for proc in procs:
         proc.start()
     barrier.wait(timeout=120)
-    merged: dict[str, list[float]] = {"status": [], "start": [], "error": []}
+    merged: dict[str, list[float]] = {"status": [], "start": [], "echo": [], "error": []}
     for _ in procs:
         for op, values in results.get(timeout=600).items():
             merged[op] += values
@@ -244,10 +272,18 @@ def _burst(endpoint: str, clients: int, requests: int, ops: tuple[str, ...], per
     return merged
 
 
-def _client(endpoint: str, requests: int, ops: tuple[str, ...], period_s: float, barrier: Any, results: Any) -> None:
+def _client(endpoint: str, requests: int, ops: tuple[str, ...], period_s: float, barrier: Any, results: Any,
+            echo: str | None = None) -> None:
     client = SyncClient(endpoint, timeout=5.0)
     client.ping()  # connect once before the clock starts
-    out: dict[str, list[float]] = {"status": [], "start": [], "error": []}
+    bare = None
+    if echo is not None:
+        bare = zmq.Context.instance().socket(zmq.REQ)
+        bare.connect(echo)
+        bare.send(b"ping")
+        bare.recv()
+    frame = encode_request(Status())
+    out: dict[str, list[float]] = {"status": [], "start": [], "echo": [], "error": []}
     barrier.wait(timeout=120)
     begin = time.perf_counter() + random.random() * period_s  # clients spread over the period, not in lockstep
     for i in range(requests):
@@ -258,6 +294,9 @@ def _client(endpoint: str, requests: int, ops: tuple[str, ...], period_s: float,
         try:
             if op == "status":
                 client.status()
+            elif op == "echo" and bare is not None:
+                bare.send(frame)  # what a status request weighs, answered by nothing but ZeroMQ
+                bare.recv()
             else:
                 client.start(LONG_RANGE[0], LONG_RANGE[1], requested_by="bench-client")
                 out["error"].append(-1.0)  # a start that was not rejected: nothing should be idle now

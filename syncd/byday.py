@@ -109,7 +109,9 @@ def _one_pass(source: DayFetcher, days: Sequence[dt.date], errors: dict[dt.date,
                 unwritten.extend(left)
                 left.clear()
         finally:
-            stream.close()
+            close = getattr(stream, "close", None)  # a generator's: ends the source's fetch (and its helpers) now
+            if close is not None:
+                close()
     return sorted(unwritten)
 
 

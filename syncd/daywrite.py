@@ -31,6 +31,7 @@ import psycopg
 from . import checks, factors, layout
 from .pooling import BatchedTransaction
 from .sources.base import EncodedRows, Row
+from .sqlrow import scalar
 
 BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover",
                "pct_change", "adj_factor")
@@ -194,12 +195,12 @@ def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
                 cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(replace_only))))
             if not whole_day:
                 kept_count = conn.cursor().execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,))
-        if probe is not None and not held.fetchone()[0]:
+        if probe is not None and not scalar(held):
             fence(conn)  # type: ignore[misc]  # the run lock's session is not the one we took it on: the full fence
         if marked is not None and marked.rowcount != 1:  # the full fence passed: mark it with the write, then
             cur.execute(MARK_SYNCING, (run_id, [day]))
-        kept = kept_count.fetchone()[0] if not whole_day else 0
-        if merge and present.fetchone()[0]:
+        kept = scalar(kept_count) if not whole_day else 0
+        if merge and scalar(present):
             assert encoded is not None
             fetched = _merge(conn, day, encoded)
         else:

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from . import compat
+from .sqlrow import one, scalar
 
 VALUE_COLUMNS = ("open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change", "adj_factor")
 COLUMNS_SQL = """trade_date date NOT NULL, code text NOT NULL, open double precision, high double precision,
@@ -53,11 +54,11 @@ def ensure_year(conn: psycopg.Connection[Any], year: int) -> bool:
     """Create `year`'s partition (with its indexes, named after it) if it is missing; True if it was created.
     In the caller's transaction if there is one, else in a short one of its own."""
     name = partition_name(year)
-    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]:
+    if scalar(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))):
         return False
     first, after = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
     with conn.transaction():
-        schema = conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'daily_bars'::regclass").fetchone()[0]
+        schema = scalar(conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'daily_bars'::regclass"))
         conn.execute(f"CREATE TABLE {schema}.{name} ({COLUMNS_SQL})")
         # The bound as a CHECK first: ATTACH then trusts it instead of scanning (the table is empty anyway).
         conn.execute(f"ALTER TABLE {schema}.{name} ADD CONSTRAINT {name}_year "
@@ -81,7 +82,7 @@ def convert(conn: psycopg.Connection[Any]) -> None:
     table's privileges are granted again on the new one, and syncd's views over it (daily_bars_hfq,
     daily_bars_qfq, daily_stock_data) are dropped and created again as they were. Objects of the user's
     that depend on daily_bars stop the migration, named: syncd never drops them (no CASCADE)."""
-    if is_partitioned(conn) or conn.execute("SELECT to_regclass('daily_bars') IS NULL").fetchone()[0]:
+    if is_partitioned(conn) or scalar(conn.execute("SELECT to_regclass('daily_bars') IS NULL")):
         return
     blockers = _user_dependents(conn)
     if blockers:
@@ -91,23 +92,23 @@ def convert(conn: psycopg.Connection[Any]) -> None:
             "again: they work unchanged on the new daily_bars. syncd never drops objects of yours (no CASCADE)")
     views = {name: definition for name, definition in conn.execute(
         "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c WHERE c.relkind = 'v' AND c.oid = ANY(%s::regclass[])",
-        ([v for v in SYNCD_VIEWS if conn.execute("SELECT to_regclass(%s)", (v,)).fetchone()[0]],)).fetchall()}
+        ([v for v in SYNCD_VIEWS if scalar(conn.execute("SELECT to_regclass(%s)", (v,)))],)).fetchall()}
     grants = conn.execute(
         "SELECT a.grantee::regrole::text, a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
         "WHERE c.oid = 'daily_bars'::regclass AND a.grantee <> c.relowner AND a.grantee <> 0").fetchall()
     public = conn.execute("SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
                           "WHERE c.oid = 'daily_bars'::regclass AND a.grantee = 0").fetchall()
-    owner, comment = conn.execute("SELECT relowner::regrole::text, obj_description(oid, 'pg_class') FROM pg_class "
-                                  "WHERE oid = 'daily_bars'::regclass").fetchone()
+    owner, comment = one(conn.execute("SELECT relowner::regrole::text, obj_description(oid, 'pg_class') FROM pg_class "
+                                      "WHERE oid = 'daily_bars'::regclass"))
     for name in SYNCD_VIEWS:  # dependents first
         if name in views:
             conn.execute(f"DROP VIEW {name}")
-    schema = conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'daily_bars'::regclass").fetchone()[0]
+    schema = scalar(conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'daily_bars'::regclass"))
     conn.execute("ALTER TABLE daily_bars RENAME TO daily_bars_unpartitioned")
     conn.execute("ALTER TABLE daily_bars_unpartitioned RENAME CONSTRAINT daily_bars_pkey TO daily_bars_unpartitioned_pkey")
     conn.execute("DROP INDEX IF EXISTS daily_bars_code_date")
     conn.execute(f"CREATE TABLE {schema}.daily_bars ({COLUMNS_SQL}) PARTITION BY RANGE (trade_date)")
-    first, last = conn.execute("SELECT min(trade_date), max(trade_date) FROM daily_bars_unpartitioned").fetchone()
+    first, last = one(conn.execute("SELECT min(trade_date), max(trade_date) FROM daily_bars_unpartitioned"))
     years = range(first.year, last.year + 1) if first is not None else range(0)
     for year in years:
         name = partition_name(year)
@@ -121,7 +122,7 @@ def convert(conn: psycopg.Connection[Any]) -> None:
     conn.execute("ALTER TABLE daily_bars ADD CONSTRAINT daily_bars_pkey PRIMARY KEY (trade_date, code)")
     conn.execute(f"CREATE INDEX daily_bars_code_date ON daily_bars {CODE_INDEX}")
     conn.execute("DROP TABLE daily_bars_unpartitioned")
-    if owner != conn.execute("SELECT current_user::regrole::text").fetchone()[0]:
+    if owner != scalar(conn.execute("SELECT current_user::regrole::text")):
         conn.execute(f"ALTER TABLE daily_bars OWNER TO {owner}")
     if comment is not None:
         conn.execute("SELECT set_config('syncd.comment', %s, true)", (comment,))

@@ -103,7 +103,7 @@ def inherit_options(dsn: str, from_dsn: str) -> str:
     merged = {**dsn_settings(from_dsn), **dsn_settings(dsn)}
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     info["options"] = " ".join(f"-c {name}={_escape(value)}" for name, value in merged.items())
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 def _escape(value: str) -> str:
@@ -192,7 +192,7 @@ class PoolSafeConnection(psycopg.Connection[Any]):
         """True outside a transaction (a statement must then start one with the settings)."""
         return self.local_settings is not None and self.info.transaction_status == TransactionStatus.IDLE
 
-    def in_short_transaction(self, send: Callable[[], None]) -> None:
+    def in_short_transaction(self, send: Callable[[], object]) -> None:
         """`send` the statement(s) inside BEGIN, the settings and COMMIT, all in one pipeline (one round trip)."""
         assert self.local_settings is not None
         if not psycopg.Pipeline.is_supported():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,12 +20,22 @@ from psycopg.rows import dict_row
 
 from . import compat, layout, pooling
 from .daywrite import (  # noqa: F401 - the write path's names, as callers know them from here
-    BAR_COLUMNS, BAR_TYPES, COPY_BARS, STAGE_COLUMNS, DayRejected, FenceProbe, WrittenDay, mark_days_syncing, replace_day, write_day,
+    BAR_COLUMNS,
+    BAR_TYPES,
+    COPY_BARS,
+    STAGE_COLUMNS,
+    DayRejected,
+    FenceProbe,
+    WrittenDay,
+    mark_days_syncing,
+    replace_day,
+    write_day,
     write_staged_day,
 )
 from .protocol import Day
 from .record import RunRecord
 from .sources.base import COLUMNS, Row, StockInfo
+from .sqlrow import one, scalar
 
 # Advisory lock keys derived from the target table: (space << 32) | oid of daily_bars, so daemons
 # writing the same daily_bars exclude each other and ones writing another schema's do not.
@@ -190,7 +199,7 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute("CREATE TABLE IF NOT EXISTS syncd_migrations (version integer PRIMARY KEY, "
                      "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        current = conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations").fetchone()[0]
+        current = scalar(conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations"))
         for version, description, sql in MIGRATIONS:
             if version > current:
                 try:
@@ -258,12 +267,12 @@ def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
 
 def insert_run(conn: psycopg.Connection[Any], run: RunRecord) -> dt.datetime:
     """Record a new run as running; its started_at is the database's clock (as every finished_at is), returned."""
-    return conn.execute(
+    return scalar(conn.execute(
         "INSERT INTO sync_runs (run_id, task_type, requested_by, request_id, status, start_date, end_date, total_days, "
         "trading_days, started_at, host, pid) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s, now(), %s, %s) "
         "RETURNING started_at",
         (run.run_id, run.task_type, run.requested_by, run.request_id, run.start_date, run.end_date, run.total_days,
-         run.trading_days, run.host, run.pid)).fetchone()[0]
+         run.trading_days, run.host, run.pid)))
 
 
 def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: str | None) -> RunRecord | None:
@@ -289,7 +298,7 @@ def recover_orphans(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def try_run_lock(conn: psycopg.Connection[Any]) -> bool:
-    return bool(conn.execute(f"SELECT pg_try_advisory_lock({_RUN_LOCK_KEY})").fetchone()[0])
+    return bool(scalar(conn.execute(f"SELECT pg_try_advisory_lock({_RUN_LOCK_KEY})")))
 
 
 def release_run_lock(conn: psycopg.Connection[Any]) -> None:
@@ -310,13 +319,13 @@ SessionId = tuple[int, dt.datetime]  # (backend pid, backend start): a pid alone
 
 
 def session_id(conn: psycopg.Connection[Any]) -> SessionId:
-    row = conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
+    row = one(conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"))
     return (row[0], row[1])
 
 
 def try_write_fence(conn: psycopg.Connection[Any]) -> bool:
     """In a transaction: take the day-write fence if no day write holds it now (verify checking a day)."""
-    return bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})").fetchone()[0])
+    return bool(scalar(conn.execute(f"SELECT pg_try_advisory_xact_lock({_WRITE_FENCE_KEY})")))
 
 
 HOLD_WRITE_FENCE = f"SELECT pg_advisory_xact_lock({_WRITE_FENCE_KEY})"
@@ -501,7 +510,7 @@ def staged_rows(conn: psycopg.Connection[Any], run_id: str, day: dt.date, codes:
         if values[_VOLUME - 1] is not None:
             values[_VOLUME - 1] = int(values[_VOLUME - 1])
         rows.append((code, *values))
-    return rows  # type: ignore[return-value]
+    return rows
 
 
 def keep_incomplete(conn: psycopg.Connection[Any], day: dt.date, run_id: str, missing: Collection[str], error: str,
@@ -555,7 +564,7 @@ def last_scheduled_run(conn: psycopg.Connection[Any], task_types: Sequence[str])
 
 def latest_success_day(conn: psycopg.Connection[Any]) -> dt.date | None:
     """The newest day recorded `success`."""
-    return conn.execute("SELECT max(date) FROM sync_days WHERE status = 'success'").fetchone()[0]
+    return scalar(conn.execute("SELECT max(date) FROM sync_days WHERE status = 'success'"))
 
 
 def last_success_times(conn: psycopg.Connection[Any]) -> dict[str, dt.datetime]:

@@ -10,8 +10,8 @@ import pytest
 from conftest import query
 
 from syncd import layout, store
-from syncd.sources.base import StockInfo
 from syncd.config import DemoConfig
+from syncd.sources.base import StockInfo
 from syncd.sources.demo import DemoSource
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from syncd import store, verify
 from syncd.calendar import TradingCalendar
-from syncd.record import RunRecord
 from syncd.config import DemoConfig
+from syncd.record import RunRecord
 from syncd.sources.demo import DemoSource
 
 OLD_VIEW = """
