@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from dbrows import migrated_with_run, sane_bar
 
 from syncd import store
-from syncd.record import RunRecord
 from syncd.sources.base import Row, StockInfo
 
 RUN = "run-checks"
@@ -18,21 +18,11 @@ RUN = "run-checks"
 
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:
-    with store.connect(database) as connection:
-        store.migrate(connection)
-        store.insert_run(connection, RunRecord(run_id=RUN, task_type="manual", requested_by="test",
-                                               start_date=dt.date(2015, 1, 1), end_date=dt.date(2026, 12, 31), host="h", pid=1))
+    with migrated_with_run(database, RUN) as connection:
         yield connection
 
 
-def bar(code: str, pre: float = 10.0, pct: float = 1.0, **changes: Any) -> Row:
-    """A sane row moving `pct` percent from `pre` (amount / volume inside [low, high])."""
-    close = round(pre * (1 + pct / 100), 2)
-    low, high = min(pre, close) - 0.05, max(pre, close) + 0.05
-    row = {"code": code, "open": pre, "high": high, "low": low, "close": close, "pre_close": pre, "volume": 10000,
-           "amount": 10000 * (low + high) / 2, "turnover": 1.0, "pct_change": round((close - pre) / pre * 100, 4),
-           "adj_factor": 1.0} | changes
-    return tuple(row.values())  # type: ignore[return-value]
+bar = sane_bar
 
 
 def findings(conn: psycopg.Connection[Any], day: dt.date) -> dict[str, set[str]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from dbrows import OLD_COMPAT_VIEW
 
 from syncd import compat, store
 from syncd.record import RunRecord
@@ -25,16 +26,6 @@ ORIGINAL = [
     *[(c, "numeric", None, 10, 2) for c in ("change_pct", "change_amount", "turnover_rate", "amplitude")],
     ("created_at", "timestamp with time zone", None, None, None), ("updated_at", "timestamp with time zone", None, None, None),
 ]
-# The view an earlier syncd kept (numeric volume, float prices): a database made by it must migrate.
-OLD_VIEW = """
-    CREATE OR REPLACE VIEW daily_stock_data AS
-    SELECT b.code AS stock_code, s.name AS stock_name, b.trade_date,
-           b.open AS open_price, b.close AS close_price, b.high AS high_price, b.low AS low_price,
-           b.volume::numeric / 100 AS volume, b.amount, b.pct_change AS change_pct,
-           b.close - b.pre_close AS change_amount, b.turnover AS turnover_rate,
-           (b.high - b.low) / NULLIF(b.pre_close, 0) * 100 AS amplitude
-    FROM daily_bars b LEFT JOIN stocks s USING (code)
-"""
 
 
 @pytest.fixture
@@ -98,7 +89,7 @@ def test_qfq_shows_read_time_forward_adjusted_prices_and_raw_where_no_factor(con
 
 def test_a_view_left_by_an_earlier_version_is_dropped_and_recreated_with_the_original_types(conn):
     write_market(conn)
-    conn.execute(OLD_VIEW)
+    conn.execute(OLD_COMPAT_VIEW)
     store.migrate(conn, compat_view=True)
     assert compat.view_columns(conn) == compat.COMPAT_COLUMNS
     assert conn.execute("SELECT volume FROM daily_stock_data WHERE stock_code = '600000' ORDER BY trade_date").fetchall() == [
@@ -106,7 +97,7 @@ def test_a_view_left_by_an_earlier_version_is_dropped_and_recreated_with_the_ori
 
 
 def test_objects_of_the_users_that_depend_on_the_view_stop_the_migration_by_name(conn):
-    conn.execute(OLD_VIEW)
+    conn.execute(OLD_COMPAT_VIEW)
     conn.execute("CREATE VIEW my_screen AS SELECT stock_code FROM daily_stock_data WHERE change_pct > 5")
     with pytest.raises(store.StoreError, match="my_screen") as refused:
         store.migrate(conn, compat_view=True)

@@ -7,6 +7,7 @@ import datetime as dt
 
 import psycopg
 import pytest
+from dbrows import OLD_COMPAT_VIEW
 
 from syncd import store, verify
 from syncd.calendar import TradingCalendar
@@ -14,15 +15,6 @@ from syncd.config import DemoConfig
 from syncd.record import RunRecord
 from syncd.sources.demo import DemoSource
 
-OLD_VIEW = """
-    CREATE OR REPLACE VIEW daily_stock_data AS
-    SELECT b.code AS stock_code, s.name AS stock_name, b.trade_date,
-           b.open AS open_price, b.close AS close_price, b.high AS high_price, b.low AS low_price,
-           b.volume::numeric / 100 AS volume, b.amount, b.pct_change AS change_pct,
-           b.close - b.pre_close AS change_amount, b.turnover AS turnover_rate,
-           (b.high - b.low) / NULLIF(b.pre_close, 0) * 100 AS amplitude
-    FROM daily_bars b LEFT JOIN stocks s USING (code)
-"""
 DAYS = [dt.date(2025, 10, 9), dt.date(2025, 10, 10)]
 
 
@@ -33,7 +25,7 @@ def make_old_database(conn: psycopg.Connection) -> None:
     for version, description, sql in store.MIGRATIONS[:2]:
         conn.execute(sql)
         conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
-    conn.execute(OLD_VIEW)
+    conn.execute(OLD_COMPAT_VIEW)
     conn.execute("INSERT INTO stocks (code, name, exchange) VALUES ('600000', '浦发银行', 'sh')")
     conn.execute("INSERT INTO sync_runs (run_id, task_type, status, start_date, end_date, total_days, trading_days, "
                  "days_done, rows, started_at, finished_at, host, pid) VALUES ('old-run', 'manual', 'succeeded', "

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from dbrows import migrated_with_run, sane_bar
 
 from syncd import encoding, prefilter, store
-from syncd.record import RunRecord
 from syncd.sources.base import Row, StockInfo
 
 RUN = "run-prefilter"
@@ -27,21 +27,11 @@ DAY = dt.date(2025, 3, 4)
 
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:
-    with store.connect(database) as connection:
-        store.migrate(connection)
-        store.insert_run(connection, RunRecord(run_id=RUN, task_type="manual", requested_by="test",
-                                               start_date=dt.date(2015, 1, 1), end_date=dt.date(2026, 12, 31), host="h", pid=1))
+    with migrated_with_run(database, RUN) as connection:
         yield connection
 
 
-def bar(code: str, pre: float = 10.0, pct: float = 1.0, **changes: Any) -> Row:
-    """A sane row moving `pct` percent from `pre` (as tests/test_checks.py builds them)."""
-    close = round(pre * (1 + pct / 100), 2)
-    low, high = min(pre, close) - 0.05, max(pre, close) + 0.05
-    row = {"code": code, "open": pre, "high": high, "low": low, "close": close, "pre_close": pre, "volume": 10000,
-           "amount": 10000 * (low + high) / 2, "turnover": 1.0, "pct_change": round((close - pre) / pre * 100, 4),
-           "adj_factor": 1.0} | changes
-    return tuple(row.values())  # type: ignore[return-value]
+bar = sane_bar
 
 
 def filler(count: int) -> list[Row]:

@@ -108,6 +108,18 @@ class _Stoppable:
         with self._lock:
             return sum(1 for request in self.requests if predicate(request))
 
+    def serve(self, server: socketserver.TCPServer) -> None:
+        """Answer on `server` (one daemon thread per connection) from a thread of its own until `stop`."""
+        self.server = server
+        setattr(server, "daemon_threads", True)  # noqa: B010 - ThreadingMixIn's, not TCPServer's
+        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
 
 class HttpUpstream(_Stoppable):
     """A threaded HTTP server on 127.0.0.1; `route(request) -> Reply`."""
@@ -129,19 +141,11 @@ class HttpUpstream(_Stoppable):
             def do_POST(self) -> None:
                 upstream._handle(self, "POST")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(handler.path)
@@ -290,19 +294,11 @@ class BaostockServer(_Stoppable):
             def handle(self) -> None:
                 server._serve(self.request)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
 
     def _serve(self, conn: socket.socket) -> None:
         buffer = b""
