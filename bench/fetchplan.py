@@ -151,17 +151,21 @@ def _drive(source: Any, days: list[dt.date]) -> str:
     return plan
 
 
+def _drive_and_stop(source: Any, server: Any, days: list[dt.date]) -> str:
+    """`_drive` the source against its local server, then close both whatever happened."""
+    try:
+        return _drive(source, days)
+    finally:
+        source.close()
+        server.stop()
+
+
 def _akshare(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
     from syncd.sources.akshare import AkshareSource
 
     server = HttpUpstream(akshare_route(market, snapshot_day=LAST_DAY, calendar=market.days))
-    source = AkshareSource(AkshareConfig(relay=server.url, requests_per_second=10_000, jitter=0, concurrency=2),
-                           now=lambda: EVENING)
-    try:
-        plan = _drive(source, days)
-    finally:
-        source.close()
-        server.stop()
+    plan = _drive_and_stop(AkshareSource(AkshareConfig(relay=server.url, requests_per_second=10_000, jitter=0,
+                                                        concurrency=2), now=lambda: EVENING), server, days)
     kinds = {"hist": lambda r: r.path.endswith("/kline/get"), "factors": lambda r: r.path.endswith("/hfq.js"),
              "snapshot pages": lambda r: r.path.endswith("/clist/get")}
     parts = ", ".join(f"{server.count(test)} {kind}" for kind, test in kinds.items() if server.count(test))
@@ -172,12 +176,8 @@ def _baostock(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
     from syncd.sources.baostock import BaostockSource
 
     server = BaostockServer(market)
-    source = BaostockSource(BaostockConfig(server=server.address, requests_per_second=10_000, jitter=0))
-    try:
-        plan = _drive(source, days)
-    finally:
-        source.close()
-        server.stop()
+    plan = _drive_and_stop(BaostockSource(BaostockConfig(server=server.address, requests_per_second=10_000, jitter=0)),
+                           server, days)
     return server.count(), f"{plan}: {server.count(lambda a: a.kind == '98')} whole-market, {server.logins} logins"
 
 
@@ -185,10 +185,6 @@ def _tushare(market: LazyMarket, days: list[dt.date]) -> tuple[int, str]:
     from syncd.sources.tushare import TushareSource
 
     server = HttpUpstream(tushare_route(market, calendar=market.days))
-    source = TushareSource(TushareConfig(token="good-token", url=server.url, requests_per_minute=600_000))
-    try:
-        plan = _drive(source, days)
-    finally:
-        source.close()
-        server.stop()
+    plan = _drive_and_stop(TushareSource(TushareConfig(token="good-token", url=server.url, requests_per_minute=600_000)),
+                           server, days)
     return server.count(), f"{plan}: daily + adj_factor + daily_basic a day; trade_cal, stock_basic x3 a run"

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .daywriter import DayRejected, DayWriter
 from .logs import Event
 from .prefetch import read_ahead
-from .sources.base import DayBatch, DayFailure, EncodedRows, ShouldStop
+from .sources.base import DayBatch, DayFailure, DayStream, EncodedRows, ShouldStop
 
 FETCH_FAILURES_IN_A_ROW = 3
 LOGGED_DAYS = 50  # a retry's log line names at most this many days (and counts them all)
@@ -38,7 +38,7 @@ Backoff = Callable[[int], float]  # attempt (1, 2, ...) -> seconds to wait befor
 class DayFetcher(Protocol):
     """What the by_day plan asks of a source: its fetch_days (a source's own, or the fetch process's)."""
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         ...
 
 
@@ -109,9 +109,7 @@ def _one_pass(source: DayFetcher, days: Sequence[dt.date], errors: dict[dt.date,
                 unwritten.extend(left)
                 left.clear()
         finally:
-            close = getattr(stream, "close", None)  # a generator's: ends the source's fetch (and its helpers) now
-            if close is not None:
-                close()
+            stream.close()  # ends the source's fetch (and its helpers) now
     return sorted(unwritten)
 
 

@@ -37,13 +37,13 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from .config import SourceConfig
-from .sources.base import DayBatch, DayFailure, EncodedRows, SourceError
+from .sources.base import DayBatch, DayFailure, DayStream, EncodedRows, SourceError
 
 _LENGTH = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20         # a whole day's payload fits: the child starts on the next day at once
@@ -124,7 +124,7 @@ class FetchProcess:
                     pipe.close()
 
     # --- the fetch ----------------------------------------------------------------------------
-    def fetch_days(self, days: Sequence[dt.date], should_stop: Callable[[], bool]) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: Callable[[], bool]) -> DayStream:
         """The source's fetch_days, run in the child; a cancel (`should_stop`) is passed on to it."""
         self.start()
         self._send(msgspec.msgpack.encode(["fetch", [d.toordinal() for d in days]]))

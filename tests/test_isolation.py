@@ -89,9 +89,11 @@ def test_the_child_dies_with_its_parent(upstream: HttpUpstream, tmp_path: Path) 
         process = LibraryProcess("syncd.sources.tushare_calls", {{"url": "{upstream.url}", "request_timeout_s": 600}}, label="t")
         threading.Thread(target=lambda: process.call("query", "x", "t", {{}}, "", deadline_s=600, what="x"), daemon=True).start()
         import time
-        while process.pid is None: time.sleep(0.01)
-        print(process.pid, flush=True)
-        time.sleep(600)
+        deadline = time.monotonic() + 30
+        while process.pid is None and time.monotonic() < deadline:  # the call's thread starts the child
+            time.sleep(0.01)
+        print(process.pid, flush=True)  # None (the parent's readline fails the test) if it never started
+        time.sleep(600)  # stay alive, holding the child, until the test kills this process
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env=child_environment())

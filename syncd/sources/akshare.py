@@ -35,6 +35,7 @@ from .base import (
     SHANGHAI,
     DayBatch,
     DayFailure,
+    DayStream,
     Plan,
     Row,
     ShouldStop,
@@ -151,7 +152,7 @@ class AkshareSource:
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day" if self._snapshot_refusal(list(days)) is None else "by_stock"
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
         try:
             for day in days:

@@ -30,7 +30,19 @@ from typing import Any
 
 from ..config import BaostockConfig
 from ..logs import Event, get_logger
-from .base import DayBatch, DayFailure, Plan, Row, ShouldStop, SourceError, StockBars, StockFailure, StockInfo, require_extra
+from .base import (
+    DayBatch,
+    DayFailure,
+    DayStream,
+    Plan,
+    Row,
+    ShouldStop,
+    SourceError,
+    StockBars,
+    StockFailure,
+    StockInfo,
+    require_extra,
+)
 from .isolation import CallCancelled, LibraryProcess, UpstreamFailure
 from .ratelimit import Memo, Politeness, Upstream
 from .stockplan import Listing, ask_each, ask_each_day, count_listed, number
@@ -118,7 +130,7 @@ class BaostockSource:
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day" if self.market_daily else "by_stock"
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
         try:
             yield from ask_each_day(days, lambda day: self._market_day(day, stop), self._config.give_up_after, stop)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal, Protocol
@@ -134,6 +134,9 @@ class StockInfo:
 
 
 ShouldStop = Callable[[], bool]
+# What fetch_days yields, in day order. A generator, so the caller can close it early (a cancel, a
+# pass ended by failures in a row) and the source's own cleanup runs at once.
+DayStream = Generator[tuple[dt.date, "DayBatch | DayFailure"], None, None]
 DayRows = list[Row] | EncodedRows
 
 
@@ -146,7 +149,7 @@ class PlannedSource(Protocol):
         """How this run's trading days are best fetched."""
         ...
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         """by_day: yield (day, batch-or-failure) for each day in `days`, in order, each exactly once."""
         ...
 

@@ -14,12 +14,12 @@ import csv
 import datetime as dt
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from ..config import CsvConfig
-from .base import COLUMNS, DayBatch, DayFailure, DaySource, Row, ShouldStop, StockInfo
+from .base import COLUMNS, DayBatch, DayFailure, DaySource, DayStream, Row, ShouldStop, StockInfo
 
 _INT_COLUMNS = {"volume"}
 
@@ -35,7 +35,7 @@ class CsvSource(DaySource):
         self.root = Path(config.path)
         self.encoding = config.encoding
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         """A file a day, read lazily (the read-ahead then runs one day ahead of the writer)."""
         for day in days:
             if should_stop():

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import chinese_calendar
 
 from ..calendar import TradingCalendar
 from ..config import DemoConfig
-from .base import DayBatch, DayFailure, DaySource, EncodedRows, Row, ShouldStop, StockInfo
+from .base import DayBatch, DayFailure, DaySource, DayStream, EncodedRows, Row, ShouldStop, StockInfo
 
 _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688", "sh", 0.10),
            ("000", "sz", 0.10), ("002", "sz", 0.17), ("300", "sz", 0.15))
@@ -79,7 +79,7 @@ class DemoSource(DaySource):
         self._calendar = TradingCalendar(confirms=self.confirms_trading_day)
         self._stocks = [StockInfo(code, f"DEMO{code}", "sh" if code.startswith("6") else "sz") for code in self.codes]
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         """Each day generated lazily (the read-ahead then runs one day ahead of the writer), every stock listed."""
         for day in days:
             if self.config.day_delay_s and _wait(self.config.day_delay_s, should_stop):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .base import DayBatch, DayFailure, ShouldStop, SourceError, SourceRejected, StockBars, StockFailure, StockInfo
+from .base import DayBatch, DayFailure, DayStream, ShouldStop, SourceError, SourceRejected, StockBars, StockFailure, StockInfo
 from .isolation import CallCancelled, UpstreamFailure
 
 W = TypeVar("W")
@@ -171,7 +171,7 @@ def number(value: object) -> float | None:
 
 
 def ask_each_day(days: Sequence[dt.date], ask: Callable[[dt.date], DayBatch | DayFailure], give_up_after: int,
-                 stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+                 stop: ShouldStop) -> DayStream:
     """The by_day plan of a remote source: each day asked in order, a failed request a DayFailure; once
     `give_up_after` days in a row failed, the rest are not asked (each a DayFailure saying why), so a dead
     upstream costs a bounded time. A refusal for good (SourceRejected) ends the run; a cancel ends the loop."""

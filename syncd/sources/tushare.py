@@ -32,6 +32,7 @@ from ..logs import Event, get_logger
 from .base import (
     DayBatch,
     DayFailure,
+    DayStream,
     Plan,
     Row,
     ShouldStop,
@@ -119,7 +120,7 @@ class TushareSource:
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day"
 
-    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> Iterator[tuple[dt.date, DayBatch | DayFailure]]:
+    def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
         try:
             yield from ask_each_day(days, lambda day: self._day(day, stop), self._config.give_up_after, stop)
