@@ -74,6 +74,13 @@ class WrittenDay:
     anomalies: int                             # findings of the checks on the day's rows
 
 
+def _probe_of(fence: Fence | None) -> FenceProbe | None:
+    """The fence's pipelined form, if it has one (the run's fence does; a plain callable such as
+    store.hold_write_fence does not, and then the full check runs)."""
+    probe = getattr(fence, "probe", None)
+    return probe() if probe is not None else None
+
+
 def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
                 fence: Fence | None = None) -> int:
     """A complete day (nothing missing, coverage unknown): `write_day`, returning the row count."""
@@ -98,7 +105,7 @@ def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] |
     before the write begins (as store.mark_syncing; in the write's first round trip when the fence has a probe).
     Raises DayRejected when nothing was fetched or the unit guard trips."""
     _ensure_partition(conn, day)
-    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    probe = _probe_of(fence)
     if mark_syncing and probe is None:
         mark_days_syncing(conn, [day], run_id, fence)
     mark_syncing = mark_syncing and probe is not None  # else done: the write's transaction goes next
@@ -139,7 +146,7 @@ def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str
         assert chain is not None
         return factors.insert_derived(cur.connection, chain, stage_sql, params)
     return _write(conn, day, run_id, load, derive=True, expected=expected, missing=missing, fence=fence,
-                  is_trading_day=is_trading_day, probe=fence.probe() if fence is not None and hasattr(fence, "probe") else None)
+                  is_trading_day=is_trading_day, probe=_probe_of(fence))
 
 
 def _ensure_partition(conn: psycopg.Connection[Any], day: dt.date) -> None:
@@ -236,7 +243,7 @@ def mark_days_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], ru
     `fence` as in write_day: a run that lost the run lock must not mark the next run's days. One round trip
     when the fence has a probe (the update then applies only while the run holds the lock; else the full
     fence runs, and the update with it)."""
-    probe = fence.probe() if fence is not None and hasattr(fence, "probe") else None
+    probe = _probe_of(fence)
     if probe is not None:
         with BatchedTransaction(conn) as tx, conn.pipeline():
             tx.begin()

@@ -23,7 +23,7 @@ from . import store
 from .logs import Event
 from .observer import NULL_OBSERVER, Observer
 from .record import RunRecord
-from .runlock import RunLockLost
+from .runlock import RunFence, RunLockLost
 from .runstate import RunState
 from .sources.base import EncodedRows, Row
 from .store import DayRejected
@@ -43,7 +43,7 @@ class Cancelled(Exception):
 
 
 class DayWriter:
-    def __init__(self, run: RunRecord, state: RunState, log: Any, with_db: WithDb[Any], lock_fence: Fence | None,
+    def __init__(self, run: RunRecord, state: RunState, log: Any, with_db: WithDb[Any], lock_fence: RunFence | None,
                  is_trading_day: Callable[[dt.date], bool] | None = None, observer: Observer = NULL_OBSERVER) -> None:
         self.run = run
         self.is_trading_day = is_trading_day
@@ -128,8 +128,7 @@ class DayWriter:
     def _fence_probe(self) -> store.FenceProbe | None:
         """The run lock's fence as SQL for the day's first round trip (runlock.RunFence.probe), after the cancel check."""
         self._stop_if_cancelled()
-        probe = getattr(self._lock_fence, "probe", None)
-        return probe() if callable(probe) else None
+        return self._lock_fence.probe() if self._lock_fence is not None else None
 
     def _stop_if_cancelled(self) -> None:
         if self.cancelled:

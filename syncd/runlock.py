@@ -138,8 +138,7 @@ class RunFence:
         self.lock.fence(write_conn, self.run_id)
 
     def probe(self) -> store.FenceProbe | None:
-        probe = getattr(self.lock, "fence_probe", None)  # a stand-in lock (tests) may have only `fence`
-        return probe() if callable(probe) else None
+        return self.lock.fence_probe()
 
 
 def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str,

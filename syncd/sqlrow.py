@@ -12,7 +12,7 @@ def one(cursor: psycopg.Cursor[Any]) -> Any:
     """The cursor's next row, which the statement guarantees exists."""
     row = cursor.fetchone()
     if row is None:
-        raise LookupError(f"expected one row from: {cursor._query.query if cursor._query else '?'!r}")
+        raise LookupError("a statement that always returns a row returned none")
     return row
 
 
