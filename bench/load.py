@@ -25,8 +25,8 @@ from typing import Any
 
 import psycopg
 
-from syncd import layout, store
 from syncd.config import DemoConfig
+from syncd.db import connection, daywrite, migrations, partitions
 from syncd.sources.demo import DemoSource
 
 from . import pipeline
@@ -48,8 +48,8 @@ from .harness import (
 FIRST_DAY = dt.date(2024, 1, 2)
 METHODS = ("syncd", "psql_copy_text", "psql_copy_binary", "executemany", "write_day_only")
 RUNNERS = {"write_day_only": pipeline.write_only}
-COLUMNS = ", ".join(store.BAR_COLUMNS)
-INSERT = f"INSERT INTO daily_bars ({COLUMNS}) VALUES ({', '.join(['%s'] * len(store.BAR_COLUMNS))})"
+COLUMNS = ", ".join(daywrite.BAR_COLUMNS)
+INSERT = f"INSERT INTO daily_bars ({COLUMNS}) VALUES ({', '.join(['%s'] * len(daywrite.BAR_COLUMNS))})"
 
 
 def run(pg: Postgres, days_count: int, rounds: int) -> dict[str, Any]:
@@ -112,9 +112,9 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
             seconds = RUNNERS[method](dsn, days)
             pipeline.check(dsn, rows_total)
             return seconds
-        with store.connect(dsn) as conn:
-            store.migrate(conn)
-            layout.ensure_years(conn, days)  # the same table as syncd writes: the year's partition, its indexes
+        with connection.connect(dsn) as conn:
+            migrations.migrate(conn)
+            partitions.ensure_years(conn, days)  # the same table as syncd writes: the year's partition, its indexes
         if method == "executemany":
             seconds = _executemany(dsn, days)
         else:
@@ -175,9 +175,9 @@ def _write_files(pg: Postgres, days: list[dt.date], folder: Path) -> tuple[Path,
             prefix = day.isoformat() + ","
             out.writelines(prefix + ",".join("" if v is None else str(v) for v in row) + "\n" for row in source.rows_for(day))
     with pg.database() as dsn:
-        with store.connect(dsn) as conn:
-            store.migrate(conn)
-            layout.ensure_years(conn, days)
+        with connection.connect(dsn) as conn:
+            migrations.migrate(conn)
+            partitions.ensure_years(conn, days)
         _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{csv_path}' (FORMAT csv)")
         _psql(dsn, f"\\copy (SELECT {COLUMNS} FROM daily_bars ORDER BY trade_date, code) TO '{bin_path}' (FORMAT binary)")
     return csv_path, bin_path

@@ -1,6 +1,6 @@
 """syncd's write path alone, in process: how much of a daemon's day is the write itself.
 
-`write_only` writes each day as the worker does (store.write_day with its `syncing` mark, the
+`write_only` writes each day as the worker does (daywrite.write_day with its `syncing` mark, the
 demo's encoded payload, one connection), timing only the writes: the payloads are built before
 each day's clock starts.
 """
@@ -12,8 +12,8 @@ import time
 
 import psycopg
 
-from syncd import store
 from syncd.config import DemoConfig
+from syncd.db import connection, daywrite, migrations
 from syncd.sources.demo import DemoSource
 
 from .harness import SEED, STOCKS
@@ -23,24 +23,24 @@ RUN_ID = "bench-pipeline"
 
 def prepare(dsn: str) -> None:
     """Schema by syncd's migrations, plus the sync_runs row replace_day updates."""
-    with store.connect(dsn) as conn:
-        store.migrate(conn)
+    with connection.connect(dsn) as conn:
+        migrations.migrate(conn)
         conn.execute("INSERT INTO sync_runs (run_id, task_type, status, start_date, end_date, total_days, started_at, "
                      "host, pid) VALUES (%s, 'manual', 'running', '2000-01-01', '2000-01-01', 1, now(), 'bench', 0)",
                      (RUN_ID,))
 
 
 def write_only(dsn: str, days: list[dt.date]) -> float:
-    """Only store.write_day is timed; each day's payload is built before its clock starts."""
+    """Only daywrite.write_day is timed; each day's payload is built before its clock starts."""
     source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
     spent = 0.0
-    with store.connect(dsn) as conn:
+    with connection.connect(dsn) as conn:
         conn.execute("INSERT INTO sync_days (date, status, rows, run_id) SELECT unnest(%s::date[]), 'pending', 0, %s",
                      (days, RUN_ID))
         for day in days:
             payload = source.encoded(day)
             started = time.perf_counter()
-            store.write_day(conn, day, payload, RUN_ID, mark_syncing=True)
+            daywrite.write_day(conn, day, payload, RUN_ID, mark_syncing=True)
             spent += time.perf_counter() - started
     return spent
 

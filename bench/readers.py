@@ -24,8 +24,8 @@ from typing import Any
 
 import psycopg
 
-from syncd import store
 from syncd.calendar import calendar_days
+from syncd.db import connection, migrations
 from syncd.sources.demo import demo_codes, is_open
 
 from .harness import STOCKS, Postgres, Syncd, emit, note, percentile, print_table, run_to_end, syncd_config, trading_days
@@ -57,8 +57,8 @@ def run(pg: Postgres, years: int, seconds: float, backfill_days: int, dsn: str |
 
 
 def _measure(dsn: str, seconds: float, backfill_days: int) -> dict[str, Any]:
-    with store.connect(dsn) as conn:
-        store.migrate(conn, compat_view=True, compat_adjust="qfq")
+    with connection.connect(dsn) as conn:
+        migrations.migrate(conn, compat_view=True, compat_adjust="qfq")
         first, last = conn.execute("SELECT min(trade_date), max(trade_date) FROM daily_bars").fetchone()
         rows = conn.execute("SELECT count(*) FROM daily_bars").fetchone()[0]
     with psycopg.connect(dsn, autocommit=True) as conn:

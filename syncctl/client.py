@@ -203,7 +203,7 @@ class SyncClient:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             if self.server_public_key:
-                from syncd.security import apply_client_curve
+                from syncd.control.curve import apply_client_curve
 
                 apply_client_curve(sock, self.server_public_key, *(self._client_keypair or ()))
             sock.connect(self.endpoint)
@@ -228,7 +228,7 @@ def _client_keypair(server_public_key: str | None, secret_key: str | None,
         if explicit:
             raise ValueError("a client key needs the server's public key too (server_public_key= or SYNCD_SERVER_KEY)")
         return None  # $SYNCD_CLIENT_KEY set for another (CURVE) endpoint: this one speaks plain
-    from syncd.security import client_public_key, load_client_certificate
+    from syncd.control.curve import client_public_key, load_client_certificate
 
     if key_file is not None:
         return load_client_certificate(key_file)

@@ -69,11 +69,11 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
     """The exit code and the message for an exception that ended the daemon."""
     import psycopg
 
+    from .db.migrations import StoreError
+    from .db.poolercheck import LockConnectFailed
     from .embedded import EmbeddedDatabaseError
     from .instance import AlreadyRunning
-    from .sessioncheck import LockConnectFailed
     from .sources import SourceUnavailable
-    from .store import StoreError
 
     if isinstance(exc, (ConfigError, AlreadyRunning, SourceUnavailable)):
         return EXIT_CONFIG, str(exc)

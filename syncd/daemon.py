@@ -25,30 +25,29 @@ from typing import Any
 
 import zmq
 
-from . import pooling, store
-from .admission import Admission
 from .calendar import Confirms, TradingCalendar
-from .clientauth import ClientAuthenticator
 from .config import Config, ConfigError, ipc_path, redact_dsn
-from .controldb import ControlDb
+from .control.admission import Admission
+from .control.curve import ClientAuthenticator, apply_server_curve, check_endpoint
+from .control.ops import Ops
+from .control.reads import ControlDb
+from .control.runstate import RunState
+from .control.scheduling import DailySchedule
+from .db import connection, migrations, reference, runs
+from .db.poolercheck import check_lock_session
+from .db.runlock import recover_orphans
 from .embedded import EmbeddedPostgres
-from .fetchproc import FetchProcess
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .notify import Notifier
-from .ops import Ops
 from .preflight import check_dsn, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
-from .runlock import recover_orphans
-from .runstate import RunState
-from .scheduling import DailySchedule
-from .security import apply_server_curve, check_endpoint
-from .sessioncheck import check_lock_session
+from .run.syncer import Syncer
+from .run.worker import Worker
 from .sources import load_source
 from .sources.base import confirms_trading_day
-from .sync import Syncer
-from .telemetry import Telemetry
-from .worker import Worker
+from .sources.fetchproc import FetchProcess
+from .systemd import Notifier
+from .telemetry.hub import Telemetry
 
 # The worker's Python holds the GIL in long stretches; a request waiting on the control loop
 # would wait up to the default 5 ms switch interval for it, more than once (bench/control.py).
@@ -100,7 +99,7 @@ class Daemon:
         dsn = self._database_dsn()
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
-            lock_dsn = pooling.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
+            lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
@@ -191,9 +190,9 @@ class Daemon:
 
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s
-        conn = store.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
+        conn = connection.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
-            version = store.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
+            version = migrations.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
@@ -201,11 +200,11 @@ class Daemon:
                                on_interrupted=self.telemetry.runs_interrupted) is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
-            calendar = TradingCalendar(store.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
+            calendar = TradingCalendar(reference.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
                                        confirms=confirms, today=lambda: dt.datetime.now(zone).date())
-            runs = store.history(conn, 1)
+            newest = runs.history(conn, 1)
             self.log.info(Event.DATABASE_READY, schema_version=version, database=redact_dsn(self.config.database.dsn))
-            return calendar, (runs[0] if runs else None)
+            return calendar, (newest[0] if newest else None)
         finally:
             conn.close()
 
@@ -350,7 +349,7 @@ class Daemon:
         if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
             self.log.error(Event.WORKER_DID_NOT_STOP, run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
             try:  # record it ourselves; the worker's open transaction dies with the process
-                ops.db.call(lambda c: store.finish_run(c, run_id, "cancelled", "daemon stopped (SIGTERM) before the day in flight finished"))
+                ops.db.call(lambda c: runs.finish_run(c, run_id, "cancelled", "daemon stopped (SIGTERM) before the day in flight finished"))
             except Exception as exc:
                 self.log.error(Event.RUN_RECORD_FAILED, run_id=run_id, error=str(exc))
         worker.stop(timeout=0.5)

@@ -14,8 +14,8 @@ import stat
 import psycopg
 
 from .config import ConfigError, ipc_path
+from .db.connection import OptionsError, dsn_settings
 from .instance import AlreadyRunning
-from .pooling import OptionsError, dsn_settings
 
 
 def check_dsn(dsn: str, key: str) -> None:

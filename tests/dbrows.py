@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from syncd import store
+from syncd.db import connection, migrations, runs
 from syncd.record import RunRecord
 from syncd.sources.base import Row
 
@@ -18,11 +18,11 @@ from syncd.sources.base import Row
 @contextmanager
 def migrated_with_run(database: str, run_id: str) -> Iterator[psycopg.Connection[Any]]:
     """A connection to `database`, migrated, with a running run `run_id` to write days under."""
-    with store.connect(database) as connection:
-        store.migrate(connection)
-        store.insert_run(connection, RunRecord(run_id=run_id, task_type="manual", requested_by="test",
+    with connection.connect(database) as opened:
+        migrations.migrate(opened)
+        runs.insert_run(opened, RunRecord(run_id=run_id, task_type="manual", requested_by="test",
                                                start_date=dt.date(2015, 1, 1), end_date=dt.date(2026, 12, 31), host="h", pid=1))
-        yield connection
+        yield opened
 
 
 def sane_bar(code: str, pre: float = 10.0, pct: float = 1.0, **changes: Any) -> Row:

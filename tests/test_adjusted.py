@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from conftest import query
 
-from syncd import layout, store
 from syncd.config import DemoConfig
+from syncd.db import connection, migrations, partitions, reference
 from syncd.sources.base import StockInfo
 from syncd.sources.demo import DemoSource
 
@@ -47,9 +47,9 @@ def test_demo_corporate_actions_reach_the_table_and_the_views(syncd_factory, dat
 
 
 def test_adjusted_views_are_null_where_the_factor_is(database):
-    with store.connect(database) as conn:
-        store.migrate(conn)
-        layout.ensure_year(conn, 2025)  # rows written by hand need their year's partition (syncd creates its own)
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
+        partitions.ensure_year(conn, 2025)  # rows written by hand need their year's partition (syncd creates its own)
         conn.execute("INSERT INTO daily_bars (trade_date, code, close, pre_close, adj_factor) VALUES "
                      "('2025-07-01', '600000', 10, 10, NULL), ('2025-07-02', '600000', 11, 10, 2.0)")
         assert conn.execute("SELECT close FROM daily_bars_hfq ORDER BY trade_date").fetchall() == [(None,), (22.0,)]
@@ -58,9 +58,9 @@ def test_adjusted_views_are_null_where_the_factor_is(database):
 
 def test_one_stocks_ten_year_qfq_series_reads_through_the_code_date_index(database):
     with psycopg.connect(database, autocommit=True) as conn:
-        store.migrate(conn)
+        migrations.migrate(conn)
         for year in range(2015, 2025):
-            layout.ensure_year(conn, year)
+            partitions.ensure_year(conn, year)
         conn.execute("""
             INSERT INTO daily_bars (trade_date, code, open, high, low, close, pre_close, volume, amount, adj_factor)
             SELECT d::date, lpad(c::text, 6, '0'), 10, 11, 9, 10, 10, 100, 1000, 1 + extract(year FROM d) / 100
@@ -76,10 +76,10 @@ def test_one_stocks_ten_year_qfq_series_reads_through_the_code_date_index(databa
 
 def test_qfq_is_the_same_for_a_stock_the_stock_list_lacks(database):
     """The latest factor comes through the stock list, and row by row for a code the list lacks: same prices."""
-    with store.connect(database) as conn:
-        store.migrate(conn)
-        layout.ensure_year(conn, 2025)
-        store.save_stocks(conn, [StockInfo("600001", "listed", "sh")])
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
+        partitions.ensure_year(conn, 2025)
+        reference.save_stocks(conn, [StockInfo("600001", "listed", "sh")])
         for code in ("600001", "600002"):  # the same bars; only 600001 is in the stock list
             conn.execute("INSERT INTO daily_bars (trade_date, code, close, pre_close, adj_factor) VALUES "
                          "('2025-07-01', %(c)s, 10, 10, 1.0), ('2025-07-02', %(c)s, 9, 10, 1.5), "

@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 from syncd.calendar import TradingCalendar
-from syncd.health import HealthJudge
+from syncd.telemetry.freshness import HealthJudge
 
 ALERT_KEYS = {"event", "run_id", "task_type", "status", "start_date", "end_date", "days_failed", "message", "host"}
 RUN_EVENTS = ["failed", "partial", "interrupted"]
@@ -247,11 +247,11 @@ def test_the_webhook_url_comes_from_SYNCD_ALERT_WEBHOOK_URL_when_set(short_tmp) 
 def test_the_monitor_judges_late_at_start_up_and_again_when_late_after_passes(database: str, short_tmp) -> None:
     import time
 
-    from syncd import store
-    from syncd.monitor import Monitor
+    from syncd.db import connection, migrations
+    from syncd.telemetry.poller import Monitor
 
-    with store.connect(database) as conn:
-        store.migrate(conn)
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
     zone = zoneinfo.ZoneInfo("Asia/Shanghai")
     judge = HealthJudge(TradingCalendar(), zone, dt.time(22, 0))
     started, base = time.monotonic(), dt.datetime(2025, 10, 17, 21, 59, 59, 500000, tzinfo=zone)  # a Friday

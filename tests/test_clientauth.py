@@ -15,7 +15,8 @@ import pytest
 from conftest import wait_until
 
 from syncctl import SyncClient, SyncdUnreachable
-from syncd.security import create_client_certificate, generate_keypair, load_client_certificate, main
+from syncd.control.curve import create_client_certificate, generate_keypair, load_client_certificate
+from syncd.security import main
 
 SERVER_PUBLIC, SERVER_SECRET = generate_keypair()
 SILENCE_S = 0.5  # a client that must get no answer waits this long

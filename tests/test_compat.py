@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from dbrows import OLD_COMPAT_VIEW
 
-from syncd import compat, store
+from syncd.db import connection, daywrite, migrations, reference, runs, views
 from syncd.record import RunRecord
 from syncd.sources.base import StockInfo
 
@@ -30,29 +30,29 @@ ORIGINAL = [
 
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:
-    with store.connect(database) as connection:
-        store.migrate(connection)
-        store.insert_run(connection, RunRecord(run_id=RUN, task_type="manual", requested_by="test",
+    with connection.connect(database) as opened:
+        migrations.migrate(opened)
+        runs.insert_run(opened, RunRecord(run_id=RUN, task_type="manual", requested_by="test",
                                                start_date=dt.date(2025, 7, 1), end_date=dt.date(2025, 7, 3), host="h", pid=1))
-        yield connection
+        yield opened
 
 
 def write_market(conn: psycopg.Connection[Any]) -> None:
     """Two days of three stocks: 600000 goes ex-dividend on the second (factor 1 -> 1.25), 000001 has no
     factor known, 300001 has no name."""
-    store.save_stocks(conn, [StockInfo("600000", "浦发银行", "sh"), StockInfo("000001", "平安银行", "sz")])
-    store.write_day(conn, dt.date(2025, 7, 1), [
+    reference.save_stocks(conn, [StockInfo("600000", "浦发银行", "sh"), StockInfo("000001", "平安银行", "sz")])
+    daywrite.write_day(conn, dt.date(2025, 7, 1), [
         ("600000", 10.0, 10.6, 9.9, 10.5, 10.0, 412345, 4_300_000.0, 0.5, 5.0, 1.0),
         ("000001", 12.0, 12.2, 11.9, 12.1, 12.0, 100000, 1_205_000.0, 0.2, 0.8333, None),
         ("300001", 20.0, 20.5, 19.5, 20.04, 20.0, 250, 5000.0, 0.1, 0.2, 1.0)], RUN)
-    store.write_day(conn, dt.date(2025, 7, 2), [
+    daywrite.write_day(conn, dt.date(2025, 7, 2), [
         ("600000", 8.4, 8.6, 8.3, 8.44, 8.4, 500000, 4_240_000.0, 0.6, 0.4762, 1.25),
         ("000001", 12.1, 12.3, 12.0, 12.2, 12.1, 100000, 1_215_000.0, 0.2, 0.8264, None),
         ("300001", 20.0, 20.5, 19.5, 20.04, 20.04, 300, 6000.0, 0.1, 0.0, 1.0)], RUN)
 
 
 def test_columns_have_the_original_types_precision_and_scale(conn):
-    compat.ensure_compat_view(conn, "none")
+    views.ensure_compat_view(conn, "none")
     columns = conn.execute(
         "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
         "FROM information_schema.columns WHERE table_name = 'daily_stock_data' ORDER BY ordinal_position").fetchall()
@@ -61,7 +61,7 @@ def test_columns_have_the_original_types_precision_and_scale(conn):
 
 def test_values_rounded_as_the_original_stored_them(conn):
     write_market(conn)
-    compat.ensure_compat_view(conn, "none")
+    views.ensure_compat_view(conn, "none")
     rows = {r[0]: r for r in conn.execute(
         "SELECT stock_code, stock_name, volume, amount, close_price, change_pct, change_amount, amplitude, created_at, "
         "updated_at FROM daily_stock_data WHERE trade_date = '2025-07-01'").fetchall()}
@@ -76,13 +76,13 @@ def test_values_rounded_as_the_original_stored_them(conn):
 
 def test_qfq_shows_read_time_forward_adjusted_prices_and_raw_where_no_factor(conn):
     write_market(conn)
-    compat.ensure_compat_view(conn, "qfq")
+    views.ensure_compat_view(conn, "qfq")
     prices = {(r[0], r[1].isoformat()): r[2:] for r in conn.execute(
         "SELECT stock_code, trade_date, close_price, open_price, change_amount FROM daily_stock_data").fetchall()}
     assert prices["600000", "2025-07-02"] == (Decimal("8.44"), Decimal("8.40"), Decimal("0.04"))  # latest day: raw
     assert prices["600000", "2025-07-01"] == (Decimal("8.40"), Decimal("8.00"), Decimal("0.40"))  # x 1 / 1.25
     assert prices["000001", "2025-07-01"][0] == Decimal("12.10")  # adj_factor NULL: raw, never NULL
-    store.write_day(conn, dt.date(2025, 7, 3), [("600000", 8.5, 8.6, 8.3, 8.5, 8.44, 1000, 8500.0, 0.1, 0.71, 2.5)], RUN)
+    daywrite.write_day(conn, dt.date(2025, 7, 3), [("600000", 8.5, 8.6, 8.3, 8.5, 8.44, 1000, 8500.0, 0.1, 0.71, 2.5)], RUN)
     later = conn.execute("SELECT close_price FROM daily_stock_data WHERE stock_code = '600000' AND trade_date = '2025-07-01'")
     assert later.fetchone()[0] == Decimal("4.20")  # another ex-date: nothing stored went stale, the view moved
 
@@ -90,8 +90,8 @@ def test_qfq_shows_read_time_forward_adjusted_prices_and_raw_where_no_factor(con
 def test_a_view_left_by_an_earlier_version_is_dropped_and_recreated_with_the_original_types(conn):
     write_market(conn)
     conn.execute(OLD_COMPAT_VIEW)
-    store.migrate(conn, compat_view=True)
-    assert compat.view_columns(conn) == compat.COMPAT_COLUMNS
+    migrations.migrate(conn, compat_view=True)
+    assert views.view_columns(conn) == views.COMPAT_COLUMNS
     assert conn.execute("SELECT volume FROM daily_stock_data WHERE stock_code = '600000' ORDER BY trade_date").fetchall() == [
         (4123,), (5000,)]
 
@@ -99,23 +99,23 @@ def test_a_view_left_by_an_earlier_version_is_dropped_and_recreated_with_the_ori
 def test_objects_of_the_users_that_depend_on_the_view_stop_the_migration_by_name(conn):
     conn.execute(OLD_COMPAT_VIEW)
     conn.execute("CREATE VIEW my_screen AS SELECT stock_code FROM daily_stock_data WHERE change_pct > 5")
-    with pytest.raises(store.StoreError, match="my_screen") as refused:
-        store.migrate(conn, compat_view=True)
+    with pytest.raises(migrations.StoreError, match="my_screen") as refused:
+        migrations.migrate(conn, compat_view=True)
     assert "CASCADE" in str(refused.value)
     assert conn.execute("SELECT count(*) FROM my_screen").fetchone() == (0,)  # nothing of theirs was touched
-    assert compat.view_columns(conn)[7] == ("volume", "numeric")
+    assert views.view_columns(conn)[7] == ("volume", "numeric")
 
 
 def test_changing_compat_adjust_keeps_dependent_views_working(conn):
     write_market(conn)
-    store.migrate(conn, compat_view=True)
+    migrations.migrate(conn, compat_view=True)
     conn.execute("CREATE VIEW my_screen AS SELECT stock_code, close_price FROM daily_stock_data")
-    store.migrate(conn, compat_view=True, compat_adjust="qfq")  # same shape: replaced in place
+    migrations.migrate(conn, compat_view=True, compat_adjust="qfq")  # same shape: replaced in place
     assert conn.execute("SELECT close_price FROM my_screen WHERE stock_code = '600000' "
                         "ORDER BY close_price LIMIT 1").fetchone() == (Decimal("8.40"),)
 
 
 def test_a_table_named_daily_stock_data_is_never_replaced(conn):
     conn.execute("CREATE TABLE daily_stock_data (id bigserial)")
-    with pytest.raises(store.StoreError, match="a table named daily_stock_data already exists"):
-        store.migrate(conn, compat_view=True)
+    with pytest.raises(migrations.StoreError, match="a table named daily_stock_data already exists"):
+        migrations.migrate(conn, compat_view=True)

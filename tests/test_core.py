@@ -16,12 +16,14 @@ import msgspec
 import psycopg
 import pytest
 
-from syncd import store
-from syncd.admission import Admission, Busy
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig
-from syncd.controldb import ControlDb
-from syncd.ops import Ops
+from syncd.control.admission import Admission, Busy
+from syncd.control.ops import Ops
+from syncd.control.reads import ControlDb
+from syncd.control.runstate import RunState
+from syncd.db import connection, migrations, runlock, runs
+from syncd.db.runlock import LockHolder, RunLock, recover_orphans
 from syncd.protocol import (
     OPS,
     REPLY_TYPES,
@@ -38,10 +40,8 @@ from syncd.protocol import (
     parse_date,
 )
 from syncd.record import RunRecord, wire_time
-from syncd.runlock import LockHolder, RunLock, recover_orphans
-from syncd.runstate import RunState
+from syncd.run.syncer import Syncer
 from syncd.sources.demo import DemoSource
-from syncd.sync import Syncer
 from testkit import query
 
 ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -61,8 +61,8 @@ class Daemon:
 
     def __init__(self, dsn: str, **demo: Any) -> None:
         self.config = config(dsn, **demo)
-        with store.connect(dsn) as conn:
-            store.migrate(conn)
+        with connection.connect(dsn) as conn:
+            migrations.migrate(conn)
         self.state = RunState()
         self.calendar = TradingCalendar()
         self.db = ControlDb(dsn, self.config)
@@ -122,7 +122,7 @@ def test_admission_records_the_run_hands_it_over_and_marks_the_daemon_busy(daemo
     (handed, lock), = daemon.handed
     assert handed == run and handed is not run  # a copy crosses to the worker
     assert query(database, "SELECT status, trading_days FROM sync_runs WHERE run_id = %s", run.run_id) == [("running", 3)]
-    assert store.run_lock_holder_name(lock.conn) == LockHolder.me().application_name()
+    assert runlock.run_lock_holder_name(lock.conn) == LockHolder.me().application_name()
 
 
 def test_a_second_admission_is_busy_with_the_running_task(daemon):
@@ -135,10 +135,10 @@ def test_a_second_admission_is_busy_with_the_running_task(daemon):
 def test_another_daemon_holding_the_lock_makes_admission_busy_with_its_recorded_run(daemon, database):
     other = LockHolder(pid=4242, host="host-b")
     with psycopg.connect(database, autocommit=True, application_name=other.application_name()) as holder:
-        assert store.try_run_lock(holder)
+        assert runlock.try_run_lock(holder)
         theirs = RunRecord(run_id="theirs", task_type="manual", requested_by="t", start_date=OCT_9, end_date=OCT_13,
                            host="host-b", pid=4242)
-        store.insert_run(holder, theirs)
+        runs.insert_run(holder, theirs)
         with pytest.raises(Busy) as busy:
             daemon.admission.admit("manual", OCT_9, OCT_9, requested_by="t")
     assert (busy.value.task.run_id, busy.value.task.host, busy.value.task.pid) == ("theirs", "host-b", 4242)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 
-from syncd import store
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig, SyncConfig
+from syncd.control.runstate import RunState
+from syncd.db import connection, days, migrations, runs
 from syncd.record import RunRecord
-from syncd.runstate import RunState
+from syncd.run.syncer import Syncer
 from syncd.sources.base import DayBatch, DayFailure, ShouldStop
 from syncd.sources.demo import DemoSource
-from syncd.sync import Syncer
 
 DAYS = [dt.date(2025, 10, 9), dt.date(2025, 10, 10)]
 
@@ -36,9 +36,9 @@ def run_sync(dsn: str, source: FlakySource, run_id: str) -> RunRecord:
     config = Config(sync=SyncConfig(retries=0, retry_backoff_s=0))
     run = RunRecord(run_id=run_id, task_type="manual", requested_by="test", start_date=DAYS[0], end_date=DAYS[-1],
                     host="h", pid=1)
-    with store.connect(dsn) as conn:
-        store.migrate(conn)
-        store.insert_run(conn, run)
+    with connection.connect(dsn) as conn:
+        migrations.migrate(conn)
+        runs.insert_run(conn, run)
     state = RunState()
     state.begin(run)
     syncer = Syncer(config, dsn, source, TradingCalendar())
@@ -53,22 +53,22 @@ def test_missing_stocks_make_the_day_incomplete_keep_their_rows_and_the_run_part
     source = FlakySource({DAYS[1]: {"600000", "000000"}})
     run = run_sync(database, source, "r2")
     assert (run.status, run.days_done, run.days_failed, run.rows) == ("partial", 2, 1, 198)
-    with store.connect(database) as conn:
-        days = {d.date: d for d in store.days(conn, DAYS[0], DAYS[-1])}
-        assert (days["2025-10-10"].status, days["2025-10-10"].rows, days["2025-10-10"].expected,
-                days["2025-10-10"].missing) == ("incomplete", 100, 100, 2)
-        assert days["2025-10-09"].status == "success" and days["2025-10-09"].expected == 100
+    with connection.connect(database) as conn:
+        by_date = {d.date: d for d in days.days(conn, DAYS[0], DAYS[-1])}
+        assert (by_date["2025-10-10"].status, by_date["2025-10-10"].rows, by_date["2025-10-10"].expected,
+                by_date["2025-10-10"].missing) == ("incomplete", 100, 100, 2)
+        assert by_date["2025-10-09"].status == "success" and by_date["2025-10-09"].expected == 100
         assert conn.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (DAYS[1],)).fetchone() == (100,)
-        assert store.missing_codes(conn, DAYS[1]) == ["000000", "600000"]
+        assert days.missing_codes(conn, DAYS[1]) == ["000000", "600000"]
     assert run_sync(database, FlakySource({}), "r3").status == "succeeded"  # fetched again: complete
-    with store.connect(database) as conn:
-        assert store.days(conn, DAYS[1], DAYS[1])[0].status == "success" and store.missing_codes(conn, DAYS[1]) == []
+    with connection.connect(database) as conn:
+        assert days.days(conn, DAYS[1], DAYS[1])[0].status == "success" and days.missing_codes(conn, DAYS[1]) == []
 
 
 def test_a_day_with_nothing_fetched_fails_and_a_run_with_no_day_written_fails(database):
     everyone = set(DemoSource(DemoConfig(stocks=100, seed=4)).codes)
     run = run_sync(database, FlakySource({day: everyone for day in DAYS}), "r1")
     assert (run.status, run.days_failed) == ("failed", 2)
-    with store.connect(database) as conn:
-        days = store.days(conn, DAYS[0], DAYS[-1])
-        assert [d.status for d in days] == ["failed", "failed"] and "requests failed" in days[0].error
+    with connection.connect(database) as conn:
+        recorded = days.days(conn, DAYS[0], DAYS[-1])
+        assert [d.status for d in recorded] == ["failed", "failed"] and "requests failed" in recorded[0].error

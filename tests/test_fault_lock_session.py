@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from conftest import query, wait_until
 
-from syncd.runlock import LockHolder
+from syncd.db.runlock import LockHolder
 
 pytestmark = pytest.mark.fault
 

@@ -35,7 +35,7 @@ def children(pid: int) -> list[int]:
 
 def fetch_child(daemon) -> int:  # type: ignore[no-untyped-def]
     def found() -> int | None:
-        kids = [p for p in children(daemon.pid) if "syncd.fetchproc" in Path(f"/proc/{p}/cmdline").read_text()]
+        kids = [p for p in children(daemon.pid) if "syncd.sources.fetchproc" in Path(f"/proc/{p}/cmdline").read_text()]
         return kids[0] if kids else None
     return wait_until(found, timeout=20, what="the daemon's fetch process")
 

@@ -11,8 +11,8 @@ import zoneinfo
 import pytest
 
 from syncd.calendar import TradingCalendar
-from syncd.health import CompletedDay, DayKind, HealthJudge
 from syncd.record import RunRecord
+from syncd.telemetry.freshness import CompletedDay, DayKind, HealthJudge
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 LATE_AFTER = dt.time(22, 0)

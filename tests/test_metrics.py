@@ -14,14 +14,14 @@ from conftest import query, wait_until
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd import store
 from syncd.calendar import TradingCalendar
 from syncd.config import Config
-from syncd.health import HealthJudge, midnight_epoch
-from syncd.metrics import DaemonCollector, Metrics
-from syncd.monitor import Monitor
-from syncd.runstate import RunState
-from syncd.telemetry import Telemetry
+from syncd.control.runstate import RunState
+from syncd.db import connection, migrations
+from syncd.telemetry.freshness import HealthJudge, midnight_epoch
+from syncd.telemetry.hub import Telemetry
+from syncd.telemetry.metrics import DaemonCollector, Metrics
+from syncd.telemetry.poller import Monitor
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 CONTRACT_NAMES = {
@@ -145,8 +145,8 @@ def test_without_metrics_listen_nothing_is_served(syncd_factory) -> None:
 # --- in process: the scrape never waits on the database ------------------------------------------
 
 def test_a_scrape_answers_from_the_cache_while_the_database_blocks_the_monitor(database: str, short_tmp) -> None:
-    with store.connect(database) as conn:
-        store.migrate(conn)
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
     judge = HealthJudge(TradingCalendar(), SHANGHAI, dt.time(22))
     monitor = Monitor(database, judge, refresh_every_s=0.05, on_late=None, state_dir=short_tmp, timezone="Asia/Shanghai")
     metrics = Metrics()

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from dbrows import OLD_COMPAT_VIEW
 
-from syncd import store, verify
 from syncd.calendar import TradingCalendar
 from syncd.config import DemoConfig
+from syncd.control import verify
+from syncd.db import connection, days, daywrite, migrations, runlock, runs
 from syncd.record import RunRecord
 from syncd.sources.demo import DemoSource
 
@@ -22,7 +23,7 @@ def make_old_database(conn: psycopg.Connection) -> None:
     """The schema and data exactly as the previous syncd left them (its migrations are still MIGRATIONS[:2])."""
     conn.execute("CREATE TABLE syncd_migrations (version integer PRIMARY KEY, description text NOT NULL, "
                  "applied_at timestamptz NOT NULL DEFAULT now())")
-    for version, description, sql in store.MIGRATIONS[:2]:
+    for version, description, sql in migrations.MIGRATIONS[:2]:
         conn.execute(sql)
         conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
     conn.execute(OLD_COMPAT_VIEW)
@@ -50,33 +51,33 @@ def snapshot(conn: psycopg.Connection) -> tuple[list, list, list, list]:
 
 
 def test_a_database_of_the_previous_schema_migrates_with_everything_intact(database):
-    with store.connect(database) as conn:
+    with connection.connect(database) as conn:
         make_old_database(conn)
         before = snapshot(conn)
-        assert store.migrate(conn, compat_view=True) == len(store.MIGRATIONS)
+        assert migrations.migrate(conn, compat_view=True) == len(migrations.MIGRATIONS)
         assert snapshot(conn) == before
         assert conn.execute("SELECT count(*), count(adj_factor) FROM daily_bars").fetchone() == (200, 0)  # NULL until re-synced
         assert conn.execute("SELECT count(*) FROM daily_bars_qfq WHERE close IS NULL").fetchone() == (200,)
         assert conn.execute("SELECT bool_and(written_at = updated_at) FROM sync_days").fetchone() == (True,)
-        assert [(d.expected, d.missing) for d in store.days(conn, DAYS[0], DAYS[-1])] == [(None, 0), (None, 0)]
+        assert [(d.expected, d.missing) for d in days.days(conn, DAYS[0], DAYS[-1])] == [(None, 0), (None, 0)]
         assert conn.execute("SELECT volume FROM daily_stock_data WHERE stock_code = '600000' LIMIT 1").fetchone()[0] > 0
-        assert store.migrate(conn, compat_view=True) == len(store.MIGRATIONS)  # a second start changes nothing
+        assert migrations.migrate(conn, compat_view=True) == len(migrations.MIGRATIONS)  # a second start changes nothing
         assert snapshot(conn) == before
 
 
 def test_days_written_before_the_checks_existed_are_checked_by_verify(database):
-    with store.connect(database) as conn:
+    with connection.connect(database) as conn:
         make_old_database(conn)
-        store.migrate(conn)
+        migrations.migrate(conn)
         days = verify.verify_days(conn, DAYS[0], DAYS[-1], TradingCalendar().is_trading_day)
         assert [(d.date, d.checked, d.anomalies) for d in days] == [("2025-10-09", True, 0), ("2025-10-10", True, 1)]
         assert (days[1].findings[0].stock, days[1].findings[0].check) == ("600001", "price_order")
 
 
 def test_verify_leaves_what_its_budget_cannot_check_for_the_next_request(database):
-    with store.connect(database) as conn:
+    with connection.connect(database) as conn:
         make_old_database(conn)
-        store.migrate(conn)
+        migrations.migrate(conn)
         ticks = iter([0.0, 0.0, 10.0, 10.0])  # the budget runs out after the first day
         days = verify.verify_days(conn, DAYS[0], DAYS[-1], TradingCalendar().is_trading_day, clock=lambda: next(ticks))
         assert [d.checked for d in days] == [True, False]
@@ -91,15 +92,15 @@ def make_v4_database(conn: psycopg.Connection, reader_role: str) -> None:
     its views (the compat view included), and a role granted SELECT on daily_bars."""
     conn.execute("CREATE TABLE syncd_migrations (version integer PRIMARY KEY, description text NOT NULL, "
                  "applied_at timestamptz NOT NULL DEFAULT now())")
-    for version, description, sql in store.MIGRATIONS[:4]:
+    for version, description, sql in migrations.MIGRATIONS[:4]:
         conn.execute(sql)
         conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
-    from syncd import compat
+    from syncd.db import views
 
-    compat.ensure_compat_view(conn, "qfq")
+    views.ensure_compat_view(conn, "qfq")
     demo = DemoSource(DemoConfig(stocks=50, seed=3))
     for day in (dt.date(2024, 12, 31), dt.date(2025, 1, 2)):
-        with conn.cursor().copy(f"COPY daily_bars ({', '.join(store.BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        with conn.cursor().copy(f"COPY daily_bars ({', '.join(daywrite.BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(demo.encoded(day).payload)
         conn.execute("INSERT INTO sync_days (date, status, rows, run_id) VALUES (%s, 'success', 50, 'old-run')", (day,))
     conn.execute(f"GRANT SELECT ON daily_bars TO {reader_role}")
@@ -118,14 +119,14 @@ def reader_role(database: str):
 
 
 def bars(conn: psycopg.Connection) -> list:
-    return conn.execute(f"SELECT {', '.join(store.BAR_COLUMNS)} FROM daily_bars ORDER BY 1, 2").fetchall()
+    return conn.execute(f"SELECT {', '.join(daywrite.BAR_COLUMNS)} FROM daily_bars ORDER BY 1, 2").fetchall()
 
 
 def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_kept(database, reader_role):
-    with store.connect(database) as conn:
+    with connection.connect(database) as conn:
         make_v4_database(conn, reader_role)
         before, compat_before = bars(conn), conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall()
-        assert store.migrate(conn, compat_view=True, compat_adjust="qfq") == len(store.MIGRATIONS)
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == len(migrations.MIGRATIONS)
         assert bars(conn) == before and len(before) == 100
         assert conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall() == compat_before
         assert conn.execute("SELECT count(*) FROM daily_bars_qfq WHERE close IS NOT NULL").fetchone() == (100,)
@@ -140,27 +141,27 @@ def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_ke
         indexes = {name for (name,) in conn.execute("SELECT indexrelid::regclass::text FROM pg_index "
                                                     "WHERE indrelid = 'daily_bars_y2025'::regclass").fetchall()}
         assert indexes == {"daily_bars_y2025_pkey", "daily_bars_y2025_code_date"}
-        assert store.try_run_lock(conn) and store.run_lock_holder(conn) == store.session_id(conn)  # keyed by the new oid
-        store.release_run_lock(conn)
+        assert runlock.try_run_lock(conn) and runlock.run_lock_holder(conn) == runlock.session_id(conn)  # keyed by the new oid
+        runlock.release_run_lock(conn)
         # A later year gets its partition when its first day is written; the rows read back as written.
-        store.insert_run(conn, RunRecord(run_id="r5", task_type="manual", requested_by="t", start_date=dt.date(2026, 1, 5),
+        runs.insert_run(conn, RunRecord(run_id="r5", task_type="manual", requested_by="t", start_date=dt.date(2026, 1, 5),
                                          end_date=dt.date(2026, 1, 5), host="h", pid=1))
         day = dt.date(2026, 1, 5)
-        store.write_day(conn, day, DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day), "r5")
+        daywrite.write_day(conn, day, DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day), "r5")
         assert conn.execute("SELECT count(*) FROM daily_bars_y2026").fetchone() == (50,)
-        assert store.migrate(conn, compat_view=True, compat_adjust="qfq") == len(store.MIGRATIONS)  # a second start: nothing
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == len(migrations.MIGRATIONS)  # a second start: nothing
 
 
 def test_an_object_of_the_users_on_daily_bars_stops_the_migration_and_nothing_changes(database, reader_role):
-    with store.connect(database) as conn:
+    with connection.connect(database) as conn:
         make_v4_database(conn, reader_role)
         conn.execute("CREATE VIEW my_report AS SELECT code, max(close) AS high FROM daily_bars GROUP BY code")
         before = bars(conn)
-        with pytest.raises(store.StoreError, match="my_report") as raised:
-            store.migrate(conn)
+        with pytest.raises(migrations.StoreError, match="my_report") as raised:
+            migrations.migrate(conn)
         assert "Drop them, start syncd once" in str(raised.value)
         assert conn.execute("SELECT relkind FROM pg_class WHERE oid = 'daily_bars'::regclass").fetchone() == ("r",)
         assert conn.execute("SELECT max(version) FROM syncd_migrations").fetchone() == (4,)
         assert bars(conn) == before and conn.execute("SELECT count(*) FROM my_report").fetchone() == (50,)
         conn.execute("DROP VIEW my_report")
-        assert store.migrate(conn) == len(store.MIGRATIONS) and bars(conn) == before
+        assert migrations.migrate(conn) == len(migrations.MIGRATIONS) and bars(conn) == before

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.notify import Notifier
+from syncd.systemd import Notifier
 
 
 class Receiver:

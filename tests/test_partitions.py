@@ -38,7 +38,7 @@ from netlab import NamespacedSyncd, NetLab, unavailable_reason
 from test_fault_data import expected_aggregates, stored_aggregates, trading_days
 
 from syncctl import SyncdUnreachable
-from syncd import store
+from syncd.db import migrations
 
 pytestmark = pytest.mark.partition
 
@@ -47,7 +47,7 @@ DAY_DELAY_S = 0.05
 LONG = ("2025-06-02", "2025-09-30")   # the holder's run: ~80 trading days, several seconds
 SHORT = ("2025-06-02", "2025-07-04")  # the standby's run: rewrites the holder's first days
 SEEDS = {"a": 11, "b": 12}            # the seed tells whose rows a day holds
-TAKEOVER_LIMIT_S = 15.0               # the designed bound is ~6 s (store.SESSION_KEEPALIVES); this leaves room for a loaded machine
+TAKEOVER_LIMIT_S = 15.0               # the designed bound is ~6 s (connection.SESSION_KEEPALIVES); this leaves room for a loaded machine
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -126,7 +126,7 @@ class Trial:
         self.dbname = lab.pg.create_database()
         self.dsn = lab.pg.local_dsn(self.dbname)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            store.migrate(conn)
+            migrations.migrate(conn)
             conn.execute(AUDIT)
         self.daemons: dict[str, NamespacedSyncd] = {}
         for name, seed in SEEDS.items():

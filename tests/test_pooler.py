@@ -22,12 +22,12 @@ from conftest import BASE_CONFIG, merge, query
 from pgbouncer import PGBOUNCER, PgBouncer
 from test_fault_startup import assert_refused, run_syncd
 
-from syncd import layout, store
 from syncd.config import Config, ConfigError, DatabaseConfig
-from syncd.controldb import ControlDb
-from syncd.pooling import OptionsError, inherit_options, parse_options
-from syncd.runlock import RunLock
-from syncd.sessioncheck import check_lock_session
+from syncd.control.reads import ControlDb
+from syncd.db import connection, daywrite, migrations, partitions, runlock, runs
+from syncd.db.connection import OptionsError, inherit_options, parse_options
+from syncd.db.poolercheck import check_lock_session
+from syncd.db.runlock import RunLock
 
 EX_CONFIG = 78
 SYNC_RANGE = ("2025-09-01", "2025-09-30")
@@ -126,7 +126,7 @@ def test_the_control_loops_statement_timeout_holds_in_every_transaction_through_
 
 
 def test_a_long_statement_is_cut_by_the_statement_timeout_through_the_pooler(bouncer, database):
-    with store.connect(bouncer.dsn(database), statement_timeout="200") as conn:
+    with connection.connect(bouncer.dsn(database), statement_timeout="200") as conn:
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(3)")
         with pytest.raises(psycopg.errors.QueryCanceled), conn.transaction():
@@ -138,7 +138,7 @@ def test_a_long_statement_is_cut_by_the_statement_timeout_through_the_pooler(bou
 def test_the_dsns_own_options_apply_inside_every_transaction_through_the_pooler(bouncer, database):
     _run(database, "CREATE SCHEMA other", "CREATE TABLE other.marker (x int)")
     dsn = _with_options(bouncer.dsn(database), r"-c search_path=other,public -c application_name=my\ app")
-    with store.connect(dsn, TimeZone="UTC") as conn, _busy(bouncer.dsn(database), holders=0, churners=1):
+    with connection.connect(dsn, TimeZone="UTC") as conn, _busy(bouncer.dsn(database), holders=0, churners=1):
         for _ in range(10):
             assert conn.execute("SELECT to_regclass('marker') IS NOT NULL, current_setting('TimeZone')").fetchone() == (True, "UTC")
             with conn.transaction():
@@ -151,7 +151,7 @@ def test_the_dsns_own_options_apply_inside_every_transaction_through_the_pooler(
 
 
 def test_a_setting_the_server_refuses_fails_the_transaction_with_its_name(bouncer, database):
-    with store.connect(bouncer.dsn(database), no_such_setting="1") as conn:
+    with connection.connect(bouncer.dsn(database), no_such_setting="1") as conn:
         with pytest.raises(psycopg.errors.UndefinedObject, match="no_such_setting"):
             conn.execute("SELECT 1")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -161,7 +161,7 @@ def test_a_setting_the_server_refuses_fails_the_transaction_with_its_name(bounce
 
 
 def test_a_failed_statement_outside_a_transaction_leaves_the_connection_usable(bouncer, database):
-    with store.connect(bouncer.dsn(database), statement_timeout="1000") as conn:
+    with connection.connect(bouncer.dsn(database), statement_timeout="1000") as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
             conn.execute("SELECT 1 / 0")
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -185,13 +185,13 @@ def test_the_settings_cost_no_extra_round_trip(database):
     statement and COMMIT in one: no more round trips than a plain autocommit connection."""
     rows = [("000001", 10.0, 10.5, 9.8, 10.2, 10.0, 1000, 10200.0, 0.1, 2.0)]
     day = dt.date(2025, 10, 9)
-    with psycopg.connect(database, autocommit=True) as plain, store.connect(database, TimeZone="Asia/Shanghai") as pooled:
-        store.migrate(plain)
-        layout.ensure_year(plain, day.year)  # the year's partition (its first write creates it): not what is counted
+    with psycopg.connect(database, autocommit=True) as plain, connection.connect(database, TimeZone="Asia/Shanghai") as pooled:
+        migrations.migrate(plain)
+        partitions.ensure_year(plain, day.year)  # the year's partition (its first write creates it): not what is counted
         pooled.partition_years.add(day.year)  # a pooled connection asks once per year; a plain one each time
-        for action in (lambda c: store.replace_day(c, day, rows, "r1", store.hold_write_fence),
-                       lambda c: store.history(c, 5), lambda c: store.mark_syncing(c, [day], "r1"),
-                       lambda c: store.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
+        for action in (lambda c: daywrite.replace_day(c, day, rows, "r1", runlock.hold_write_fence),
+                       lambda c: runs.history(c, 5), lambda c: daywrite.mark_days_syncing(c, [day], "r1"),
+                       lambda c: daywrite.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
             assert _round_trips(pooled, action) <= _round_trips(plain, action)  # a plain one also asks for the partition
 
 
@@ -221,7 +221,7 @@ def test_a_transaction_pooler_lets_two_runs_take_the_session_advisory_lock(bounc
 
 def test_the_check_refuses_an_idle_transaction_pooler_that_hands_back_the_same_backend(bouncer_factory, database):
     bouncer = bouncer_factory(pool_size=1)
-    with store.connect(bouncer.dsn(database)) as conn, psycopg.connect(bouncer.dsn(database), autocommit=True) as lock:
+    with connection.connect(bouncer.dsn(database)) as conn, psycopg.connect(bouncer.dsn(database), autocommit=True) as lock:
         same = conn.execute("SELECT pg_backend_pid()").fetchone() == lock.execute("SELECT pg_backend_pid()").fetchone()
         assert same  # comparing backend pids could not tell this from a session
         with pytest.raises(ConfigError, match=f"database.lock_dsn {POOLER_REFUSAL}.*set database.lock_dsn to a direct"):
@@ -231,7 +231,7 @@ def test_the_check_refuses_an_idle_transaction_pooler_that_hands_back_the_same_b
 @pytest.mark.parametrize("pool_mode,passes", [("transaction", False), ("session", True)])
 def test_the_check_under_a_busy_pooler(bouncer_factory, database, pool_mode, passes):
     bouncer = bouncer_factory(pool_mode=pool_mode, pool_size=6)
-    with store.connect(database) as conn, _busy(bouncer.dsn(database), holders=2, churners=2):
+    with connection.connect(database) as conn, _busy(bouncer.dsn(database), holders=2, churners=2):
         for _ in range(3):
             if passes:
                 assert check_lock_session(conn, bouncer.dsn(database), 5, lock_dsn_set=True) < 5000
@@ -242,20 +242,20 @@ def test_the_check_under_a_busy_pooler(bouncer_factory, database, pool_mode, pas
 
 def test_the_check_passes_an_idle_session_mode_pooler_and_a_direct_connection(bouncer_factory, database):
     session_pooler = bouncer_factory(pool_mode="session", pool_size=2)
-    with store.connect(bouncer_factory().dsn(database)) as conn:
+    with connection.connect(bouncer_factory().dsn(database)) as conn:
         assert check_lock_session(conn, session_pooler.dsn(database), 5, lock_dsn_set=True) < 5000
         assert check_lock_session(conn, database, 5, lock_dsn_set=True) < 5000
 
 
 def test_the_check_refuses_a_lock_dsn_on_another_database(bouncer, database, pg_dsn):
-    with store.connect(bouncer.dsn(database)) as conn:
+    with connection.connect(bouncer.dsn(database)) as conn:
         with pytest.raises(ConfigError, match="database.lock_dsn reaches database 'postgres'.*but database.dsn reaches database 't_"):
             check_lock_session(conn, pg_dsn, 5, lock_dsn_set=True)
 
 
 def test_the_check_refuses_a_lock_dsn_that_sees_another_daily_bars(bouncer, database):
     _run(database, "CREATE SCHEMA other", "CREATE TABLE public.daily_bars (x int)", "CREATE TABLE other.daily_bars (x int)")
-    with store.connect(bouncer.dsn(database)) as conn:
+    with connection.connect(bouncer.dsn(database)) as conn:
         lock_dsn = inherit_options(_with_options(database, "-c search_path=other"), bouncer.dsn(database))
         with pytest.raises(ConfigError, match="resolves daily_bars to another table"):
             check_lock_session(conn, lock_dsn, 5, lock_dsn_set=True)

@@ -5,7 +5,7 @@ import threading
 import pytest
 from conftest import wait_until
 
-from syncd.prefetch import read_ahead
+from syncd.run.readahead import read_ahead
 
 
 def test_read_ahead_yields_every_item_in_order():

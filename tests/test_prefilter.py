@@ -1,6 +1,6 @@
 """Encoded days on a real PostgreSQL: the pre-filter never hides a finding, and a re-sync changes only what changed.
 
-A day handed over as a binary COPY payload (encoding.py) carries the codes of the rows the
+A day handed over as a binary COPY payload (copypayload.py) carries the codes of the rows the
 checks could flag (prefilter.py), and the write path runs the SQL checks on those alone; a
 re-sync of a day that holds rows replaces only the rows that differ (daywrite._merge). Both
 must leave the database exactly as the plain path (every row judged, DELETE + COPY) would.
@@ -18,7 +18,8 @@ import psycopg
 import pytest
 from dbrows import migrated_with_run, sane_bar
 
-from syncd import encoding, prefilter, store
+from syncd.db import daywrite, reference
+from syncd.sources import copypayload, prefilter
 from syncd.sources.base import Row, StockInfo
 
 RUN = "run-prefilter"
@@ -83,12 +84,12 @@ def flagged(conn: psycopg.Connection[Any], day: dt.date) -> set[tuple[str, str]]
 
 def test_every_row_a_check_flags_is_a_suspect_and_sane_rows_are_not(conn):
     rng = random.Random(20250304)
-    store.save_stocks(conn, [StockInfo("600032", "*ST 示例", "sh")], seen_on=DAY)
+    reference.save_stocks(conn, [StockInfo("600032", "*ST 示例", "sh")], seen_on=DAY)
     for offset, rows in enumerate([edge_rows() + filler(300), random_rows(rng, 600) + filler(900), random_rows(rng, 600) + filler(900)]):
         day = DAY + dt.timedelta(days=offset)
-        store.write_day(conn, day, rows, RUN)  # Row tuples: every row judged in SQL
+        daywrite.write_day(conn, day, rows, RUN)  # Row tuples: every row judged in SQL
         found = {code for code, _ in flagged(conn, day)}
-        suspects = encoding.encode_rows(day, rows).suspects
+        suspects = copypayload.encode_rows(day, rows).suspects
         assert suspects is not None and found <= suspects, sorted(found - suspects)
         assert found, "the rows were meant to hold findings"
         assert len(suspects) <= len(found) + len(rows) // 3  # the sane majority is cleared
@@ -97,24 +98,24 @@ def test_every_row_a_check_flags_is_a_suspect_and_sane_rows_are_not(conn):
 def test_a_payload_is_judged_as_its_rows_are(conn):
     rows = [*edge_rows(), *random_rows(random.Random(7), 300), *filler(300)]
     rows = [row for row in rows if None not in row]  # a payload carries final rows (no derivation)
-    encoded = encoding.encode_rows(DAY, rows)
+    encoded = copypayload.encode_rows(DAY, rows)
     assert encoded.suspects is not None and len(encoded.suspects) < len(rows)
-    first = store.write_day(conn, DAY, encoded, RUN)  # a first write: COPY, only the suspects judged
+    first = daywrite.write_day(conn, DAY, encoded, RUN)  # a first write: COPY, only the suspects judged
     by_payload = flagged(conn, DAY)
-    store.write_day(conn, DAY, rows, RUN)  # the same rows as Row tuples: DELETE + COPY, every row judged
+    daywrite.write_day(conn, DAY, rows, RUN)  # the same rows as Row tuples: DELETE + COPY, every row judged
     by_rows = flagged(conn, DAY)
-    again = store.write_day(conn, DAY, encoded, RUN)  # and as a payload once more: the re-sync's merge
+    again = daywrite.write_day(conn, DAY, encoded, RUN)  # and as a payload once more: the re-sync's merge
     assert by_rows and by_payload == by_rows == flagged(conn, DAY)
     assert first.anomalies == again.anomalies == len(by_rows)
 
 
 def test_a_resync_rewrites_only_the_rows_that_changed(conn):
     rows = [bar(f"600{i:03d}", pct=i / 10) for i in range(100)]
-    store.write_day(conn, DAY, encoding.encode_rows(DAY, rows), RUN)
+    daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, rows), RUN)
     before = dict(conn.execute("SELECT code, ctid::text FROM daily_bars WHERE trade_date = %s", (DAY,)).fetchall())
     changed = [*rows[:10], bar("600010", pct=3.3), *rows[11:98], bar("601999")]  # one changed, two gone, one new
-    written = store.write_day(conn, DAY, encoding.encode_rows(DAY, changed), RUN)
-    stored = conn.execute(f"SELECT {', '.join(store.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code",
+    written = daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, changed), RUN)
+    stored = conn.execute(f"SELECT {', '.join(daywrite.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code",
                           (DAY,)).fetchall()
     assert stored == sorted(changed) and written.rows == len(changed) == 99
     after = dict(conn.execute("SELECT code, ctid::text FROM daily_bars WHERE trade_date = %s", (DAY,)).fetchall())
@@ -126,13 +127,13 @@ def test_a_resync_rewrites_only_the_rows_that_changed(conn):
 
 def test_a_payload_with_a_code_twice_is_refused_whole_on_a_first_write_and_on_a_resync(conn):
     rows = [bar(f"600{i:03d}") for i in range(20)]
-    twice = encoding.encode_rows(DAY, [*rows, rows[3]])
+    twice = copypayload.encode_rows(DAY, [*rows, rows[3]])
     with pytest.raises(psycopg.errors.UniqueViolation):
-        store.write_day(conn, DAY, twice, RUN)
+        daywrite.write_day(conn, DAY, twice, RUN)
     assert conn.execute("SELECT count(*) FROM daily_bars").fetchone() == (0,)
-    store.write_day(conn, DAY, encoding.encode_rows(DAY, rows), RUN)
+    daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, rows), RUN)
     with pytest.raises(psycopg.errors.UniqueViolation):
-        store.write_day(conn, DAY, twice, RUN)
+        daywrite.write_day(conn, DAY, twice, RUN)
     assert conn.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (DAY,)).fetchone() == (20,)
 
 
@@ -140,9 +141,9 @@ def test_a_payload_stores_what_the_rows_would(conn):
     rows = [bar("605999", turnover=None, volume=None), *edge_rows(), *filler(200)]
     rows = [row for row in rows if row[5] is not None and row[9] is not None]  # none to derive
     later = DAY + dt.timedelta(days=1)
-    store.write_day(conn, DAY, rows, RUN)
-    store.write_day(conn, later, encoding.encode_rows(later, rows), RUN)
-    select = f"SELECT {', '.join(store.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code"
+    daywrite.write_day(conn, DAY, rows, RUN)
+    daywrite.write_day(conn, later, copypayload.encode_rows(later, rows), RUN)
+    select = f"SELECT {', '.join(daywrite.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code"
     by_rows, by_payload = (conn.execute(select, (day,)).fetchall() for day in (DAY, later))
     assert str(by_payload) == str(by_rows)  # str: NaN is not equal to itself
     assert {"nan", "inf", "None"} <= set(str(by_rows).replace("(", " ").replace(")", " ").replace(",", " ").split())

@@ -9,7 +9,7 @@ from conftest import wait_until
 
 from syncd.calendar import DayKind, TradingCalendar
 from syncd.config import ScheduleConfig
-from syncd.scheduling import Busy, DailySchedule
+from syncd.control.scheduling import Busy, DailySchedule
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 

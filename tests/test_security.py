@@ -9,15 +9,15 @@ import pytest
 import zmq
 
 from syncd.config import ConfigError, parse_config
-from syncd.security import (
+from syncd.control.curve import (
     apply_client_curve,
     apply_server_curve,
     check_endpoint,
     generate_keypair,
     is_loopback_endpoint,
     key_problem,
-    main,
 )
+from syncd.security import main
 
 PUBLIC, SECRET = generate_keypair()
 REPLY_DEADLINE_S = 5.0   # a reply that should come gets this long

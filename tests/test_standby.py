@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from conftest import query, wait_until
 
-from syncd.runlock import LockHolder
+from syncd.db.runlock import LockHolder
 
 SLOW = {"source": {"demo": {"day_delay_s": 0.15}}}
 LONG_RANGE = ("2025-08-01", "2025-10-31")
@@ -163,7 +163,7 @@ def test_a_new_run_ends_a_write_still_open_from_an_earlier_run(syncd_factory, da
     """A day's write transaction of a run whose lock session was cut (a host cut off mid-write) may
     still be open when the next run is admitted; admission ends it (pg_terminate_backend) before
     recording the new run, so it can never commit after the new run began."""
-    from syncd.store import hold_write_fence
+    from syncd.db.runlock import hold_write_fence
 
     daemon = syncd_factory()
     straggler = psycopg.connect(database)  # stands in for the earlier run's open write
@@ -197,7 +197,7 @@ def test_a_new_run_that_may_not_end_an_open_write_waits_for_it(plain_role, syncd
     """The write fence: without the privilege to end an earlier run's write still open, the next run
     writes nothing until that transaction has ended (each day's write first takes a
     transaction-scoped advisory lock)."""
-    from syncd.store import hold_write_fence
+    from syncd.db.runlock import hold_write_fence
 
     daemon = syncd_factory({"database": {"dsn": plain_role}})
     with psycopg.connect(database) as straggler:  # a superuser's session: the daemon's role may not end it

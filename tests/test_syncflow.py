@@ -19,14 +19,15 @@ import psycopg
 import pytest
 from fakesource import StockSource
 
-from syncd import bystock, store
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig, SyncConfig
+from syncd.control.runstate import RunState
+from syncd.db import connection, migrations, runs
 from syncd.record import RunRecord
-from syncd.runstate import RunState
+from syncd.run import bystock
+from syncd.run.syncer import Syncer
 from syncd.sources.base import DayBatch, DayFailure, DaySource, ShouldStop
 from syncd.sources.demo import DemoSource
-from syncd.sync import Syncer
 
 SEPTEMBER = (dt.date(2025, 9, 1), dt.date(2025, 9, 30))  # 22 weekdays, no exchange holiday
 WEEK = (dt.date(2025, 9, 8), dt.date(2025, 9, 12))
@@ -35,8 +36,8 @@ CONFIG = msgspec.structs.replace(Config(), sync=SyncConfig(retries=1, retry_back
 
 @pytest.fixture
 def dsn(database: str) -> str:
-    with store.connect(database) as conn:
-        store.migrate(conn)
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
     return database
 
 
@@ -45,8 +46,8 @@ def sync(dsn: str, source: Any, start: dt.date, end: dt.date, *, task_type: str 
          state: RunState | None = None) -> RunRecord:
     run = RunRecord(run_id=f"run-{secrets.token_hex(4)}", task_type=task_type, requested_by="test", start_date=start,
                     end_date=end, host="test", pid=1, days=tuple(days) if days is not None else None)
-    with store.connect(dsn) as conn:
-        run.started_at = store.insert_run(conn, run)
+    with connection.connect(dsn) as conn:
+        run.started_at = runs.insert_run(conn, run)
     state = state or RunState()
     state.begin(run)
     syncer = Syncer(CONFIG, dsn, source, calendar or TradingCalendar())
@@ -299,15 +300,15 @@ def test_past_the_horizon_a_sources_calendar_decides_and_is_stored(dsn):
 # --- the schema ---------------------------------------------------------------------------------------
 
 def test_a_database_of_the_previous_schema_opens_with_its_days_intact(database):
-    with store.connect(database) as conn, conn.transaction():
-        for _, _, sql in store.MIGRATIONS[:2]:
+    with connection.connect(database) as conn, conn.transaction():
+        for _, _, sql in migrations.MIGRATIONS[:2]:
             conn.execute(sql)
         conn.execute("CREATE TABLE syncd_migrations (version integer PRIMARY KEY, description text NOT NULL, "
                      "applied_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (1, 'a'), (2, 'b')")
         conn.execute("INSERT INTO sync_days (date, status, rows, run_id) VALUES ('2025-09-01', 'success', 5300, 'old')")
-    with store.connect(database) as conn:
-        assert store.migrate(conn) >= 3
+    with connection.connect(database) as conn:
+        assert migrations.migrate(conn) >= 3
     assert q(database, "SELECT status, rows, run_id, expected, missing FROM sync_days") == [
         ("success", 5300, "old", None, 0)]
     assert q(database, "SELECT relpersistence FROM pg_class WHERE relname = 'sync_stage'") == [("u",)]

@@ -86,6 +86,6 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     # Run the package's copy of this module, so that Failure raised by the calls modules
     # (imported from syncd.sources.child) is the class _serve catches.
-    from syncd.sources.child import main as package_main
+    from .child import main as package_main
 
     package_main()

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import encoding
 from ..calendar import calendar_days
+from . import copypayload
 from .base import EncodedRows, Row
 from .demo import is_open, previous_trading_day
 
@@ -97,7 +97,7 @@ class DemoMarket:
 
     def encoded(self, day: dt.date) -> EncodedRows:
         """The day as one binary COPY payload for daily_bars (no NULLs in the demo market), its suspects marked."""
-        return encoding.encode_columns(day, self._code_bytes, self.columns(day))
+        return copypayload.encode_columns(day, self._code_bytes, self.columns(day))
 
     def rows_for(self, day: dt.date) -> list[Row]:
         """The same day as Row tuples."""

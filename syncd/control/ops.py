@@ -1,0 +1,258 @@
+"""The ops: one decoded request in, one reply Struct out, on the control loop's thread.
+
+This module owns what each op means (`ping`, `start`, `status`, `cancel`, `history`, `days`,
+`verify`, `check`)
+and turns every failure into a reply with `status` and `code`: a RequestError becomes its
+ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
+sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
+and `days` read the database through the control loop's own connection (controldb.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from .. import __version__
+from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
+from ..config import Config
+from ..db import days, runs
+from ..db.runlock import recover_orphans
+from ..logs import Event, get_logger
+from ..protocol import (
+    AnyRequest,
+    BusyReply,
+    Cancel,
+    CancelReply,
+    Check,
+    CheckReply,
+    DaemonInfo,
+    Day,
+    Days,
+    DaysReply,
+    ErrorCode,
+    ErrorReply,
+    History,
+    HistoryReply,
+    Ok,
+    Ping,
+    PingReply,
+    RequestError,
+    Run,
+    ScheduledJob,
+    Start,
+    StartReply,
+    Status,
+    StatusReply,
+    Task,
+    VerifiedDay,
+    Verify,
+    VerifyReply,
+    check_range,
+    decode_request,
+    op_name,
+)
+from ..record import RunRecord
+from ..telemetry.freshness import SCHEDULED_TASK_TYPES, HealthJudge, parse_clock
+from ..telemetry.observer import NULL_OBSERVER, Observer
+from . import verify
+from .admission import Admission, Busy
+from .reads import ControlDb
+from .runstate import RunState
+
+INVALID_OP = "invalid"  # the op label of a request that could not be decoded
+
+
+class Ops:
+    def __init__(self, config: Config, state: RunState, admission: Admission, db: ControlDb,
+                 calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str,
+                 observer: Observer = NULL_OBSERVER) -> None:
+        self.config = config
+        self.state = state
+        self.admission = admission
+        self.db = db
+        self.calendar = calendar
+        self.schedule_jobs = schedule_jobs
+        self.database_kind = database_kind
+        self.zone = admission.zone
+        self.observer = observer
+        self.health = HealthJudge(calendar, self.zone, parse_clock(config.alert.late_after))
+        self.started = time.monotonic()
+        self._log = get_logger()
+
+    def handle(self, frame: bytes) -> Ok | BusyReply | ErrorReply:
+        started = time.perf_counter()
+        op, reply = self._answer(frame)
+        self.observer.request_served(op, reply.status, time.perf_counter() - started)
+        return reply
+
+    def _answer(self, frame: bytes) -> tuple[str, Ok | BusyReply | ErrorReply]:
+        """The op's name (INVALID_OP when undecodable) and its reply."""
+        op = INVALID_OP
+        try:
+            request = decode_request(frame)
+            op = op_name(type(request))
+            return op, self.dispatch(request)
+        except RequestError as exc:
+            self._log.info(Event.REQUEST_REFUSED, code=exc.code, message=exc.message)
+            return op, exc.reply()
+        except Exception as exc:  # never a traceback on the wire: one log event here, a code there
+            self._log.exception(Event.REQUEST_FAILED, error=str(exc))
+            return op, ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
+
+    def dispatch(self, request: AnyRequest) -> Ok | BusyReply:
+        match request:
+            case Ping():
+                return PingReply(version=__version__, pid=os.getpid(), uptime_s=self.uptime())
+            case Start():
+                return self.start(request)
+            case Status():
+                return self.status()
+            case Cancel():
+                return self.cancel(request)
+            case History():
+                return HistoryReply(runs=self.history(request.limit))
+            case Days():
+                return DaysReply(days=self.days(request.start_date, request.end_date))
+            case Verify():
+                return VerifyReply(days=self.verify(request.start_date, request.end_date))
+            case Check():
+                return self.check()
+        raise RequestError(ErrorCode.BAD_REQUEST, f"unsupported request {type(request).__name__}")
+
+    @property
+    def metrics_url(self) -> str | None:
+        listen = self.config.metrics.listen
+        return f"http://{listen}/metrics" if listen else None
+
+    def uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def start(self, request: Start) -> StartReply | BusyReply:
+        check_range(request.start_date, request.end_date, self.config.sync.max_days)
+        repeated = self.admission.repeat_of(request.request_id)
+        if repeated is not None:
+            return StartReply(run_id=repeated.run_id, task=self._task(repeated))
+        try:
+            run = self.admission.admit(request.task_type, request.start_date, request.end_date,
+                                       requested_by=request.requested_by, request_id=request.request_id)
+        except Busy as busy:
+            self._log.warning(Event.SYNC_REJECTED, task_type=request.task_type, requested_by=request.requested_by,
+                              current_run_id=busy.task.run_id, current_task_type=busy.task.task_type)
+            return BusyReply(message=busy_message(busy.task), current_task=busy.task)
+        return StartReply(run_id=run.run_id, task=self._task(run))
+
+    def status(self) -> StatusReply:
+        snapshot = self.state.snapshot()
+        current = snapshot.current.task(self.zone, snapshot.eta_s) if snapshot.current else None
+        return StatusReply(state=snapshot.state, current_task=current,
+                           last_run=snapshot.last.run(self.zone) if snapshot.last else None,
+                           schedule=self.schedule_jobs(),
+                           daemon=DaemonInfo(version=__version__, pid=os.getpid(), uptime_s=self.uptime(),
+                                             endpoint=self.config.daemon.endpoint, source=self.config.source.name,
+                                             database=self.database_kind, metrics=self.metrics_url))
+
+    def cancel(self, request: Cancel) -> CancelReply:
+        current = self.state.snapshot().current
+        if current is None:
+            raise RequestError(ErrorCode.NOT_RUNNING, "no sync is running" + self._elsewhere())
+        if request.run_id is not None and request.run_id != current.run_id:
+            raise RequestError(ErrorCode.NOT_RUNNING,
+                               f"run {request.run_id} is not running (the current run is {current.run_id})")
+        self.state.request_cancel()
+        get_logger(run_id=current.run_id, task_type=current.task_type).info(Event.CANCEL_REQUESTED)
+        return CancelReply(run_id=current.run_id, state="cancelling")
+
+    def history(self, limit: int) -> list[Run]:
+        recorded = self.db.call(lambda c: runs.history(c, limit))
+        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans():
+            recorded = self.db.call(lambda c: runs.history(c, limit))
+        return [run.run(self.zone) for run in recorded]
+
+    def days(self, start: dt.date, end: dt.date) -> list[Day]:
+        """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
+        check_range(start, end, self.config.sync.max_days)
+        found = self.db.call(lambda c: days.days(c, start, end))
+        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans():
+            found = self.db.call(lambda c: days.days(c, start, end))
+        recorded = {d.date: d for d in found}
+        return [self._with_horizon(recorded.get(day.isoformat()), day) for day in calendar_days(start, end)]
+
+    def verify(self, start: dt.date, end: dt.date) -> list[VerifiedDay]:
+        """Each day's coverage and anomalies (verify.py); days never checked are checked first, within a budget."""
+        check_range(start, end, self.config.sync.max_days)
+        return self.db.call(lambda c: verify.verify_days(c, start, end, self.calendar.is_trading_day))
+
+    def _with_horizon(self, recorded: Day | None, day: dt.date) -> Day:
+        """A day as recorded; with no record, pending or skipped by the calendar. A pending weekday that no
+        calendar confirms says why (calendar.beyond_horizon_reason)."""
+        kind = self.calendar.kind(day)
+        if recorded is None:
+            status = "skipped" if kind is DayKind.CLOSED else "pending"
+            recorded = Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
+        if recorded.status == "pending":  # the reason's text is built only when it is needed
+            if kind is DayKind.UNCONFIRMED and recorded.error is None:
+                recorded.error = beyond_horizon_reason(day)
+            elif kind is not DayKind.UNCONFIRMED and recorded.error is not None and recorded.error == beyond_horizon_reason(day):
+                recorded.error = None  # confirmed since it was planned
+        return recorded
+
+    def check(self) -> CheckReply:
+        """Judge freshness now (health.py); a database that cannot be read is itself the unhealthy reason."""
+        completed = self.health.latest_completed(dt.datetime.now(self.zone))
+        try:
+            day = completed.day
+            status = self.db.call(lambda c: days.day_status(c, day)) if day else None
+            last = self.db.call(lambda c: runs.last_scheduled_run(c, SCHEDULED_TASK_TYPES))
+        except RequestError as exc:
+            if exc.code != ErrorCode.DATABASE_UNAVAILABLE:
+                raise
+            return CheckReply(healthy=False, reason=exc.message, day_status=None, last_scheduled_run=None,
+                              latest_completed_trading_day=completed.day.isoformat() if completed.day else None)
+        verdict = self.health.judge(completed, status, last)
+        return CheckReply(healthy=verdict.healthy, reason=verdict.reason, day_status=verdict.day_status,
+                          latest_completed_trading_day=completed.day.isoformat() if completed.day else None,
+                          last_scheduled_run=last.run(self.zone) if last else None)
+
+
+    def _task(self, run: RunRecord) -> Task:
+        """The in-flight view of `run`, with live progress while it is the current run."""
+        snapshot = self.state.snapshot()
+        if snapshot.current is not None and snapshot.current.run_id == run.run_id:
+            return snapshot.current.task(self.zone, snapshot.eta_s)
+        return run.task(self.zone)
+
+    def _current_run_id(self) -> str | None:
+        current = self.state.snapshot().current
+        return current.run_id if current else None
+
+    def _recover_orphans(self) -> bool:
+        """A `running` row that is not ours, seen while the run lock is free, is an orphan: mark it. True if any."""
+        try:
+            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history",
+                                        on_interrupted=self.observer.runs_interrupted))
+        except psycopg.OperationalError as exc:
+            raise self.db.unavailable(exc) from None
+
+    def _elsewhere(self) -> str:
+        """For a refused cancel on a standby: where the run is, so the operator cancels it there."""
+        try:
+            run = self.db.call(runs.running_run)
+        except RequestError:
+            return ""
+        if run is None:
+            return ""
+        return f" on this daemon; run {run.run_id} is running on {run.host} (pid {run.pid}): cancel it there"
+
+
+def busy_message(task: Task) -> str:
+    where = f" on {task.host} (pid {task.pid})" if task.host else ""
+    return (f"a sync is already running{where}: {task.task_type} {task.run_id} ({task.start_date}..{task.end_date}), "
+            "try again when it has finished")
+
+
+__all__ = ["Ops", "busy_message"]

@@ -1,0 +1,155 @@
+"""How one run's trading days end: written (complete or incomplete), failed, or left alone by a cancel.
+
+A `DayWriter` belongs to one run on the worker thread. It owns the cancel rule for writes:
+after a cancel is accepted no day is written. It checks the flag before a day starts, again
+first thing inside the day's write transaction (with the run lock's fence) and once more just
+before the commit; a cancel seen inside the transaction rolls the whole day back (`Cancelled`).
+So after a cancel at most a day whose COMMIT was already on its way to PostgreSQL ends up
+written, and it is complete. It also keeps the run's count of written and failed days (an
+incomplete day counts as both) and logs each day's end (`day_synced`, `day_incomplete`,
+`day_failed`). The SQL is store.py's; what to fetch is the plans' (byday.py, bystock.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, TypeVar
+
+import psycopg
+
+from ..control.runstate import RunState
+from ..db import daywrite
+from ..db.daywrite import DayRejected
+from ..db.runlock import RunFence, RunLockLost
+from ..logs import Event
+from ..record import RunRecord
+from ..sources.base import EncodedRows, Row
+from ..telemetry.observer import NULL_OBSERVER, Observer
+
+T = TypeVar("T")
+WithDb = Callable[[Callable[[psycopg.Connection[Any]], T]], T]
+Fence = Callable[[psycopg.Connection[Any]], None]
+MISSING_CODES_SHOWN = 10  # how many missing stocks a day's error names
+
+
+class DatabaseDown(Exception):
+    """The database could not be reached after the configured retries."""
+
+
+class Cancelled(Exception):
+    """The run was cancelled: raised inside a day's write transaction so that the day rolls back."""
+
+
+class DayWriter:
+    def __init__(self, run: RunRecord, state: RunState, log: Any, with_db: WithDb[Any], lock_fence: RunFence | None,
+                 is_trading_day: Callable[[dt.date], bool] | None = None, observer: Observer = NULL_OBSERVER) -> None:
+        self.run = run
+        self.is_trading_day = is_trading_day
+        self.observer = observer  # metrics: told of each day's end
+        self.state = state
+        self.log = log
+        self._with_db = with_db
+        self._lock_fence = lock_fence
+        self._day_fence = _DayFence(self._fence, self._fence_probe)
+        self.written = 0  # days whose rows were committed (incomplete ones included)
+        self.failed = 0   # days that ended failed or incomplete
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state.cancel_requested
+
+    def write(self, day: dt.date, rows: Iterable[Row] | EncodedRows, *, expected: int | None = None,
+              missing: Collection[str] = frozenset(), replace_only: Collection[str] | None = None,
+              errors: Mapping[str, str] | None = None) -> bool:
+        """Write `day` atomically; False if a cancel stopped it (nothing of it committed). `missing`: stocks
+        whose request failed (their stored rows stay); the day is then incomplete. `replace_only`: a
+        re-fetch of those stocks alone (every other stored row stays). Raises DayRejected when the day
+        is refused (nothing fetched, the unit guard, or the database refusing the rows)."""
+        if self.cancelled:
+            return False
+        self.state.day_started(day)
+        started = time.perf_counter()
+        run_id = self.run.run_id
+        note = incomplete_note(missing, expected, errors or {}) if missing else None
+        try:
+            written = self._with_db(lambda c: daywrite.write_day(
+                c, day, rows, run_id, expected=expected, missing=missing, fence=self._day_fence,
+                is_trading_day=self.is_trading_day, replace_only=replace_only, before_commit=self._stop_if_cancelled,
+                error=note, mark_syncing=True))
+        except Cancelled:
+            return False
+        except (RunLockLost, DatabaseDown, DayRejected):
+            raise
+        except Exception as exc:  # refused by the database (a constraint, its disk full: the server answered) or
+            # by a check on the day's data: this day only. A lost connection arrives as DatabaseDown.
+            raise DayRejected(f"writing the day failed: {type(exc).__name__}: {str(exc).strip()}") from exc
+        incomplete = written.status == "incomplete"
+        self.written += 1
+        self.failed += int(incomplete)
+        self.state.day_finished(written.fetched, failed=incomplete)
+        elapsed = time.perf_counter() - started
+        self.observer.day_finished(written.status, written.fetched, elapsed)
+        ms = round(elapsed * 1000, 1)
+        if incomplete:
+            self.log.warning(Event.DAY_INCOMPLETE, date=day.isoformat(), rows=written.rows, expected=expected,
+                             missing=len(missing), anomalies=written.anomalies, error=note, ms=ms)
+        else:
+            self.log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=written.rows, status=written.status,
+                          expected=expected, anomalies=written.anomalies, ms=ms)
+        return True
+
+    def fail(self, day: dt.date, error: str) -> None:
+        """Record `day` failed (nothing written; its stored rows stay) unless the run is cancelled."""
+        if self.cancelled:
+            return
+        self._with_db(lambda c: daywrite.fail_day(c, day, self.run.run_id, error, self._lock_fence))
+        self._failed(day, error)
+
+    def still_incomplete(self, day: dt.date, missing: Collection[str], error: str) -> None:
+        """An incomplete day whose missing stocks failed again: it keeps its rows and stays incomplete."""
+        if self.cancelled:
+            return
+        self._with_db(lambda c: daywrite.keep_incomplete(c, day, self.run.run_id, missing, error, self._lock_fence))
+        self._failed(day, error)
+
+    def _failed(self, day: dt.date, error: str) -> None:
+        self.failed += 1
+        self.state.day_finished(0, failed=True)
+        self.observer.day_finished("failed", 0, None)
+        self.log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
+
+    def _fence(self, conn: psycopg.Connection[Any]) -> None:
+        self._stop_if_cancelled()
+        if self._lock_fence is not None:
+            self._lock_fence(conn)
+
+    def _fence_probe(self) -> daywrite.FenceProbe | None:
+        """The run lock's fence as SQL for the day's first round trip (runlock.RunFence.probe), after the cancel check."""
+        self._stop_if_cancelled()
+        return self._lock_fence.probe() if self._lock_fence is not None else None
+
+    def _stop_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise Cancelled()
+
+
+class _DayFence:
+    """A day write's fence: `fence(conn)` the full check, `probe()` its pipelined form (daywrite.write_day)."""
+
+    def __init__(self, full: Fence, probe: Callable[[], daywrite.FenceProbe | None]) -> None:
+        self._full = full
+        self.probe = probe
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        self._full(conn)
+
+
+def incomplete_note(missing: Collection[str], expected: int | None, errors: Mapping[str, str]) -> str:
+    """A day's error when stocks are missing: how many, which (the first few), and why (one request's error)."""
+    codes = sorted(missing)
+    shown = ", ".join(codes[:MISSING_CODES_SHOWN]) + (f" and {len(codes) - MISSING_CODES_SHOWN} more" if len(codes) > MISSING_CODES_SHOWN else "")
+    of = f" of {expected} listed" if expected is not None else ""
+    why = next((f"; {code}: {errors[code]}" for code in codes if code in errors), "")
+    return f"{len(codes)}{of} stocks missing (their requests failed): {shown}{why}"

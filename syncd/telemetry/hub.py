@@ -1,0 +1,115 @@
+"""Telemetry: the daemon's metrics, alerts and health monitor, wired together, and the Observer they listen on.
+
+The daemon builds one `Telemetry` from the config and passes it (as an `Observer`) to the
+parts that report: the ops (requests served), admission and recovery (runs found
+interrupted), the sync (days ended) and the worker's run wrapper (runs ended). Each report
+is a counter add and, for alerting events, an enqueue: nothing here waits. It owns the
+lifetimes: `bind` (the metrics port, before the database, so a port in use refuses the
+start untouched; the alert sender), `start` (the state collector, the monitor), `close`.
+Without `[metrics] listen` nothing is served and the monitor does not poll; without
+`[alert] webhook_url` nothing is sent.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Sequence
+from typing import Any
+
+from ..calendar import TradingCalendar
+from ..config import Config
+from ..control.runstate import RunState
+from ..db.runlock import RunLock
+from ..logs import Event, get_logger
+from ..record import RunRecord
+from ..run.worker import RunJob
+from .alerts import Alerter
+from .freshness import HealthJudge, parse_clock
+from .metrics import DaemonCollector, Metrics, MetricsServer
+from .observer import Observer
+from .poller import Monitor
+
+FACTS_REFRESH_S = 15.0  # how stale the database-derived gauges may get (a run's end refreshes them at once)
+
+
+class Telemetry(Observer):
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
+        self.metrics = Metrics()
+        self.alerter = (Alerter(config.alert, config.schedule.timezone) if config.alert.webhook_url else None)
+        self.monitor: Monitor | None = None
+        self.server: MetricsServer | None = None
+        self._log = get_logger()
+
+    # --- lifetimes ------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Listen on metrics.listen (ConfigError if it cannot); start the alert sender."""
+        address = self.config.metrics.address
+        if address is not None:
+            self.server = self.metrics.serve(*address)
+            self._log.info(Event.METRICS_LISTENING, url=f"http://{self.config.metrics.listen}/metrics")
+        if self.alerter is not None:
+            self.alerter.start()  # alerts raised during start-up recovery wait in its queue
+
+    def start(self, dsn: str, state: RunState, calendar: TradingCalendar) -> None:
+        """With the database ready: the state gauges and the monitor (when metrics or the late alert need it)."""
+        judge = HealthJudge(calendar, self.zone, parse_clock(self.config.alert.late_after))
+        wants_late = self.alerter is not None and self.alerter.wants_late
+        if self.server is None and not wants_late:
+            return
+        self.monitor = Monitor(dsn, judge, refresh_every_s=FACTS_REFRESH_S if self.server else None,
+                               on_late=self.alerter.late if wants_late and self.alerter else None,
+                               state_dir=self.config.daemon.state_dir, timezone=self.config.schedule.timezone)
+        if self.server is not None:
+            self.metrics.add_collector(DaemonCollector(state, self.monitor.facts, self.monitor.latest_completed, self.zone))
+        self.monitor.start()
+
+    def close(self) -> None:
+        """Stop what runs (idempotent): the monitor, the alert sender (after a short grace), the metrics server."""
+        monitor, alerter, server = self.monitor, self.alerter, self.server
+        self.monitor = self.server = None
+        self.alerter = None
+        if monitor is not None:
+            monitor.stop()
+        if alerter is not None:
+            alerter.stop()
+        if server is not None:
+            server.close()
+
+    def attach_source(self, source: Any) -> None:
+        """Hand the source its request counter, if it takes one (`attach_request_counter(count)`; metrics.py)."""
+        attach = getattr(source, "attach_request_counter", None)
+        if callable(attach):
+            attach(self.metrics.source_request_counter(str(getattr(source, "name", "unknown"))))
+
+    def reporting(self, run_job: RunJob) -> RunJob:
+        """`run_job` (the worker's), telling this observer of each run's end as recorded."""
+        def run_and_report(job: RunRecord, state: RunState, lock: RunLock) -> RunRecord:
+            finished = run_job(job, state, lock)
+            self.run_finished(finished)
+            return finished
+
+        return run_and_report
+
+    # --- Observer ---------------------------------------------------------------------------
+    def request_served(self, op: str, status: str, seconds: float) -> None:
+        self.metrics.request_served(op, status, seconds)
+
+    def day_finished(self, status: str, rows: int, write_seconds: float | None) -> None:
+        self.metrics.day_finished(status, rows, write_seconds)
+
+    def run_finished(self, run: RunRecord) -> None:
+        self.metrics.run_ended(run.task_type, run.status)
+        if self.alerter is not None:
+            self.alerter.run_ended(run)
+        if self.monitor is not None:
+            self.monitor.poke()
+
+    def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
+        for run in runs:
+            self.metrics.run_ended(run.task_type, "interrupted")
+        if self.alerter is not None:
+            self.alerter.runs_interrupted(runs)
+        if self.monitor is not None:
+            self.monitor.poke()
