@@ -18,7 +18,7 @@ trips; the caller records it `failed` with that message.
 
 The rows are Row tuples or a source's EncodedRows (`_Payload` says how each loads). Row tuples
 are encoded per row here; EncodedRows are copied as they are (no per-row Python), their
-`suspects` (prefilter.py) are the only rows the checks judge, and a re-sync of a day that holds
+`suspects` (sources/prefilter.py) are the only rows the checks judge, and a re-sync of a day that holds
 rows rewrites only the rows that differ (`_merge`). The transaction is driven by hand
 (connection.BatchedTransaction) so that it costs four round trips, one per phase of `_write`:
 `_open` (BEGIN, settings, the fence's probe and the day's old rows), `_load` (the COPY),
