@@ -24,7 +24,7 @@ from syncd.control.ops import Ops
 from syncd.control.reads import ControlDb
 from syncd.control.runstate import RunState
 from syncd.db import connection, daywrite, migrations, runlock, runs
-from syncd.db.runlock import LockHolder, RunLock, recover_orphans
+from syncd.db.runlock import LockHolder, Orphans, RunLock
 from syncd.protocol import (
     OPS,
     REPLY_TYPES,
@@ -162,7 +162,7 @@ def test_a_run_left_running_by_a_dead_daemon_is_interrupted_when_the_lock_is_fre
     run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
     _, lock = daemon.handed.pop()
     lock.release()  # the holder's session ends: what a dead daemon leaves behind
-    assert recover_orphans(database, 5.0, found_by="test") == [run.run_id]
+    assert Orphans(database, 5.0).recover("idle check") == [run.run_id]
     assert query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)]
 
 
