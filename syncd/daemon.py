@@ -3,7 +3,7 @@
 This module wires the parts together and owns their lifetimes: the instance lock, the
 database (embedded or external) and its migrations and crash recovery, the REP socket (and,
 with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
-schedule, telemetry (metrics, alerts, the health monitor), signals and sd_notify. The loop
+schedule, telemetry (metrics, alerts, the freshness poller), signals and sd_notify. The loop
 serves one request at a time; its poll timeout comes from the scheduler's idle time and the
 watchdog interval, so an idle daemon sleeps. Signal handlers only write to a wake-up socket;
 the loop does the work (SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
@@ -132,7 +132,7 @@ class Daemon:
                     if self.client_auth is not None:  # its sockets must close before the context ends
                         self.client_auth.stop()
         finally:
-            self.telemetry.close()  # the monitor's connection goes before the database does
+            self.telemetry.close()  # the poller's connection goes before the database does
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
@@ -209,7 +209,7 @@ class Daemon:
             conn.close()
 
     def _authenticate_clients(self, context: zmq.Context[Any]) -> None:
-        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (clientauth.py)."""
+        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (control/curve.py)."""
         daemon = self.config.daemon
         if not daemon.curve_secret_key:
             return

@@ -20,7 +20,7 @@ from .instance import AlreadyRunning
 
 def check_dsn(dsn: str, key: str) -> None:
     """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password), and
-    one whose `options` are not `-c name=value` settings (syncd applies them itself: see pooling.py)."""
+    one whose `options` are not `-c name=value` settings (syncd applies them itself: see db/connection.py)."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:

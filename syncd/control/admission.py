@@ -2,7 +2,7 @@
 
 `Admission.admit` runs on the control loop's thread only, one request at a time, which makes
 "is a run active? then refuse, else hand over" atomic on this daemon. Across daemons sharing
-the database, the run lock decides (runlock.py): admission takes it on a new session, marks
+the database, the run lock decides (db/runlock.py): admission takes it on a new session, marks
 runs orphaned by dead daemons interrupted, records the new run (so its run_id is in
 `history` before the start reply leaves), marks the RunState busy and hands the run and its
 lock to the worker. A refusal is `Busy`, carrying the running task (this daemon's, or the

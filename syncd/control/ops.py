@@ -5,7 +5,7 @@ This module owns what each op means (`ping`, `start`, `status`, `cancel`, `histo
 and turns every failure into a reply with `status` and `code`: a RequestError becomes its
 ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
 sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
-and `days` read the database through the control loop's own connection (controldb.py).
+and `days` read the database through the control loop's own connection (reads.py).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from ..protocol import (
     op_name,
 )
 from ..record import RunRecord
-from ..telemetry.freshness import SCHEDULED_TASK_TYPES, HealthJudge, parse_clock
+from ..telemetry.freshness import SCHEDULED_TASK_TYPES, FreshnessJudge, parse_clock
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from . import verify
 from .admission import Admission, Busy
@@ -80,7 +80,7 @@ class Ops:
         self.database_kind = database_kind
         self.zone = admission.zone
         self.observer = observer
-        self.health = HealthJudge(calendar, self.zone, parse_clock(config.alert.late_after))
+        self.freshness = FreshnessJudge(calendar, self.zone, parse_clock(config.alert.late_after))
         self.started = time.monotonic()
         self._log = get_logger()
 
@@ -202,8 +202,8 @@ class Ops:
         return recorded
 
     def check(self) -> CheckReply:
-        """Judge freshness now (health.py); a database that cannot be read is itself the unhealthy reason."""
-        completed = self.health.latest_completed(dt.datetime.now(self.zone))
+        """Judge freshness now (telemetry/freshness.py); a database that cannot be read is itself the unhealthy reason."""
+        completed = self.freshness.latest_completed(dt.datetime.now(self.zone))
         try:
             day = completed.day
             status = self.db.call(lambda c: days.day_status(c, day)) if day else None
@@ -213,7 +213,7 @@ class Ops:
                 raise
             return CheckReply(healthy=False, reason=exc.message, day_status=None, last_scheduled_run=None,
                               latest_completed_trading_day=completed.day.isoformat() if completed.day else None)
-        verdict = self.health.judge(completed, status, last)
+        verdict = self.freshness.judge(completed, status, last)
         return CheckReply(healthy=verdict.healthy, reason=verdict.reason, day_status=verdict.day_status,
                           latest_completed_trading_day=completed.day.isoformat() if completed.day else None,
                           last_scheduled_run=last.run(self.zone) if last else None)

@@ -17,7 +17,7 @@ This module owns the way syncd connects so that none of that matters:
   them (PgBouncer before 1.21) would run them on a server connection that never saw them,
   or collide with another client's (`prepared statement "_pg3_0" already exists`);
 - a session connection (the run lock's own, checked to be one real session at start: see
-  sessioncheck.py) gets the settings once, for the session.
+  poolercheck.py) gets the settings once, for the session.
 """
 
 from __future__ import annotations

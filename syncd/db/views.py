@@ -4,7 +4,7 @@ This module owns their SQL (docs/data.md). `daily_bars_hfq` and `daily_bars_qfq`
 columns of daily_bars with open/high/low/close/pre_close adjusted (NULL where adj_factor is
 NULL): hfq = raw x adj_factor; qfq = raw x adj_factor / the stock's latest non-NULL
 adj_factor, looked up at read time (once per stock, `_LATEST_FACTOR`), so nothing stored
-goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (store.MIGRATIONS).
+goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (migrations.MIGRATIONS).
 
 `daily_stock_data` (database.compat_view) has the original table's columns, types,
 precision and scale (numeric(10,2) prices, bigint volume in lots, numeric(20,2) amount,

@@ -6,7 +6,7 @@ and `pending` with the reason), asks the source for its plan and hands the days 
 by_day (byday.py: a day at a time, read ahead) or by_stock (bystock.py: each stock once for
 the whole range, staged in PostgreSQL, then written day by day). Either way each day is
 written in its own transaction, in day order, only while the run holds the run lock
-(`RunLock.fence`), and never after a cancel (daywriter.py). It owns the worker's database
+(`RunLock.fence`), and never after a cancel (outcomes.py). It owns the worker's database
 connection (reopened when lost, the statement retried), the retry policy, and the run's
 record in sync_runs (inserted by the control loop at admission). Between runs it does the
 worker's housekeeping: orphaned runs, and the source's calendar fetched ahead of the schedule
@@ -49,12 +49,12 @@ class Syncer:
     def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
                  lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
                  fetcher: FetchProcess | None = None) -> None:
-        self.observer = observer  # metrics and alerts: told of each day's end (telemetry.py)
+        self.observer = observer  # metrics and alerts: told of each day's end (telemetry/hub.py)
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
-        self.fetcher = fetcher  # the source's by_day fetches in a child process (fetchproc.py), if it runs there
+        self.fetcher = fetcher  # the source's by_day fetches in a child process (sources/fetchproc.py), if it runs there
         self.calendar = calendar
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self._conn: psycopg.Connection[Any] | None = None
