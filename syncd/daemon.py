@@ -35,11 +35,12 @@ from .control.runstate import RunState
 from .control.scheduling import DailySchedule
 from .db import connection, migrations, reference, runs
 from .db.poolercheck import check_lock_session
+from .db.privileges import check_schema
 from .db.runlock import recover_orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .preflight import check_dsn, claim_ipc_path
+from .preflight import check_dsn, check_schema_alone, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .run.syncer import Syncer
 from .run.worker import Worker
@@ -100,6 +101,8 @@ class Daemon:
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
+            if self._schema is not None:  # database.schema: the whole search_path of every connection
+                dsn, lock_dsn = connection.in_schema(dsn, self._schema), connection.in_schema(lock_dsn, self._schema)
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
@@ -170,9 +173,16 @@ class Daemon:
         self.socket_lock = lock
         claim_ipc_path(self.config.daemon.endpoint)
 
+    @property
+    def _schema(self) -> str | None:
+        """database.schema when set (the default `public` leaves the search_path as the DSN and the role have it)."""
+        return None if self.config.database.schema == "public" else self.config.database.schema
+
     def _database_dsn(self) -> str:
         if self.config.database.dsn:
-            check_dsn(self.config.database.dsn, "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn")
+            key = "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn"
+            check_dsn(self.config.database.dsn, key)
+            check_schema_alone(self.config.database.dsn, key, self._schema)
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
@@ -187,11 +197,13 @@ class Daemon:
         if not self.config.database.dsn:
             raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
         check_dsn(lock_dsn, key)
+        check_schema_alone(lock_dsn, key, self._schema)
 
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s
         conn = connection.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
+            check_schema(conn, self._schema)
             version = migrations.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),

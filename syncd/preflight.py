@@ -31,6 +31,13 @@ def check_dsn(dsn: str, key: str) -> None:
         raise ConfigError(f"{key if 'options' in info else f'{key} (its options from $PGOPTIONS)'}: {exc}") from None
 
 
+def check_schema_alone(dsn: str, key: str, schema: str | None) -> None:
+    """database.schema sets the search_path: refuse a DSN whose options set another one too."""
+    if schema is not None and "search_path" in dsn_settings(dsn):
+        raise ConfigError(f"database.schema = \"{schema}\" sets the search_path, and {key} sets one in its options too: "
+                          "keep one (database.schema, or the DSN's search_path with database.schema left at \"public\")")
+
+
 def _mask_secret_fragments(detail: str, dsn: str) -> str:
     """libpq quotes the token it choked on, which may be part of a password: mask those."""
     secret = re.search(r"(?i)password\s*=|://[^/@]*:[^@]*@", dsn)
