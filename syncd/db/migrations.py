@@ -120,6 +120,8 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (partitions.py)", partitions.convert),
     (6, "daily_bars_qfq looks each stock's latest factor up once (views._LATEST_FACTOR)", views.ADJUSTED_VIEWS),
+    (7, "daily_bars' covering code index becomes a plain (code, trade_date) one per partition (partitions.py)",
+     partitions.narrow_code_index),
 ]
 
 
