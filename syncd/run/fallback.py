@@ -29,12 +29,10 @@ from typing import Any
 from ..control.runstate import RunState
 from ..db.checks import fails_unit, unit_guard_share_error
 from ..logs import Event
-from ..sources.base import DayFailure, DayRows, EncodedRows, PlannedSource, Row, ShouldStop, StockFailure
+from ..sources.base import DayFailure, DayRows, EncodedRows, PlannedSource, Row, ShouldStop, StockFailure, listed_on
 from ..telemetry.observer import NULL_OBSERVER, Observer
-from .bystock import listed_on
 
 FAILURES_IN_A_ROW = 3  # days a fallback failed in a row before it is not asked again in this run
-_HIGH, _LOW, _VOLUME, _AMOUNT = 2, 3, 6, 7  # Row positions the unit rule reads
 
 
 @dataclass
@@ -118,7 +116,7 @@ class Fallbacks:
                 self._note(filled, day, name, asked, "empty", answer.error or
                            ("no rows for the day" if wanted is None else f"no rows for the {len(wanted)} stocks asked"))
                 continue
-            failing = sum(fails_unit(row[_HIGH], row[_LOW], row[_VOLUME], row[_AMOUNT]) for row in got.values())
+            failing = sum(fails_unit(row) for row in got.values())
             refused = unit_guard_share_error(failing, len(got), f"{name}'s answer for {day}")
             if refused is not None:
                 self._note(filled, day, name, asked, "refused", refused)
