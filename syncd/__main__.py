@@ -3,7 +3,8 @@
 Owns only the process edge: a start-up failure becomes exactly one line on stderr,
 `syncd: <what is wrong, naming the key or path>`, and a non-zero exit code, never a traceback
 and never the database password. 78 (EX_CONFIG) is for what only an operator can fix: a bad
-config or DSN (malformed, unknown database or role, refused credentials), an unusable
+config or DSN (malformed, unknown database or role, refused credentials), a role without the
+privileges syncd needs in its schema (db/privileges.py), an unusable
 state_dir or socket path, another syncd already running, a missing source extra; systemd's
 RestartPreventExitStatus=78 keeps those from restart loops. 1 is for anything else, notably a
 database that is unreachable or not yet accepting connections: systemd retries those.
@@ -81,6 +82,9 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
         return 1, str(exc)
     if isinstance(exc, LockConnectFailed):  # the run lock's own DSN: name it, not database.dsn
         return _connect_failure(exc.cause, config, "SYNCD_LOCK_DSN" if os.environ.get("SYNCD_LOCK_DSN") else exc.key, exc.dsn)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):  # a grant only an operator can give
+        return EXIT_CONFIG, (f"the database refused syncd's role: {str(exc).strip()} (the privileges syncd needs: "
+                             "docs/operations.md, \"Database privileges\")")
     if isinstance(exc, psycopg.OperationalError):
         return _connect_failure(exc, config, "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn", config.database.dsn)
     return 1, f"failed: {type(exc).__name__}: {exc}"

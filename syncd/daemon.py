@@ -3,7 +3,7 @@
 This module wires the parts together and owns their lifetimes: the instance lock, the
 database (embedded or external) and its migrations and crash recovery, the REP socket (and,
 with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
-schedule, telemetry (metrics, alerts, the health monitor), signals and sd_notify. The loop
+schedule, telemetry (metrics, alerts, the freshness poller), signals and sd_notify. The loop
 serves one request at a time; its poll timeout comes from the scheduler's idle time and the
 watchdog interval, so an idle daemon sleeps. Signal handlers only write to a wake-up socket;
 the loop does the work (SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
@@ -35,11 +35,12 @@ from .control.runstate import RunState
 from .control.scheduling import DailySchedule
 from .db import connection, migrations, reference, runs
 from .db.poolercheck import check_lock_session
-from .db.runlock import recover_orphans
+from .db.privileges import check_schema
+from .db.runlock import Orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .preflight import check_dsn, claim_ipc_path
+from .preflight import check_dsn, check_schema_alone, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .run.syncer import Syncer
 from .run.worker import Worker
@@ -102,6 +103,8 @@ class Daemon:
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
+            if self._schema is not None:  # database.schema: the whole search_path of every connection
+                dsn, lock_dsn = connection.in_schema(dsn, self._schema), connection.in_schema(lock_dsn, self._schema)
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
@@ -135,7 +138,7 @@ class Daemon:
                     if self.client_auth is not None:  # its sockets must close before the context ends
                         self.client_auth.stop()
         finally:
-            self.telemetry.close()  # the monitor's connection goes before the database does
+            self.telemetry.close()  # the poller's connection goes before the database does
             for each in (source, *fallbacks):
                 each.close()
             if self.embedded is not None:
@@ -189,9 +192,16 @@ class Daemon:
         self.socket_lock = lock
         claim_ipc_path(self.config.daemon.endpoint)
 
+    @property
+    def _schema(self) -> str | None:
+        """database.schema when set (the default `public` leaves the search_path as the DSN and the role have it)."""
+        return None if self.config.database.schema == "public" else self.config.database.schema
+
     def _database_dsn(self) -> str:
         if self.config.database.dsn:
-            check_dsn(self.config.database.dsn, "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn")
+            key = "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn"
+            check_dsn(self.config.database.dsn, key)
+            check_schema_alone(self.config.database.dsn, key, self._schema)
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
@@ -206,17 +216,18 @@ class Daemon:
         if not self.config.database.dsn:
             raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
         check_dsn(lock_dsn, key)
+        check_schema_alone(lock_dsn, key, self._schema)
 
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s
         conn = connection.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
+            check_schema(conn, self._schema)
             version = migrations.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
-            if recover_orphans(lock_dsn, timeout_s, found_by="start-up",
-                               on_interrupted=self.telemetry.runs_interrupted) is None:
+            if Orphans(lock_dsn, timeout_s, self.telemetry.runs_interrupted).recover("start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
             calendar = TradingCalendar(reference.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
@@ -228,7 +239,7 @@ class Daemon:
             conn.close()
 
     def _authenticate_clients(self, context: zmq.Context[Any]) -> None:
-        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (clientauth.py)."""
+        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (control/curve.py)."""
         daemon = self.config.daemon
         if not daemon.curve_secret_key:
             return

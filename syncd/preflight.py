@@ -20,7 +20,7 @@ from .instance import AlreadyRunning
 
 def check_dsn(dsn: str, key: str) -> None:
     """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password), and
-    one whose `options` are not `-c name=value` settings (syncd applies them itself: see pooling.py)."""
+    one whose `options` are not `-c name=value` settings (syncd applies them itself: see db/connection.py)."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -29,6 +29,13 @@ def check_dsn(dsn: str, key: str) -> None:
         dsn_settings(dsn)
     except OptionsError as exc:
         raise ConfigError(f"{key if 'options' in info else f'{key} (its options from $PGOPTIONS)'}: {exc}") from None
+
+
+def check_schema_alone(dsn: str, key: str, schema: str | None) -> None:
+    """database.schema sets the search_path: refuse a DSN whose options set another one too."""
+    if schema is not None and "search_path" in dsn_settings(dsn):
+        raise ConfigError(f"database.schema = \"{schema}\" sets the search_path, and {key} sets one in its options too: "
+                          "keep one (database.schema, or the DSN's search_path with database.schema left at \"public\")")
 
 
 def _mask_secret_fragments(detail: str, dsn: str) -> str:

@@ -86,7 +86,7 @@ def test_verify_leaves_what_its_budget_cannot_check_for_the_next_request(databas
         assert [d.checked for d in days] == [True, True] and days[1].anomalies == 1
 
 
-# --- migration 5: daily_bars partitioned by year (layout.py) ----------------------------------------
+# --- migration 5: daily_bars partitioned by year (syncd/db/partitions.py) ----------------------------------------
 
 def make_v4_database(conn: psycopg.Connection, reader_role: str) -> None:
     """A database as the version before the yearly partitions left it: migrations 1-4, rows in two years,

@@ -1,7 +1,7 @@
 """Encoded days on a real PostgreSQL: the pre-filter never hides a finding, and a re-sync changes only what changed.
 
-A day handed over as a binary COPY payload (copypayload.py) carries the codes of the rows the
-checks could flag (prefilter.py), and the write path runs the SQL checks on those alone; a
+A day handed over as a binary COPY payload (syncd/sources/copypayload.py) carries the codes of the rows the
+checks could flag (syncd/sources/prefilter.py), and the write path runs the SQL checks on those alone; a
 re-sync of a day that holds rows replaces only the rows that differ (daywrite._merge). Both
 must leave the database exactly as the plain path (every row judged, DELETE + COPY) would.
 """

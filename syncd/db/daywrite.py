@@ -18,7 +18,7 @@ trips; the caller records it `failed` with that message.
 
 The rows are Row tuples or a source's EncodedRows (`_Payload` says how each loads). Row tuples
 are encoded per row here; EncodedRows are copied as they are (no per-row Python), their
-`suspects` (prefilter.py) are the only rows the checks judge, and a re-sync of a day that holds
+`suspects` (sources/prefilter.py) are the only rows the checks judge, and a re-sync of a day that holds
 rows rewrites only the rows that differ (`_merge`). The transaction is driven by hand
 (connection.BatchedTransaction) so that it costs four round trips, one per phase of `_write`:
 `_open` (BEGIN, settings, the fence's probe and the day's old rows), `_load` (the COPY),
@@ -422,7 +422,7 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
     """After a cancel: days this run had marked syncing get their previous status back. Not once the run's
-    row has left `running`: whoever marked it interrupted has settled its days (recover_orphans)."""
+    row has left `running`: whoever marked it interrupted has settled its days (runlock.Orphans)."""
     conn.execute(
         "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
         "WHERE status = 'syncing' AND run_id = %s "
@@ -458,7 +458,7 @@ def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[
 
 
 def fail_interrupted_days(conn: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
-    """In recover_orphans' transaction: the days dead runs left `syncing` become failed."""
+    """In runs.mark_orphans' transaction: the days dead runs left `syncing` become failed."""
     conn.execute("UPDATE sync_days SET status = 'failed', prev_status = NULL, updated_at = now(), "
                  "error = 'interrupted: the daemon stopped while this day was syncing' "
                  "WHERE status = 'syncing' AND run_id = ANY(%s)", (list(run_ids),))
