@@ -36,7 +36,7 @@ from .control.scheduling import DailySchedule
 from .db import connection, migrations, reference, runs
 from .db.poolercheck import check_lock_session
 from .db.privileges import check_schema
-from .db.runlock import recover_orphans
+from .db.runlock import Orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
@@ -195,8 +195,7 @@ class Daemon:
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
-            if recover_orphans(lock_dsn, timeout_s, found_by="start-up",
-                               on_interrupted=self.telemetry.runs_interrupted) is None:
+            if Orphans(lock_dsn, timeout_s, self.telemetry.runs_interrupted).recover("start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
             calendar = TradingCalendar(reference.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from dbrows import OLD_COMPAT_VIEW
 
-from syncd.db import connection, daywrite, migrations, reference, runs, views
+from syncd.db import connection, daywrite, migrations, partitions, reference, runs, views
 from syncd.db.daywrite import DayWrite
 from syncd.record import RunRecord
 from syncd.sources.base import StockInfo
@@ -54,6 +54,35 @@ def write_market(conn: psycopg.Connection[Any]) -> None:
 
 def test_columns_have_the_original_types_precision_and_scale(conn):
     views.ensure_compat_view(conn, "none")
+    columns = conn.execute(
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
+        "FROM information_schema.columns WHERE table_name = 'daily_stock_data' ORDER BY ordinal_position").fetchall()
+    assert columns == ORIGINAL
+
+
+@pytest.mark.parametrize("adjust", ["none", "qfq"])
+def test_one_stocks_rows_are_read_through_the_code_index_with_the_original_types(conn, adjust):
+    """`WHERE stock_code = ...` (the product's stock page) is an index condition on each year's partition, not a
+    filter over the years' rows, and information_schema still shows the original types."""
+    conn.execute("INSERT INTO stocks (code, name) SELECT lpad(c::text, 6, '0'), 'S' || c FROM generate_series(1, 300) c")
+    for year in (2023, 2024):
+        partitions.ensure_year(conn, year)
+    conn.execute("""
+        INSERT INTO daily_bars (trade_date, code, open, high, low, close, pre_close, volume, amount, turnover, pct_change,
+                                adj_factor)
+        SELECT d::date, lpad(c::text, 6, '0'), 10, 11, 9, 10, 10, 1000, 10000, 1, 0, 1 + extract(year FROM d) / 100
+        FROM generate_series('2023-01-01'::date, '2024-12-31', '1 day') d, generate_series(1, 300) c
+        WHERE extract(isodow FROM d) < 6 ORDER BY 1, 2""")
+    conn.execute("ANALYZE daily_bars")
+    views.ensure_compat_view(conn, adjust)
+    for read in ("SELECT * FROM daily_stock_data WHERE stock_code = '000042' ORDER BY trade_date",
+                 "SELECT * FROM daily_stock_data WHERE stock_code = '000042' ORDER BY trade_date DESC LIMIT 60"):
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {read}").fetchall())
+        assert " on daily_bars_y" in plan and "Seq Scan on daily_bars" not in plan, plan
+        assert "Index Cond: (code = '000042'::text)" in plan, plan
+        assert "((code)::character varying(10))" not in plan, plan  # the cast filters c's one row, never the bars
+    rows = conn.execute("SELECT stock_code, trade_date FROM daily_stock_data WHERE stock_code = '000042'").fetchall()
+    assert len(rows) == 522 and {code for code, _ in rows} == {"000042"}  # two years of weekdays
     columns = conn.execute(
         "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
         "FROM information_schema.columns WHERE table_name = 'daily_stock_data' ORDER BY ordinal_position").fetchall()

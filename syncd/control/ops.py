@@ -21,7 +21,7 @@ from .. import __version__
 from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from ..config import Config
 from ..db import days, runs
-from ..db.runlock import recover_orphans
+from ..db.runlock import FoundBy
 from ..logs import Event, get_logger
 from ..protocol import (
     AnyRequest,
@@ -169,7 +169,7 @@ class Ops:
 
     def history(self, limit: int) -> list[Run]:
         recorded = self.db.call(lambda c: runs.history(c, limit))
-        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans():
+        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans("history"):
             recorded = self.db.call(lambda c: runs.history(c, limit))
         return [run.run(self.zone) for run in recorded]
 
@@ -177,7 +177,7 @@ class Ops:
         """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
         check_range(start, end, self.config.sync.max_days)
         found = self.db.call(lambda c: days.days(c, start, end))
-        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans():
+        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans("days"):
             found = self.db.call(lambda c: days.days(c, start, end))
         recorded = {d.date: d for d in found}
         return [self._with_horizon(recorded.get(day.isoformat()), day) for day in calendar_days(start, end)]
@@ -230,11 +230,11 @@ class Ops:
         current = self.state.snapshot().current
         return current.run_id if current else None
 
-    def _recover_orphans(self) -> bool:
-        """A `running` row that is not ours, seen while the run lock is free, is an orphan: mark it. True if any."""
+    def _recover_orphans(self, found_by: FoundBy) -> bool:
+        """A `running` row or `syncing` day that is not ours, seen while the run lock is free, belongs to an orphan:
+        mark it (runlock.Orphans). True if any."""
         try:
-            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history",
-                                        on_interrupted=self.observer.runs_interrupted))
+            return bool(self.admission.orphans.recover(found_by))
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None
 

@@ -376,7 +376,7 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
     """After a cancel: days this run had marked syncing get their previous status back. Not once the run's
-    row has left `running`: whoever marked it interrupted has settled its days (recover_orphans)."""
+    row has left `running`: whoever marked it interrupted has settled its days (runlock.Orphans)."""
     conn.execute(
         "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
         "WHERE status = 'syncing' AND run_id = %s "
@@ -412,7 +412,7 @@ def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[
 
 
 def fail_interrupted_days(conn: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
-    """In recover_orphans' transaction: the days dead runs left `syncing` become failed."""
+    """In runs.mark_orphans' transaction: the days dead runs left `syncing` become failed."""
     conn.execute("UPDATE sync_days SET status = 'failed', prev_status = NULL, updated_at = now(), "
                  "error = 'interrupted: the daemon stopped while this day was syncing' "
                  "WHERE status = 'syncing' AND run_id = ANY(%s)", (list(run_ids),))

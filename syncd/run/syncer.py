@@ -29,7 +29,7 @@ from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar
 from ..config import Config
 from ..control.runstate import RunState
 from ..db import connection, days, daywrite, reference, runs, staging
-from ..db.runlock import RunFence, RunLock, RunLockLost, recover_orphans
+from ..db.runlock import Orphans, RunFence, RunLock, RunLockLost
 from ..logs import Event, get_logger
 from ..record import RunRecord
 from ..sources.base import PlannedSource, SourceError
@@ -61,6 +61,7 @@ class Syncer:
         self._stocks_saved: object = None
         self._calendar_asked_at: float | None = None
         self._fence: daywrite.Fence | None = None  # the current run's lock fence, for its bookkeeping writes too
+        self.orphans = Orphans(self.lock_dsn, config.database.connect_timeout_s, observer.runs_interrupted)
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
@@ -171,8 +172,7 @@ class Syncer:
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if runs.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
-            recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check",
-                            on_interrupted=self.observer.runs_interrupted)
+            self.orphans.recover("idle check")
 
     def confirm_recent_days(self) -> None:
         """Ask the source's calendar about recent weekdays no calendar confirms (so the schedule knows them in time)."""
