@@ -40,7 +40,7 @@ from .db.runlock import Orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .preflight import check_dsn, check_schema_alone, claim_ipc_path
+from .preflight import check_database, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .run.syncer import Syncer
 from .run.worker import Worker
@@ -96,7 +96,7 @@ class Daemon:
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
         fallbacks = self._fallback_sources()
-        self._check_lock_dsn()
+        check_database(self.config.database, self.env)
         for each in (source, *fallbacks):
             self.telemetry.attach_source(each)
         dsn = self._database_dsn()
@@ -199,24 +199,11 @@ class Daemon:
 
     def _database_dsn(self) -> str:
         if self.config.database.dsn:
-            key = "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn"
-            check_dsn(self.config.database.dsn, key)
-            check_schema_alone(self.config.database.dsn, key, self._schema)
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
         self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
-
-    def _check_lock_dsn(self) -> None:
-        lock_dsn = self.config.database.lock_dsn
-        if not lock_dsn:
-            return
-        key = "SYNCD_LOCK_DSN" if self.env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
-        if not self.config.database.dsn:
-            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
-        check_dsn(lock_dsn, key)
-        check_schema_alone(lock_dsn, key, self._schema)
 
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s

@@ -60,10 +60,13 @@ def test_a_bad_fallback_stops_the_daemon_at_start_naming_the_key(tmp_path, fallb
 
 
 def test_a_fallback_whose_settings_are_missing_stops_the_start_naming_it(syncd_factory, short_tmp):
-    daemon = syncd_factory({"source": {"name": "demo", "fallback": ["tushare"]}}, start=False,
+    daemon = syncd_factory({"source": {"name": "demo", "fallback": ["csv", "tushare"]}}, start=False,
                            env={"SYNCD_TUSHARE_TOKEN": ""})
     assert daemon.spawn().wait(60) == 78
-    assert "source.fallback[0]: source 'tushare' needs a token" in daemon.log_text()
+    assert "source.fallback[1]: source 'tushare' needs a token" in daemon.log_text()
+    checked = subprocess.run([sys.executable, "-m", "syncd", "--check-config", str(daemon.config_path)], capture_output=True,
+                             text=True, timeout=30, env={**daemon.env, "SYNCD_TUSHARE_TOKEN": ""})
+    assert checked.returncode == 78 and "source.fallback[1]: source 'tushare' needs a token" in checked.stderr
 
 
 def test_provenance_shows_in_days_verify_metrics_and_the_log(syncd_factory, short_tmp, database):

@@ -225,7 +225,7 @@ def require_extra(module: str, extra: str | None = None) -> None:
     (it runs in child processes: isolation.py); SourceUnavailable with the pip command if not."""
     if importlib.util.find_spec(module) is None:
         extra = extra or module
-        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: pip install 'syncd[{extra}]'")
+        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: {install_line(extra)}")
 
 
 def import_extra(module: str) -> ModuleType:
@@ -234,4 +234,9 @@ def import_extra(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise SourceUnavailable(
-            f"source '{module}' needs the {module} extra: pip install 'syncd[{module}]' ({type(exc).__name__}: {exc})") from None
+            f"source '{module}' needs the {module} extra: {install_line(module)} ({type(exc).__name__}: {exc})") from None
+
+
+def install_line(extra: str) -> str:
+    """How to add an extra to the virtualenv syncd runs from (docs/sources.md): from the syncd checkout."""
+    return f"in the syncd checkout, pip install -e '.[{extra}]' (docs/sources.md)"
