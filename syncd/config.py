@@ -14,7 +14,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import msgspec.inspect
@@ -144,13 +144,25 @@ class TushareConfig(_Section):
         return f"TushareConfig(token={'***' if self.token else ''!r}, url={self.url!r})"
 
 
+SourceName = Literal["demo", "csv", "akshare", "baostock", "tushare"]
+SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+
+
 class SourceConfig(_Section):
-    name: Literal["demo", "csv", "akshare", "baostock", "tushare"] = "demo"
+    name: SourceName = "demo"
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     csv: CsvConfig = msgspec.field(default_factory=CsvConfig)
     akshare: AkshareConfig = msgspec.field(default_factory=AkshareConfig)
     baostock: BaostockConfig = msgspec.field(default_factory=BaostockConfig)
     tushare: TushareConfig = msgspec.field(default_factory=TushareConfig)
+
+
+class VerifyConfig(_Section):
+    """[verify]: reconciliation against a second source (docs/sources.md, "Reconciliation")."""
+
+    against: Literal["", "demo", "csv", "akshare", "baostock", "tushare"] = ""  # a source name; empty: off
+    sample: Annotated[int, msgspec.Meta(ge=0, le=100000)] = 0      # stocks reconciled after each scheduled daily sync; 0: off
+    max_requests: Annotated[int, msgspec.Meta(ge=1)] = 2000        # a reconcile planning more requests is refused
 
 
 class ScheduleConfig(_Section):
@@ -235,6 +247,7 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     alert: AlertConfig = msgspec.field(default_factory=AlertConfig)
+    verify: VerifyConfig = msgspec.field(default_factory=VerifyConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -13,7 +13,6 @@ from typing import Any
 import psycopg
 
 from . import partitions, views
-from .sqlrow import scalar
 
 MIGRATION_LOCK_KEY = 0x53594E4345
 
@@ -120,6 +119,20 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (partitions.py)", partitions.convert),
     (6, "daily_bars_qfq looks each stock's latest factor up once (views._LATEST_FACTOR)", views.ADJUSTED_VIEWS),
+    (12, "reconciliation: reconcile_stage (a second source's answer), bar_findings.source (db/reconcile.py)", """
+        CREATE UNLOGGED TABLE IF NOT EXISTS reconcile_stage (
+            reconcile_id text NOT NULL,
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            open double precision, high double precision, low double precision, close double precision,
+            pre_close double precision, volume bigint, amount double precision, turnover double precision,
+            pct_change double precision, adj_factor double precision,
+            failed boolean NOT NULL DEFAULT false,
+            staged_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (reconcile_id, code, trade_date)
+        );
+        ALTER TABLE bar_findings ADD COLUMN IF NOT EXISTS source text;
+    """),
 ]
 
 
@@ -134,15 +147,18 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute("CREATE TABLE IF NOT EXISTS syncd_migrations (version integer PRIMARY KEY, "
                      "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        current = scalar(conn.execute("SELECT coalesce(max(version), 0) FROM syncd_migrations"))
+        # Every migration not applied yet, in list order: numbers are assigned ahead, so a later one may be
+        # applied before an earlier one lands (each is written to apply on its own).
+        applied = {row[0] for row in conn.execute("SELECT version FROM syncd_migrations")}
         for version, description, sql in MIGRATIONS:
-            if version > current:
+            if version not in applied:
                 try:
                     sql(conn) if callable(sql) else conn.execute(sql)
                 except partitions.LayoutError as exc:
                     raise StoreError(str(exc)) from None
                 conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
-                current = version
+                applied.add(version)
+        current = max(applied, default=0)
         if compat_view:
             try:
                 views.ensure_compat_view(conn, compat_adjust)

@@ -14,8 +14,11 @@ if TYPE_CHECKING:
     from ..config import SourceConfig
 
 
-def load_source(config: SourceConfig) -> Source:
-    """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing."""
+def load_source(config: SourceConfig, *, reference: bool = False) -> Source:
+    """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing.
+
+    `reference`: built as a reconciliation's other opinion (reference.py): the remote sources then ask
+    for bars (and factors) only, never for listings or optional datasets."""
     match config.name:
         case "demo":
             from .demo import DemoSource
@@ -28,15 +31,15 @@ def load_source(config: SourceConfig) -> Source:
         case "akshare":
             from .akshare import AkshareSource
 
-            return AkshareSource(config.akshare)
+            return AkshareSource(config.akshare, reference=reference)
         case "baostock":
             from .baostock import BaostockSource
 
-            return BaostockSource(config.baostock)
+            return BaostockSource(config.baostock, reference=reference)
         case "tushare":
             from .tushare import TushareSource
 
-            return TushareSource(config.tushare)
+            return TushareSource(config.tushare, reference=reference)
     raise SourceUnavailable(f"unknown source {config.name!r}")
 
 

@@ -13,7 +13,7 @@ Without `[metrics] listen` nothing is served and the monitor does not poll; with
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..calendar import TradingCalendar
@@ -41,6 +41,8 @@ class Telemetry(Observer):
         self.monitor: Monitor | None = None
         self.server: MetricsServer | None = None
         self._log = get_logger()
+        if config.verify.against:
+            self.metrics.reconcile_source(config.verify.against)
 
     # --- lifetimes ------------------------------------------------------------------------
     def bind(self) -> None:
@@ -105,6 +107,9 @@ class Telemetry(Observer):
             self.alerter.run_ended(run)
         if self.monitor is not None:
             self.monitor.poke()
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        self.metrics.reconcile_finished(source, by_check)
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         for run in runs:
