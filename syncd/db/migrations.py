@@ -136,6 +136,12 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
 ]
 
 
+def latest() -> int:
+    """The schema version a migrated database is at: the highest migration number (numbers are assigned ahead,
+    so they need not be consecutive in the list)."""
+    return max(version for version, _, _ in MIGRATIONS)
+
+
 class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
