@@ -14,6 +14,7 @@ import psycopg
 
 from syncd.config import DemoConfig
 from syncd.db import connection, daywrite, migrations
+from syncd.db.daywrite import DayWrite
 from syncd.sources.demo import DemoSource
 
 from .harness import SEED, STOCKS
@@ -22,7 +23,7 @@ RUN_ID = "bench-pipeline"
 
 
 def prepare(dsn: str) -> None:
-    """Schema by syncd's migrations, plus the sync_runs row replace_day updates."""
+    """Schema by syncd's migrations, plus the sync_runs row a day write updates."""
     with connection.connect(dsn) as conn:
         migrations.migrate(conn)
         conn.execute("INSERT INTO sync_runs (run_id, task_type, status, start_date, end_date, total_days, started_at, "
@@ -40,7 +41,7 @@ def write_only(dsn: str, days: list[dt.date]) -> float:
         for day in days:
             payload = source.encoded(day)
             started = time.perf_counter()
-            daywrite.write_day(conn, day, payload, RUN_ID, mark_syncing=True)
+            daywrite.write_day(conn, DayWrite(day, RUN_ID, mark_syncing=True), payload)
             spent += time.perf_counter() - started
     return spent
 

@@ -4,7 +4,7 @@ A long run (`--years`, 20 by default: 2005-2024, about 4,860 trading days and 25
 through a real syncd into a fresh database. Rows/s per year come from the daemon's own
 `day_synced` log events (the time between consecutive events, credited to the year of the
 later day), so the first year is compared with the last one as the table grows. Memory is the
-peak RSS (VmHWM) of the syncd process and of the fetch process it owns (fetchproc.py), read
+peak RSS (VmHWM) of the syncd process and of the fetch process it owns (syncd/sources/fetchproc.py), read
 just before the daemon stops, and their sum, the goal's measure (it counts the pages the two
 share, the interpreter's own, twice); PSS (each shared page split between its users) is
 sampled beside it. A one-year run on another fresh daemon says whether memory depends on the

@@ -1,9 +1,11 @@
-"""`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon.
+"""`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon;
+`syncd --check-config PATH` validates and prints a config instead (checkconfig.py).
 
 Owns only the process edge: a start-up failure becomes exactly one line on stderr,
 `syncd: <what is wrong, naming the key or path>`, and a non-zero exit code, never a traceback
 and never the database password. 78 (EX_CONFIG) is for what only an operator can fix: a bad
-config or DSN (malformed, unknown database or role, refused credentials), an unusable
+config or DSN (malformed, unknown database or role, refused credentials), a role without the
+privileges syncd needs in its schema (db/privileges.py), an unusable
 state_dir or socket path, another syncd already running, a missing source extra; systemd's
 RestartPreventExitStatus=78 keeps those from restart loops. 1 is for anything else, notably a
 database that is unreachable or not yet accepting connections: systemd retries those.
@@ -36,8 +38,13 @@ _DSN_REFUSED = re.compile(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="syncd", description="Sync daily China A-share bars into PostgreSQL, one run at a time.")
     parser.add_argument("--config", metavar="PATH", help="config.toml (default: ./config.toml if present, else built-in defaults)")
+    parser.add_argument("--check-config", metavar="PATH",
+                        help="validate PATH as a start would and print it resolved (secrets masked); exit 0, or 78 "
+                             "naming the key; starts nothing (no database, no socket, no lock)")
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     args = parser.parse_args(argv)
+    if args.check_config is not None:
+        return check_config(args.check_config)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -56,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the process edge
         code, message = failure(exc, config)
         return _fail(code, scrub(message, config.database.dsn, config.database.lock_dsn))
+
+
+def check_config(path: str) -> int:
+    """`syncd --check-config PATH`: 0 and the resolved config on stdout, or 78 and one line on stderr."""
+    from .checkconfig import check, render
+    from .sources import SourceUnavailable
+
+    try:
+        config = load_config(path)
+        check(config, os.environ)
+    except (ConfigError, SourceUnavailable) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    print(render(config), end="", flush=True)
+    return 0
 
 
 def _without_rich() -> None:
@@ -81,6 +102,9 @@ def failure(exc: Exception, config: Config) -> tuple[int, str]:
         return 1, str(exc)
     if isinstance(exc, LockConnectFailed):  # the run lock's own DSN: name it, not database.dsn
         return _connect_failure(exc.cause, config, "SYNCD_LOCK_DSN" if os.environ.get("SYNCD_LOCK_DSN") else exc.key, exc.dsn)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):  # a grant only an operator can give
+        return EXIT_CONFIG, (f"the database refused syncd's role: {str(exc).strip()} (the privileges syncd needs: "
+                             "docs/operations.md, \"Database privileges\")")
     if isinstance(exc, psycopg.OperationalError):
         return _connect_failure(exc, config, "SYNCD_DSN" if os.environ.get("SYNCD_DSN") else "database.dsn", config.database.dsn)
     return 1, f"failed: {type(exc).__name__}: {exc}"

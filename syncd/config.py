@@ -21,6 +21,7 @@ import msgspec.inspect
 
 DEFAULT_CONFIG_NAME = "config.toml"
 IPC_PATH_MAX = 107  # sun_path limit for ipc:// endpoints
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
 
 
@@ -59,6 +60,12 @@ class DatabaseConfig(_Section):
     compat_view: bool = False
     compat_adjust: Literal["none", "qfq"] = "none"  # the prices daily_stock_data shows (docs/data.md)
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    schema: str = "public"  # where every table, view and the migrations record live (docs/operations.md, "Database privileges")
+
+    def __post_init__(self) -> None:
+        if not _SCHEMA.fullmatch(self.schema) or self.schema.startswith("pg_"):
+            raise ValueError(f"database.schema: expected a lower-case PostgreSQL name (a-z, 0-9, _; at most 63 "
+                             f"characters; not pg_...), got {self.schema!r}")
 
 
 class DemoConfig(_Section):

@@ -3,7 +3,7 @@
 This module wires the parts together and owns their lifetimes: the instance lock, the
 database (embedded or external) and its migrations and crash recovery, the control socket
 (and, with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
-reconcile thread, the schedule, telemetry (metrics, alerts, the health monitor), signals and
+reconcile thread, the schedule, telemetry (metrics, alerts, the freshness poller), signals and
 sd_notify. The loop serves one request at a time; its poll timeout comes from the
 scheduler's idle time, the watchdog interval and the deadlines of deferred replies, so an
 idle daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the work
@@ -29,7 +29,6 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import zmq
 
 from .calendar import Confirms, TradingCalendar
@@ -43,17 +42,18 @@ from .control.runstate import RunState
 from .control.scheduling import DailySchedule
 from .db import connection, migrations, reference, runs
 from .db.poolercheck import check_lock_session
-from .db.runlock import recover_orphans
+from .db.privileges import check_schema
+from .db.runlock import Orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .preflight import check_dsn, claim_ipc_path
+from .preflight import check_database, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .record import RunRecord
 from .run.reconciler import ReconcileBoard, Reconciler
 from .run.syncer import Syncer
 from .run.worker import Worker
-from .sources import SourceUnavailable, load_source
+from .sources import check_against, load_source
 from .sources.base import confirms_trading_day
 from .sources.fetchproc import FetchProcess
 from .systemd import Notifier
@@ -106,13 +106,15 @@ class Daemon:
 
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
-        self._check_reference()
-        self._check_lock_dsn()
+        check_against(self.config.source, self.config.verify.against, self.env)  # its extra installed, its token set
+        check_database(self.config.database, self.env)
         self.telemetry.attach_source(source)
         dsn = self._database_dsn()
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
+            if self._schema is not None:  # database.schema: the whole search_path of every connection
+                dsn, lock_dsn = connection.in_schema(dsn, self._schema), connection.in_schema(lock_dsn, self._schema)
             calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
             state = RunState(last_run)
             observer = self.telemetry
@@ -151,7 +153,7 @@ class Daemon:
                     if self.client_auth is not None:  # its sockets must close before the context ends
                         self.client_auth.stop()
         finally:
-            self.telemetry.close()  # the monitor's connection goes before the database does
+            self.telemetry.close()  # the poller's connection goes before the database does
             source.close()
             if self.embedded is not None:
                 self.embedded.stop()
@@ -166,16 +168,6 @@ class Daemon:
         fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
         self.telemetry.attach_source(fetcher)
         return fetcher
-
-    def _check_reference(self) -> None:
-        """verify.against names a source that can be built (its extra installed, its token set), or syncd stops."""
-        against = self.config.verify.against
-        if not against:
-            return
-        try:
-            load_source(msgspec.structs.replace(self.config.source, name=against), reference=True).close()
-        except SourceUnavailable as exc:
-            raise SourceUnavailable(f"verify.against: {exc}") from None
 
     def _acquire_instance(self) -> None:
         state_dir = Path(self.config.daemon.state_dir)
@@ -199,34 +191,29 @@ class Daemon:
         self.socket_lock = lock
         claim_ipc_path(self.config.daemon.endpoint)
 
+    @property
+    def _schema(self) -> str | None:
+        """database.schema when set (the default `public` leaves the search_path as the DSN and the role have it)."""
+        return None if self.config.database.schema == "public" else self.config.database.schema
+
     def _database_dsn(self) -> str:
         if self.config.database.dsn:
-            check_dsn(self.config.database.dsn, "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn")
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
         self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
 
-    def _check_lock_dsn(self) -> None:
-        lock_dsn = self.config.database.lock_dsn
-        if not lock_dsn:
-            return
-        key = "SYNCD_LOCK_DSN" if self.env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
-        if not self.config.database.dsn:
-            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
-        check_dsn(lock_dsn, key)
-
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s
         conn = connection.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
+            check_schema(conn, self._schema)
             version = migrations.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),
                           lock_dsn=redact_dsn(self.config.database.lock_dsn) if self.config.database.lock_dsn else "database.dsn")
-            if recover_orphans(lock_dsn, timeout_s, found_by="start-up",
-                               on_interrupted=self.telemetry.runs_interrupted) is None:
+            if Orphans(lock_dsn, timeout_s, self.telemetry.runs_interrupted).recover("start-up") is None:
                 self.log.info(Event.RECOVERY_DEFERRED, reason="a live run holds the run lock (here or on another host)")
             zone = zoneinfo.ZoneInfo(self.config.schedule.timezone)
             calendar = TradingCalendar(reference.load_calendar(conn), warn=lambda event, kw: self.log.warning(event, **kw),
@@ -238,7 +225,7 @@ class Daemon:
             conn.close()
 
     def _authenticate_clients(self, context: zmq.Context[Any]) -> None:
-        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (clientauth.py)."""
+        """With daemon.curve_clients_dir, only the clients whose certificates are there get in (control/curve.py)."""
         daemon = self.config.daemon
         if not daemon.curve_secret_key:
             return

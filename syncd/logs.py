@@ -68,7 +68,7 @@ class Event(StrEnum):
     SOURCE_FACTORS_UNAVAILABLE = "source_factors_unavailable"  # adj_factor/pre_close NULL for some stocks
     SOURCE_DATASET_UNAVAILABLE = "source_dataset_unavailable"  # an optional dataset refused: its columns fall back
     SOURCE_FALLBACK = "source_fallback"                        # a whole-market answer was empty: asked by stock
-    FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (fetchproc.py)
+    FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (sources/fetchproc.py)
     FETCH_PROCESS_EXITED = "fetch_process_exited"    # it ended (a new one starts on the next fetch)
     # reconciliation against a second source (reconciler.py, control/reconcile.py)
     RECONCILE_STARTED = "reconcile_started"
@@ -80,14 +80,14 @@ class Event(StrEnum):
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"
     SCHEDULE_NOT_TRADING_DAY = "schedule_not_trading_day"
     SCHEDULE_JOB_FAILED = "schedule_job_failed"
-    # metrics, alerts and the health monitor (telemetry.py)
+    # metrics, alerts and the freshness poller (telemetry/hub.py)
     METRICS_LISTENING = "metrics_listening"
     ALERT_SENT = "alert_sent"
     ALERT_FAILED = "alert_failed"
     LATE_JUDGED = "late_judged"
     HEALTH_READ_FAILED = "health_read_failed"
     HEALTH_READ_RECOVERED = "health_read_recovered"
-    # who may use the control socket (clientauth.py)
+    # who may use the control socket (control/curve.py)
     CLIENT_REFUSED = "client_refused"
     CURVE_OPEN_ACCESS = "curve_open_access"
     CURVE_CLIENTS_LOADED = "curve_clients_loaded"

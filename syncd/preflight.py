@@ -1,5 +1,7 @@
 """Start-up checks that refuse before anything is touched: the ipc socket path and the DSNs' syntax.
 
+`syncd --check-config` runs the same DSN checks (checkconfig.py).
+
 Both end the start with a ConfigError (or AlreadyRunning) naming the key, so the process
 edge prints one line and exits 78: an operator must fix them, and a restart would not.
 """
@@ -10,17 +12,18 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Mapping
 
 import psycopg
 
-from .config import ConfigError, ipc_path
+from .config import ConfigError, DatabaseConfig, ipc_path
 from .db.connection import OptionsError, dsn_settings
 from .instance import AlreadyRunning
 
 
 def check_dsn(dsn: str, key: str) -> None:
     """Refuse a DSN that libpq cannot parse, with libpq's reason (never a piece of the password), and
-    one whose `options` are not `-c name=value` settings (syncd applies them itself: see pooling.py)."""
+    one whose `options` are not `-c name=value` settings (syncd applies them itself: see db/connection.py)."""
     try:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
@@ -29,6 +32,29 @@ def check_dsn(dsn: str, key: str) -> None:
         dsn_settings(dsn)
     except OptionsError as exc:
         raise ConfigError(f"{key if 'options' in info else f'{key} (its options from $PGOPTIONS)'}: {exc}") from None
+
+
+def check_database(config: DatabaseConfig, env: Mapping[str, str]) -> None:
+    """The DSNs' syntax and options, named by where they came from (the config key or its SYNCD_* override);
+    lock_dsn only beside dsn; database.schema the only search_path."""
+    schema = None if config.schema == "public" else config.schema
+    if config.dsn:
+        key = "SYNCD_DSN" if env.get("SYNCD_DSN") else "database.dsn"
+        check_dsn(config.dsn, key)
+        check_schema_alone(config.dsn, key, schema)
+    if config.lock_dsn:
+        key = "SYNCD_LOCK_DSN" if env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
+        if not config.dsn:
+            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
+        check_dsn(config.lock_dsn, key)
+        check_schema_alone(config.lock_dsn, key, schema)
+
+
+def check_schema_alone(dsn: str, key: str, schema: str | None) -> None:
+    """database.schema sets the search_path: refuse a DSN whose options set another one too."""
+    if schema is not None and "search_path" in dsn_settings(dsn):
+        raise ConfigError(f"database.schema = \"{schema}\" sets the search_path, and {key} sets one in its options too: "
+                          "keep one (database.schema, or the DSN's search_path with database.schema left at \"public\")")
 
 
 def _mask_secret_fragments(detail: str, dsn: str) -> str:

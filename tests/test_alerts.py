@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_until
 
 from syncd.calendar import TradingCalendar
-from syncd.telemetry.freshness import HealthJudge
+from syncd.telemetry.freshness import FreshnessJudge
 
 ALERT_KEYS = {"event", "run_id", "task_type", "status", "start_date", "end_date", "days_failed", "message", "host"}
 RUN_EVENTS = ["failed", "partial", "interrupted"]
@@ -187,7 +187,7 @@ def test_a_run_found_orphaned_at_start_up_alerts_interrupted(syncd_factory) -> N
 
 
 def latest_completed(late_after: str) -> dt.date:
-    judge = HealthJudge(TradingCalendar(), zoneinfo.ZoneInfo("Asia/Shanghai"), dt.time.fromisoformat(late_after))
+    judge = FreshnessJudge(TradingCalendar(), zoneinfo.ZoneInfo("Asia/Shanghai"), dt.time.fromisoformat(late_after))
     day = judge.latest_completed(dt.datetime.now(judge.zone)).day
     assert day is not None
     return day
@@ -248,15 +248,15 @@ def test_the_monitor_judges_late_at_start_up_and_again_when_late_after_passes(da
     import time
 
     from syncd.db import connection, migrations
-    from syncd.telemetry.poller import Monitor
+    from syncd.telemetry.poller import FreshnessPoller
 
     with connection.connect(database) as conn:
         migrations.migrate(conn)
     zone = zoneinfo.ZoneInfo("Asia/Shanghai")
-    judge = HealthJudge(TradingCalendar(), zone, dt.time(22, 0))
+    judge = FreshnessJudge(TradingCalendar(), zone, dt.time(22, 0))
     started, base = time.monotonic(), dt.datetime(2025, 10, 17, 21, 59, 59, 500000, tzinfo=zone)  # a Friday
     verdicts = []
-    monitor = Monitor(database, judge, refresh_every_s=None, on_late=verdicts.append, state_dir=short_tmp,
+    monitor = FreshnessPoller(database, judge, refresh_every_s=None, on_late=verdicts.append, state_dir=short_tmp,
                       timezone="Asia/Shanghai", now=lambda: base + dt.timedelta(seconds=time.monotonic() - started))
     monitor.start()
     try:

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 from dbrows import OLD_COMPAT_VIEW
 
-from syncd.db import connection, daywrite, migrations, reference, runs, views
+from syncd.db import connection, daywrite, migrations, partitions, reference, runs, views
+from syncd.db.daywrite import DayWrite
 from syncd.record import RunRecord
 from syncd.sources.base import StockInfo
 
@@ -41,18 +42,47 @@ def write_market(conn: psycopg.Connection[Any]) -> None:
     """Two days of three stocks: 600000 goes ex-dividend on the second (factor 1 -> 1.25), 000001 has no
     factor known, 300001 has no name."""
     reference.save_stocks(conn, [StockInfo("600000", "浦发银行", "sh"), StockInfo("000001", "平安银行", "sz")])
-    daywrite.write_day(conn, dt.date(2025, 7, 1), [
+    daywrite.write_day(conn, DayWrite(dt.date(2025, 7, 1), RUN), [
         ("600000", 10.0, 10.6, 9.9, 10.5, 10.0, 412345, 4_300_000.0, 0.5, 5.0, 1.0),
         ("000001", 12.0, 12.2, 11.9, 12.1, 12.0, 100000, 1_205_000.0, 0.2, 0.8333, None),
-        ("300001", 20.0, 20.5, 19.5, 20.04, 20.0, 250, 5000.0, 0.1, 0.2, 1.0)], RUN)
-    daywrite.write_day(conn, dt.date(2025, 7, 2), [
+        ("300001", 20.0, 20.5, 19.5, 20.04, 20.0, 250, 5000.0, 0.1, 0.2, 1.0)])
+    daywrite.write_day(conn, DayWrite(dt.date(2025, 7, 2), RUN), [
         ("600000", 8.4, 8.6, 8.3, 8.44, 8.4, 500000, 4_240_000.0, 0.6, 0.4762, 1.25),
         ("000001", 12.1, 12.3, 12.0, 12.2, 12.1, 100000, 1_215_000.0, 0.2, 0.8264, None),
-        ("300001", 20.0, 20.5, 19.5, 20.04, 20.04, 300, 6000.0, 0.1, 0.0, 1.0)], RUN)
+        ("300001", 20.0, 20.5, 19.5, 20.04, 20.04, 300, 6000.0, 0.1, 0.0, 1.0)])
 
 
 def test_columns_have_the_original_types_precision_and_scale(conn):
     views.ensure_compat_view(conn, "none")
+    columns = conn.execute(
+        "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
+        "FROM information_schema.columns WHERE table_name = 'daily_stock_data' ORDER BY ordinal_position").fetchall()
+    assert columns == ORIGINAL
+
+
+@pytest.mark.parametrize("adjust", ["none", "qfq"])
+def test_one_stocks_rows_are_read_through_the_code_index_with_the_original_types(conn, adjust):
+    """`WHERE stock_code = ...` (the product's stock page) is an index condition on each year's partition, not a
+    filter over the years' rows, and information_schema still shows the original types."""
+    conn.execute("INSERT INTO stocks (code, name) SELECT lpad(c::text, 6, '0'), 'S' || c FROM generate_series(1, 300) c")
+    for year in (2023, 2024):
+        partitions.ensure_year(conn, year)
+    conn.execute("""
+        INSERT INTO daily_bars (trade_date, code, open, high, low, close, pre_close, volume, amount, turnover, pct_change,
+                                adj_factor)
+        SELECT d::date, lpad(c::text, 6, '0'), 10, 11, 9, 10, 10, 1000, 10000, 1, 0, 1 + extract(year FROM d) / 100
+        FROM generate_series('2023-01-01'::date, '2024-12-31', '1 day') d, generate_series(1, 300) c
+        WHERE extract(isodow FROM d) < 6 ORDER BY 1, 2""")
+    conn.execute("ANALYZE daily_bars")
+    views.ensure_compat_view(conn, adjust)
+    for read in ("SELECT * FROM daily_stock_data WHERE stock_code = '000042' ORDER BY trade_date",
+                 "SELECT * FROM daily_stock_data WHERE stock_code = '000042' ORDER BY trade_date DESC LIMIT 60"):
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {read}").fetchall())
+        assert " on daily_bars_y" in plan and "Seq Scan on daily_bars" not in plan, plan
+        assert "Index Cond: (code = '000042'::text)" in plan, plan
+        assert "((code)::character varying(10))" not in plan, plan  # the cast filters c's one row, never the bars
+    rows = conn.execute("SELECT stock_code, trade_date FROM daily_stock_data WHERE stock_code = '000042'").fetchall()
+    assert len(rows) == 522 and {code for code, _ in rows} == {"000042"}  # two years of weekdays
     columns = conn.execute(
         "SELECT column_name, data_type, character_maximum_length, numeric_precision, numeric_scale "
         "FROM information_schema.columns WHERE table_name = 'daily_stock_data' ORDER BY ordinal_position").fetchall()
@@ -82,7 +112,7 @@ def test_qfq_shows_read_time_forward_adjusted_prices_and_raw_where_no_factor(con
     assert prices["600000", "2025-07-02"] == (Decimal("8.44"), Decimal("8.40"), Decimal("0.04"))  # latest day: raw
     assert prices["600000", "2025-07-01"] == (Decimal("8.40"), Decimal("8.00"), Decimal("0.40"))  # x 1 / 1.25
     assert prices["000001", "2025-07-01"][0] == Decimal("12.10")  # adj_factor NULL: raw, never NULL
-    daywrite.write_day(conn, dt.date(2025, 7, 3), [("600000", 8.5, 8.6, 8.3, 8.5, 8.44, 1000, 8500.0, 0.1, 0.71, 2.5)], RUN)
+    daywrite.write_day(conn, DayWrite(dt.date(2025, 7, 3), RUN), [("600000", 8.5, 8.6, 8.3, 8.5, 8.44, 1000, 8500.0, 0.1, 0.71, 2.5)])
     later = conn.execute("SELECT close_price FROM daily_stock_data WHERE stock_code = '600000' AND trade_date = '2025-07-01'")
     assert later.fetchone()[0] == Decimal("4.20")  # another ex-date: nothing stored went stale, the view moved
 

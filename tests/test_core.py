@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+import structlog
 
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig
@@ -22,8 +23,8 @@ from syncd.control.admission import Admission, Busy
 from syncd.control.ops import Ops
 from syncd.control.reads import ControlDb
 from syncd.control.runstate import RunState
-from syncd.db import connection, migrations, runlock, runs
-from syncd.db.runlock import LockHolder, RunLock, recover_orphans
+from syncd.db import connection, daywrite, migrations, runlock, runs
+from syncd.db.runlock import LockHolder, Orphans, RunLock
 from syncd.protocol import (
     OPS,
     REPLY_TYPES,
@@ -161,8 +162,22 @@ def test_a_run_left_running_by_a_dead_daemon_is_interrupted_when_the_lock_is_fre
     run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
     _, lock = daemon.handed.pop()
     lock.release()  # the holder's session ends: what a dead daemon leaves behind
-    assert recover_orphans(database, 5.0, found_by="test") == [run.run_id]
+    assert Orphans(database, 5.0).recover("idle check") == [run.run_id]
     assert query(database, "SELECT status FROM sync_runs WHERE run_id = %s", run.run_id) == [("interrupted",)]
+
+
+@pytest.mark.parametrize("op", ["history", "days"])
+def test_an_orphan_found_by_a_read_is_logged_with_the_read_that_found_it(daemon, op):
+    """`history` finds an orphan by its `running` row, `days` by a day it left `syncing`: each names itself."""
+    run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    _, lock = daemon.handed.pop()
+    daemon.db.call(lambda c: daywrite.plan_days(c, run.run_id, [OCT_9], []))
+    daemon.db.call(lambda c: daywrite.mark_days_syncing(c, [OCT_9], run.run_id))
+    lock.release()
+    daemon.state.end(run)  # what another daemon sees: no run of its own, a `running` row, a day `syncing`
+    with structlog.testing.capture_logs() as logs:
+        daemon.ops.history(5) if op == "history" else daemon.ops.days(OCT_9, OCT_13)
+    assert [(e["run_id"], e["found_by"]) for e in logs if e["event"] == "run_interrupted"] == [(run.run_id, op)]
 
 
 def test_the_lock_holders_name_round_trips():

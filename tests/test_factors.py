@@ -16,6 +16,7 @@ import pytest
 
 from syncd.config import DemoConfig
 from syncd.db import connection, days, daywrite, migrations, reference, runs
+from syncd.db.daywrite import DayWrite
 from syncd.record import RunRecord
 from syncd.sources.base import Row, StockInfo
 from syncd.sources.demo import DemoSource
@@ -53,9 +54,9 @@ def stored(conn: psycopg.Connection[Any], day: dt.date, column: str) -> dict[str
 
 def test_factors_derived_from_pre_close_equal_the_sources_own_series(conn, demo):
     days = trading(JULY, demo)
-    daywrite.write_day(conn, days[0], demo.rows_for(days[0]), RUN)  # the series gives the first day's factors
+    daywrite.write_day(conn, DayWrite(days[0], RUN), demo.rows_for(days[0]))  # the series gives the first day's factors
     for day in days[1:]:
-        daywrite.write_day(conn, day, without(demo.rows_for(day), 10), RUN)  # then pre_close only, as baostock
+        daywrite.write_day(conn, DayWrite(day, RUN), without(demo.rows_for(day), 10))  # then pre_close only, as baostock
     steps = 0
     for day in days[1:]:
         expected = {row[0]: row[10] for row in demo.rows_for(day)}
@@ -67,9 +68,9 @@ def test_factors_derived_from_pre_close_equal_the_sources_own_series(conn, demo)
 
 def test_pre_close_and_pct_change_derived_from_a_factor_series(conn, demo):
     days = trading(JULY, demo)
-    daywrite.write_day(conn, days[0], demo.rows_for(days[0]), RUN)
+    daywrite.write_day(conn, DayWrite(days[0], RUN), demo.rows_for(days[0]))
     for day in days[1:]:
-        daywrite.write_day(conn, day, without(demo.rows_for(day), 5, 9), RUN)  # no pre_close, no pct: akshare's hist
+        daywrite.write_day(conn, DayWrite(day, RUN), without(demo.rows_for(day), 5, 9))  # no pre_close, no pct: akshare's hist
     ex_days = 0
     for day in days[1:]:
         rows = {row[0]: row for row in demo.rows_for(day)}
@@ -83,16 +84,16 @@ def test_pre_close_and_pct_change_derived_from_a_factor_series(conn, demo):
 
 def test_a_gap_leaves_the_factor_null_and_a_suspension_does_not(conn, demo):
     first, second, third, fourth = trading(JULY, demo)[:4]
-    daywrite.write_day(conn, first, demo.rows_for(first), RUN)
+    daywrite.write_day(conn, DayWrite(first, RUN), demo.rows_for(first))
     suspended = demo.codes[0]
-    daywrite.write_day(conn, second, [r for r in demo.rows_for(second) if r[0] != suspended], RUN)
+    daywrite.write_day(conn, DayWrite(second, RUN), [r for r in demo.rows_for(second) if r[0] != suspended])
     third_rows = without(demo.rows_for(third), 10)
     third_rows = [r if r[0] != suspended else (*r[:5], demo.rows_for(first)[0][4], *r[6:]) for r in third_rows]
-    daywrite.write_day(conn, third, third_rows, RUN)
+    daywrite.write_day(conn, DayWrite(third, RUN), third_rows)
     factors = stored(conn, third, "adj_factor")
     assert factors[suspended] == pytest.approx(demo.rows_for(first)[0][10])  # chained to its last session before
     assert None not in factors.values()
-    daywrite.write_day(conn, dt.date(2025, 7, 30), without(demo.rows_for(dt.date(2025, 7, 30)), 10), RUN)
+    daywrite.write_day(conn, DayWrite(dt.date(2025, 7, 30), RUN), without(demo.rows_for(dt.date(2025, 7, 30)), 10))
     assert set(stored(conn, dt.date(2025, 7, 30), "adj_factor").values()) == {None}  # days before it were never written
     assert fourth < dt.date(2025, 7, 30)
 
@@ -100,9 +101,9 @@ def test_a_gap_leaves_the_factor_null_and_a_suspension_does_not(conn, demo):
 def test_a_new_listing_starts_at_one_and_the_first_day_written_cannot_say(conn, demo):
     first, second = trading(JULY, demo)[:2]
     newcomer = demo.codes[-1]
-    daywrite.write_day(conn, first, without([r for r in demo.rows_for(first) if r[0] != newcomer], 10), RUN)
+    daywrite.write_day(conn, DayWrite(first, RUN), without([r for r in demo.rows_for(first) if r[0] != newcomer], 10))
     assert set(stored(conn, first, "adj_factor").values()) == {None}
-    daywrite.write_day(conn, second, without(demo.rows_for(second), 10), RUN)
+    daywrite.write_day(conn, DayWrite(second, RUN), without(demo.rows_for(second), 10))
     factors = stored(conn, second, "adj_factor")
     assert factors[newcomer] == 1.0  # absent from a written session, then here: its listing day
     assert factors[demo.codes[0]] is None  # chained to a NULL factor
@@ -112,7 +113,7 @@ def test_a_known_listing_date_starts_at_one_even_on_the_first_day_written(conn, 
     day = trading(JULY, demo)[0]
     reference.save_stocks(conn, [StockInfo(demo.codes[3], "NEW", "sh", listing_date=day),
                              StockInfo(demo.codes[4], "OLD", "sh", listing_date=dt.date(2001, 1, 1))])
-    daywrite.write_day(conn, day, without(demo.rows_for(day), 10), RUN)
+    daywrite.write_day(conn, DayWrite(day, RUN), without(demo.rows_for(day), 10))
     factors = stored(conn, day, "adj_factor")
     assert factors[demo.codes[3]] == 1.0 and factors[demo.codes[4]] is None
 
@@ -120,14 +121,14 @@ def test_a_known_listing_date_starts_at_one_even_on_the_first_day_written(conn, 
 def test_a_stock_missing_from_an_incomplete_day_breaks_its_chain_until_fetched(conn, demo):
     first, second, third = trading(JULY, demo)[:3]
     lost, kept = demo.codes[1], demo.codes[2]
-    daywrite.write_day(conn, first, demo.rows_for(first), RUN)
-    daywrite.write_day(conn, second, [r for r in demo.rows_for(second) if r[0] != lost], RUN)  # kept has a stored row
+    daywrite.write_day(conn, DayWrite(first, RUN), demo.rows_for(first))
+    daywrite.write_day(conn, DayWrite(second, RUN), [r for r in demo.rows_for(second) if r[0] != lost])  # kept has a stored row
     rows = [r for r in demo.rows_for(second) if r[0] not in (lost, kept)]
-    written = daywrite.write_day(conn, second, rows, RUN, expected=120, missing={lost, kept})
+    written = daywrite.write_day(conn, DayWrite(second, RUN, expected=120, missing={lost, kept}), rows)
     assert (written.status, written.rows, written.fetched) == ("incomplete", 119, 118)
     closes = stored(conn, second, "close")
     assert lost not in closes and closes[kept] == demo.rows_for(second)[2][4]  # a failed request deletes nothing
-    daywrite.write_day(conn, third, without(demo.rows_for(third), 10), RUN)
+    daywrite.write_day(conn, DayWrite(third, RUN), without(demo.rows_for(third), 10))
     factors = stored(conn, third, "adj_factor")
     assert factors[lost] is None  # its session on the second day is unknown
     assert factors[kept] == pytest.approx(demo.rows_for(third)[2][10])  # its stored row still chains
@@ -137,7 +138,7 @@ def test_a_stock_missing_from_an_incomplete_day_breaks_its_chain_until_fetched(c
 
 def test_a_resync_picks_up_a_factor_changed_upstream(conn, demo):
     day = trading(JULY, demo)[0]
-    daywrite.write_day(conn, day, demo.rows_for(day), RUN)
+    daywrite.write_day(conn, DayWrite(day, RUN), demo.rows_for(day))
     restated = [(*row[:10], row[10] * 1.5) for row in demo.rows_for(day)]
-    daywrite.write_day(conn, day, restated, RUN)
+    daywrite.write_day(conn, DayWrite(day, RUN), restated)
     assert stored(conn, day, "adj_factor") == pytest.approx({row[0]: row[10] for row in restated})

@@ -261,7 +261,7 @@ def test_days_failing_past_the_retries_end_partial_then_the_missing_data_run_hea
     if len(days) < 6:
         pytest.skip(f"only {len(days)} trading days in the last {lookback} days")
     flaky, slow = days[1], days[2]
-    # A timeout is charged to the day being fetched; the fetch goes on after it (byday.py).
+    # A timeout is charged to the day being fetched; the fetch goes on after it (syncd/run/byday.py).
     failed = {flaky, slow}
     daemon = syncd_factory({
         "source": {"demo": {"stocks": stocks, "seed": SEED_B, "fail_dates": [flaky.isoformat()],

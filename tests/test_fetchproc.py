@@ -1,4 +1,4 @@
-"""The fetch process (fetchproc.py) with real daemons: owned by the worker, dies with the daemon, never writes.
+"""The fetch process (syncd/sources/fetchproc.py) with real daemons: owned by the worker, dies with the daemon, never writes.
 
 The demo source's days are produced in a child of the daemon. These tests hold the child to
 the rules it was allowed out of the worker thread under: it is the daemon's child and no one

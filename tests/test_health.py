@@ -1,4 +1,4 @@
-"""`check`: the daemon's freshness verdict (health.py), on the wire, in syncctl (exit 0/5/1) and at GET /check."""
+"""`check`: the daemon's freshness verdict (syncd/telemetry/freshness.py), on the wire, in syncctl (exit 0/5/1) and at GET /check."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from syncd.calendar import TradingCalendar
 from syncd.record import RunRecord
-from syncd.telemetry.freshness import CompletedDay, DayKind, HealthJudge
+from syncd.telemetry.freshness import CompletedDay, DayKind, FreshnessJudge
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 LATE_AFTER = dt.time(22, 0)
@@ -23,11 +23,11 @@ def at(day: str, clock: str) -> dt.datetime:
     return dt.datetime.combine(dt.date.fromisoformat(day), dt.time.fromisoformat(clock), SHANGHAI)
 
 
-def judge(kind: dict[str, DayKind] | None = None) -> HealthJudge:
+def judge(kind: dict[str, DayKind] | None = None) -> FreshnessJudge:
     calendar = TradingCalendar()
     if kind is None:
-        return HealthJudge(calendar, SHANGHAI, LATE_AFTER)
-    return HealthJudge(calendar, SHANGHAI, LATE_AFTER,
+        return FreshnessJudge(calendar, SHANGHAI, LATE_AFTER)
+    return FreshnessJudge(calendar, SHANGHAI, LATE_AFTER,
                        kind=lambda d: kind.get(d.isoformat(), "trading" if calendar.is_trading_day(d) else "closed"))
 
 
@@ -108,7 +108,7 @@ def syncctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def latest_completed_now(late_after: str = "00:00") -> dt.date:
-    day = HealthJudge(TradingCalendar(), SHANGHAI, dt.time.fromisoformat(late_after)).latest_completed(
+    day = FreshnessJudge(TradingCalendar(), SHANGHAI, dt.time.fromisoformat(late_after)).latest_completed(
         dt.datetime.now(SHANGHAI)).day
     assert day is not None
     return day

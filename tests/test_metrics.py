@@ -18,10 +18,10 @@ from syncd.calendar import TradingCalendar
 from syncd.config import Config
 from syncd.control.runstate import RunState
 from syncd.db import connection, migrations
-from syncd.telemetry.freshness import HealthJudge, midnight_epoch
+from syncd.telemetry.freshness import FreshnessJudge, midnight_epoch
 from syncd.telemetry.hub import Telemetry
 from syncd.telemetry.metrics import DaemonCollector, Metrics
-from syncd.telemetry.poller import Monitor
+from syncd.telemetry.poller import FreshnessPoller
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 CONTRACT_NAMES = {
@@ -147,8 +147,8 @@ def test_without_metrics_listen_nothing_is_served(syncd_factory) -> None:
 def test_a_scrape_answers_from_the_cache_while_the_database_blocks_the_monitor(database: str, short_tmp) -> None:
     with connection.connect(database) as conn:
         migrations.migrate(conn)
-    judge = HealthJudge(TradingCalendar(), SHANGHAI, dt.time(22))
-    monitor = Monitor(database, judge, refresh_every_s=0.05, on_late=None, state_dir=short_tmp, timezone="Asia/Shanghai")
+    judge = FreshnessJudge(TradingCalendar(), SHANGHAI, dt.time(22))
+    monitor = FreshnessPoller(database, judge, refresh_every_s=0.05, on_late=None, state_dir=short_tmp, timezone="Asia/Shanghai")
     metrics = Metrics()
     metrics.add_collector(DaemonCollector(RunState(), monitor.facts, monitor.latest_completed, SHANGHAI))
     monitor.start()
@@ -170,7 +170,7 @@ def test_sources_count_requests_through_the_counter_they_are_handed() -> None:
         name = "akshare"
         count = None
 
-        def attach_request_counter(self, count):  # the hook a source defines (metrics.py)
+        def attach_request_counter(self, count):  # the hook a source defines (syncd/telemetry/metrics.py)
             self.count = count
 
     telemetry = Telemetry(Config())

@@ -13,6 +13,7 @@ from syncd.calendar import TradingCalendar
 from syncd.config import DemoConfig
 from syncd.control import verify
 from syncd.db import connection, days, daywrite, migrations, runlock, runs
+from syncd.db.daywrite import DayWrite
 from syncd.record import RunRecord
 from syncd.sources.demo import DemoSource
 
@@ -85,7 +86,7 @@ def test_verify_leaves_what_its_budget_cannot_check_for_the_next_request(databas
         assert [d.checked for d in days] == [True, True] and days[1].anomalies == 1
 
 
-# --- migration 5: daily_bars partitioned by year (layout.py) ----------------------------------------
+# --- migration 5: daily_bars partitioned by year (syncd/db/partitions.py) ----------------------------------------
 
 def make_v4_database(conn: psycopg.Connection, reader_role: str) -> None:
     """A database as the version before the yearly partitions left it: migrations 1-4, rows in two years,
@@ -147,7 +148,7 @@ def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_ke
         runs.insert_run(conn, RunRecord(run_id="r5", task_type="manual", requested_by="t", start_date=dt.date(2026, 1, 5),
                                          end_date=dt.date(2026, 1, 5), host="h", pid=1))
         day = dt.date(2026, 1, 5)
-        daywrite.write_day(conn, day, DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day), "r5")
+        daywrite.write_day(conn, DayWrite(day, "r5"), DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day))
         assert conn.execute("SELECT count(*) FROM daily_bars_y2026").fetchone() == (50,)
         assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == migrations.latest()  # a second start: nothing
 

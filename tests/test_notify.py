@@ -1,4 +1,4 @@
-"""syncd.notify speaks sd_notify to a real unix datagram socket, and is silent without one."""
+"""syncd.systemd speaks sd_notify to a real unix datagram socket, and is silent without one."""
 
 from __future__ import annotations
 

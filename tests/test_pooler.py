@@ -26,6 +26,7 @@ from syncd.config import Config, ConfigError, DatabaseConfig
 from syncd.control.reads import ControlDb
 from syncd.db import connection, daywrite, migrations, partitions, runlock, runs
 from syncd.db.connection import OptionsError, inherit_options, parse_options
+from syncd.db.daywrite import DayWrite
 from syncd.db.poolercheck import check_lock_session
 from syncd.db.runlock import RunLock
 
@@ -189,7 +190,7 @@ def test_the_settings_cost_no_extra_round_trip(database):
         migrations.migrate(plain)
         partitions.ensure_year(plain, day.year)  # the year's partition (its first write creates it): not what is counted
         pooled.partition_years.add(day.year)  # a pooled connection asks once per year; a plain one each time
-        for action in (lambda c: daywrite.replace_day(c, day, rows, "r1", runlock.hold_write_fence),
+        for action in (lambda c: daywrite.write_day(c, DayWrite(day, "r1", fence=runlock.hold_write_fence), rows),
                        lambda c: runs.history(c, 5), lambda c: daywrite.mark_days_syncing(c, [day], "r1"),
                        lambda c: daywrite.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
             assert _round_trips(pooled, action) <= _round_trips(plain, action)  # a plain one also asks for the partition

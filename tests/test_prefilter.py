@@ -1,7 +1,7 @@
 """Encoded days on a real PostgreSQL: the pre-filter never hides a finding, and a re-sync changes only what changed.
 
-A day handed over as a binary COPY payload (copypayload.py) carries the codes of the rows the
-checks could flag (prefilter.py), and the write path runs the SQL checks on those alone; a
+A day handed over as a binary COPY payload (syncd/sources/copypayload.py) carries the codes of the rows the
+checks could flag (syncd/sources/prefilter.py), and the write path runs the SQL checks on those alone; a
 re-sync of a day that holds rows replaces only the rows that differ (daywrite._merge). Both
 must leave the database exactly as the plain path (every row judged, DELETE + COPY) would.
 """
@@ -19,6 +19,7 @@ import pytest
 from dbrows import migrated_with_run, sane_bar
 
 from syncd.db import daywrite, reference
+from syncd.db.daywrite import DayWrite
 from syncd.sources import copypayload, prefilter
 from syncd.sources.base import Row, StockInfo
 
@@ -87,7 +88,7 @@ def test_every_row_a_check_flags_is_a_suspect_and_sane_rows_are_not(conn):
     reference.save_stocks(conn, [StockInfo("600032", "*ST 示例", "sh")], seen_on=DAY)
     for offset, rows in enumerate([edge_rows() + filler(300), random_rows(rng, 600) + filler(900), random_rows(rng, 600) + filler(900)]):
         day = DAY + dt.timedelta(days=offset)
-        daywrite.write_day(conn, day, rows, RUN)  # Row tuples: every row judged in SQL
+        daywrite.write_day(conn, DayWrite(day, RUN), rows)  # Row tuples: every row judged in SQL
         found = {code for code, _ in flagged(conn, day)}
         suspects = copypayload.encode_rows(day, rows).suspects
         assert suspects is not None and found <= suspects, sorted(found - suspects)
@@ -100,21 +101,21 @@ def test_a_payload_is_judged_as_its_rows_are(conn):
     rows = [row for row in rows if None not in row]  # a payload carries final rows (no derivation)
     encoded = copypayload.encode_rows(DAY, rows)
     assert encoded.suspects is not None and len(encoded.suspects) < len(rows)
-    first = daywrite.write_day(conn, DAY, encoded, RUN)  # a first write: COPY, only the suspects judged
+    first = daywrite.write_day(conn, DayWrite(DAY, RUN), encoded)  # a first write: COPY, only the suspects judged
     by_payload = flagged(conn, DAY)
-    daywrite.write_day(conn, DAY, rows, RUN)  # the same rows as Row tuples: DELETE + COPY, every row judged
+    daywrite.write_day(conn, DayWrite(DAY, RUN), rows)  # the same rows as Row tuples: DELETE + COPY, every row judged
     by_rows = flagged(conn, DAY)
-    again = daywrite.write_day(conn, DAY, encoded, RUN)  # and as a payload once more: the re-sync's merge
+    again = daywrite.write_day(conn, DayWrite(DAY, RUN), encoded)  # and as a payload once more: the re-sync's merge
     assert by_rows and by_payload == by_rows == flagged(conn, DAY)
     assert first.anomalies == again.anomalies == len(by_rows)
 
 
 def test_a_resync_rewrites_only_the_rows_that_changed(conn):
     rows = [bar(f"600{i:03d}", pct=i / 10) for i in range(100)]
-    daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, rows), RUN)
+    daywrite.write_day(conn, DayWrite(DAY, RUN), copypayload.encode_rows(DAY, rows))
     before = dict(conn.execute("SELECT code, ctid::text FROM daily_bars WHERE trade_date = %s", (DAY,)).fetchall())
     changed = [*rows[:10], bar("600010", pct=3.3), *rows[11:98], bar("601999")]  # one changed, two gone, one new
-    written = daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, changed), RUN)
+    written = daywrite.write_day(conn, DayWrite(DAY, RUN), copypayload.encode_rows(DAY, changed))
     stored = conn.execute(f"SELECT {', '.join(daywrite.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code",
                           (DAY,)).fetchall()
     assert stored == sorted(changed) and written.rows == len(changed) == 99
@@ -129,11 +130,11 @@ def test_a_payload_with_a_code_twice_is_refused_whole_on_a_first_write_and_on_a_
     rows = [bar(f"600{i:03d}") for i in range(20)]
     twice = copypayload.encode_rows(DAY, [*rows, rows[3]])
     with pytest.raises(psycopg.errors.UniqueViolation):
-        daywrite.write_day(conn, DAY, twice, RUN)
+        daywrite.write_day(conn, DayWrite(DAY, RUN), twice)
     assert conn.execute("SELECT count(*) FROM daily_bars").fetchone() == (0,)
-    daywrite.write_day(conn, DAY, copypayload.encode_rows(DAY, rows), RUN)
+    daywrite.write_day(conn, DayWrite(DAY, RUN), copypayload.encode_rows(DAY, rows))
     with pytest.raises(psycopg.errors.UniqueViolation):
-        daywrite.write_day(conn, DAY, twice, RUN)
+        daywrite.write_day(conn, DayWrite(DAY, RUN), twice)
     assert conn.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (DAY,)).fetchone() == (20,)
 
 
@@ -141,8 +142,8 @@ def test_a_payload_stores_what_the_rows_would(conn):
     rows = [bar("605999", turnover=None, volume=None), *edge_rows(), *filler(200)]
     rows = [row for row in rows if row[5] is not None and row[9] is not None]  # none to derive
     later = DAY + dt.timedelta(days=1)
-    daywrite.write_day(conn, DAY, rows, RUN)
-    daywrite.write_day(conn, later, copypayload.encode_rows(later, rows), RUN)
+    daywrite.write_day(conn, DayWrite(DAY, RUN), rows)
+    daywrite.write_day(conn, DayWrite(later, RUN), copypayload.encode_rows(later, rows))
     select = f"SELECT {', '.join(daywrite.BAR_COLUMNS[1:])} FROM daily_bars WHERE trade_date = %s ORDER BY code"
     by_rows, by_payload = (conn.execute(select, (day,)).fetchall() for day in (DAY, later))
     assert str(by_payload) == str(by_rows)  # str: NaN is not equal to itself

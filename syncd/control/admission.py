@@ -2,7 +2,7 @@
 
 `Admission.admit` runs on the control loop's thread only, one request at a time, which makes
 "is a run active? then refuse, else hand over" atomic on this daemon. Across daemons sharing
-the database, the run lock decides (runlock.py): admission takes it on a new session, marks
+the database, the run lock decides (db/runlock.py): admission takes it on a new session, marks
 runs orphaned by dead daemons interrupted, records the new run (so its run_id is in
 `history` before the start reply leaves), marks the RunState busy and hands the run and its
 lock to the worker. A refusal is `Busy`, carrying the running task (this daemon's, or the
@@ -23,7 +23,7 @@ import psycopg
 
 from ..calendar import TradingCalendar
 from ..db import runlock, runs
-from ..db.runlock import LockHolder, RunLock
+from ..db.runlock import LockHolder, Orphans, RunLock
 from ..logs import Event, get_logger
 from ..protocol import Task
 from ..record import RunRecord
@@ -54,6 +54,7 @@ class Admission:
         self.calendar = calendar
         self.zone = zone
         self._last_request: tuple[str, RunRecord] | None = None  # the last start that had a request_id, and its run
+        self.orphans = Orphans(db.lock_dsn, db.connect_timeout_s, observer.runs_interrupted)  # Ops recovers through it too
         self._log = get_logger()
 
     def admit(self, task_type: str, start: dt.date, end: dt.date, *, requested_by: str,
@@ -116,12 +117,7 @@ class Admission:
         daemons interrupted, then insert this run's row."""
         run.trading_days = sum(map(self.calendar.is_trading_day, run.planned_days()))
         try:
-            lock.end_stray_writes()
-            recovered = runs.recover_orphans(lock.conn)
-            for run_id in recovered:
-                self._log.warning(Event.RUN_INTERRUPTED, run_id=run_id, found_by="run_lock")
-            if recovered:
-                self.observer.runs_interrupted(runs.runs_by_id(lock.conn, recovered))
+            self.orphans.recover("run_lock", lock)
             run.started_at = runs.insert_run(lock.conn, run)
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None

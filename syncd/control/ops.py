@@ -5,7 +5,7 @@ This module owns what each op means (`ping`, `start`, `status`, `cancel`, `histo
 and turns every failure into a reply with `status` and `code`: a RequestError becomes its
 ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
 sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
-and `days` read the database through the control loop's own connection (controldb.py).
+and `days` read the database through the control loop's own connection (reads.py).
 A `verify` with `against` is admitted by reconcile.py and runs on the reconcile thread; its
 reply is a `Deferred`: the daemon answers it (`finish`) once the reconciliation has ended or
 the request's `wait_s` has passed, serving other requests meanwhile.
@@ -25,7 +25,7 @@ from .. import __version__
 from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from ..config import Config
 from ..db import days, runs
-from ..db.runlock import recover_orphans
+from ..db.runlock import FoundBy
 from ..logs import Event, get_logger
 from ..protocol import (
     AnyRequest,
@@ -61,7 +61,7 @@ from ..protocol import (
     op_name,
 )
 from ..record import RunRecord
-from ..telemetry.freshness import SCHEDULED_TASK_TYPES, HealthJudge, parse_clock
+from ..telemetry.freshness import SCHEDULED_TASK_TYPES, FreshnessJudge, parse_clock
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from . import verify
 from .admission import Admission, Busy
@@ -99,7 +99,7 @@ class Ops:
         self.database_kind = database_kind
         self.zone = admission.zone
         self.observer = observer
-        self.health = HealthJudge(calendar, self.zone, parse_clock(config.alert.late_after))
+        self.freshness = FreshnessJudge(calendar, self.zone, parse_clock(config.alert.late_after))
         self.started = time.monotonic()
         self._log = get_logger()
 
@@ -204,7 +204,7 @@ class Ops:
 
     def history(self, limit: int) -> list[Run]:
         recorded = self.db.call(lambda c: runs.history(c, limit))
-        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans():
+        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans("history"):
             recorded = self.db.call(lambda c: runs.history(c, limit))
         return [run.run(self.zone) for run in recorded]
 
@@ -212,7 +212,7 @@ class Ops:
         """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
         check_range(start, end, self.config.sync.max_days)
         found = self.db.call(lambda c: days.days(c, start, end))
-        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans():
+        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans("days"):
             found = self.db.call(lambda c: days.days(c, start, end))
         recorded = {d.date: d for d in found}
         return [self._with_horizon(recorded.get(day.isoformat()), day) for day in calendar_days(start, end)]
@@ -259,8 +259,8 @@ class Ops:
         return recorded
 
     def check(self) -> CheckReply:
-        """Judge freshness now (health.py); a database that cannot be read is itself the unhealthy reason."""
-        completed = self.health.latest_completed(dt.datetime.now(self.zone))
+        """Judge freshness now (telemetry/freshness.py); a database that cannot be read is itself the unhealthy reason."""
+        completed = self.freshness.latest_completed(dt.datetime.now(self.zone))
         try:
             day = completed.day
             status = self.db.call(lambda c: days.day_status(c, day)) if day else None
@@ -270,7 +270,7 @@ class Ops:
                 raise
             return CheckReply(healthy=False, reason=exc.message, day_status=None, last_scheduled_run=None,
                               latest_completed_trading_day=completed.day.isoformat() if completed.day else None)
-        verdict = self.health.judge(completed, status, last)
+        verdict = self.freshness.judge(completed, status, last)
         return CheckReply(healthy=verdict.healthy, reason=verdict.reason, day_status=verdict.day_status,
                           latest_completed_trading_day=completed.day.isoformat() if completed.day else None,
                           last_scheduled_run=last.run(self.zone) if last else None)
@@ -287,11 +287,11 @@ class Ops:
         current = self.state.snapshot().current
         return current.run_id if current else None
 
-    def _recover_orphans(self) -> bool:
-        """A `running` row that is not ours, seen while the run lock is free, is an orphan: mark it. True if any."""
+    def _recover_orphans(self, found_by: FoundBy) -> bool:
+        """A `running` row or `syncing` day that is not ours, seen while the run lock is free, belongs to an orphan:
+        mark it (runlock.Orphans). True if any."""
         try:
-            return bool(recover_orphans(self.db.dsn, self.db.connect_timeout_s, found_by="history",
-                                        on_interrupted=self.observer.runs_interrupted))
+            return bool(self.admission.orphans.recover(found_by))
         except psycopg.OperationalError as exc:
             raise self.db.unavailable(exc) from None
 

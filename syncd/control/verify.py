@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from ..calendar import calendar_days
-from ..db import checks, runlock
+from ..db import checks, daywrite, runlock
 from ..protocol import Finding, VerifiedDay
 
 FINDINGS_SHOWN = 5     # findings listed per day (all are counted in `anomalies`)
@@ -62,11 +62,9 @@ def check_day(conn: psycopg.Connection[Any], day: dt.date) -> bool:
         if not runlock.try_write_fence(conn):
             return False
         conn.execute("SET LOCAL jit = off")
-        row = conn.execute("SELECT checked_at FROM sync_days WHERE date = %s FOR UPDATE", (day,)).fetchone()
-        if row is None or row[0] is not None:  # written (and checked) meanwhile
+        if not daywrite.lock_for_check(conn, day):  # written (and checked) meanwhile
             return True
-        found = checks.record_findings(conn, day)
-        conn.execute("UPDATE sync_days SET anomalies = %s, checked_at = now() WHERE date = %s", (len(found), day))
+        daywrite.record_checked(conn, day, len(checks.record_findings(conn, day)))
     return True
 
 

@@ -24,7 +24,7 @@ import datetime as dt
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # only in annotations: prefilter.py (a fetch process's) reads the tolerances without psycopg
+if TYPE_CHECKING:  # only in annotations: sources/prefilter.py (a fetch process's) reads the tolerances without psycopg
     import psycopg
 
 UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`: the day fails
@@ -110,7 +110,7 @@ assert tuple(_CHECKS) == CHECKS
 
 # Rows that fail any check are found with the conditions alone; only those get their findings spelt out.
 # `bars` is read twice through the primary key rather than materialized (cheaper for a day's 5,000 rows).
-# {only} narrows the rows judged to the codes a pre-filter could not clear (prefilter.py).
+# {only} narrows the rows judged to the codes a pre-filter could not clear (sources/prefilter.py).
 _FINDINGS_TEMPLATE = f"""
 WITH bars AS NOT MATERIALIZED (
     SELECT b.trade_date, b.code, b.open, b.high, b.low, b.close, b.pre_close, b.volume, b.amount, b.pct_change,
@@ -139,7 +139,7 @@ CLEAR_FINDINGS = "DELETE FROM bar_findings WHERE trade_date = %s"
 def record_findings(conn: psycopg.Connection[Any], day: dt.date, codes: Collection[str] | None = None) -> list[str]:
     """Replace `day`'s stored findings with the checks' verdict on its rows now; return each finding's check.
 
-    `codes`: judge only these rows, when every other row of the day is known to pass (prefilter.py
+    `codes`: judge only these rows, when every other row of the day is known to pass (sources/prefilter.py
     says which rows of a day's payload could fail; the rules applied are these, in SQL, either way).
     Both statements leave in one round trip."""
     if codes is not None and not codes:

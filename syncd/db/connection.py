@@ -17,7 +17,7 @@ This module owns the way syncd connects so that none of that matters:
   them (PgBouncer before 1.21) would run them on a server connection that never saw them,
   or collide with another client's (`prepared statement "_pg3_0" already exists`);
 - a session connection (the run lock's own, checked to be one real session at start: see
-  sessioncheck.py) gets the settings once, for the session.
+  poolercheck.py) gets the settings once, for the session.
 """
 
 from __future__ import annotations
@@ -100,9 +100,19 @@ def dsn_settings(dsn: str) -> dict[str, str]:
 def inherit_options(dsn: str, from_dsn: str) -> str:
     """`dsn` whose options also carry `from_dsn`'s settings (its own win): the run lock's connection
     sees the same search_path as the others without repeating it in lock_dsn."""
-    merged = {**dsn_settings(from_dsn), **dsn_settings(dsn)}
+    return _with_settings(dsn, {**dsn_settings(from_dsn), **dsn_settings(dsn)})
+
+
+def in_schema(dsn: str, schema: str) -> str:
+    """`dsn` whose settings put `schema` alone on the search_path (database.schema): applied inside each
+    transaction like the DSN's own options, so unqualified names (daily_bars, the run lock's
+    'daily_bars'::regclass) resolve there, through a transaction pooler too."""
+    return _with_settings(dsn, {**dsn_settings(dsn), "search_path": schema})
+
+
+def _with_settings(dsn: str, settings: Mapping[str, str]) -> str:
     info = psycopg.conninfo.conninfo_to_dict(dsn)
-    info["options"] = " ".join(f"-c {name}={_escape(value)}" for name, value in merged.items())
+    info["options"] = " ".join(f"-c {name}={_escape(value)}" for name, value in settings.items())
     return psycopg.conninfo.make_conninfo("", **info)
 
 

@@ -1,29 +1,38 @@
-"""Writing one trading day into daily_bars: atomic, derived, checked and recorded, in one transaction.
+"""Writing a trading day's record: its bars in daily_bars and its row in sync_days, each write in one transaction.
 
-This module owns the per-day write path that sync.py calls once per day (store re-exports
-it). In one transaction: the run's fence; the day's old rows go, except those of the stocks
-whose request failed (`missing`: a failed request never deletes data); the new rows arrive
-by binary COPY (directly when complete, through a stage when pre_close, adj_factor or
-pct_change must be derived: factors.py); the checks run on the day's rows and their
-findings are stored (checks.py); and the day is recorded: `success`, or `incomplete` when
-stocks are missing, with `expected`, `missing`, its anomalies and when it was written, and
-the run's counters move. A day is refused (DayRejected, nothing written) when nothing was
-fetched or when the unit guard trips; the caller records it `failed` with that message.
+This module owns every write of `sync_days` (and `sync_day_missing`): a run's plan (`plan_days`,
+`plan_unconfirmed`), the `syncing` mark and its undo after a cancel, a day written (`write_day`),
+failed (`fail_day`) or left incomplete (`keep_incomplete`), a day checked later by `verify`
+(`record_checked`), and the days a dead run left `syncing` (`fail_interrupted_days`). The
+other db modules read them (days.py).
 
-`write_day` takes the rows (Row tuples or a source's EncodedRows); `write_staged_day` takes
-a query over rows already in PostgreSQL (a by_stock source's staging table). Row tuples are
-encoded per row here; EncodedRows are copied as they are (no per-row Python), their
-`suspects` (prefilter.py) are the only rows the checks judge, and a re-sync of a day that
-holds rows rewrites only the rows that differ (`_merge`). The transaction is driven by hand
-(pooling.BatchedTransaction) so that it costs four round trips: BEGIN, settings, the fence's
-probe and the day's old rows; the COPY; the checks; the bookkeeping with COMMIT.
+`write_day(conn, DayWrite(...), rows)` is the day's write (run/outcomes.py calls it once per
+day). In one transaction: the run's fence; the day's old rows go, except those of the stocks
+whose request failed (`missing`: a failed request never deletes data); the new rows arrive by
+binary COPY (directly when complete, through a stage when pre_close, adj_factor or pct_change
+must be derived: factors.py); the checks run on the day's rows and their findings are stored
+(checks.py); and the day is recorded: `success`, or `incomplete` when stocks are missing, with
+`expected`, `missing`, its anomalies and when it was written, and the run's counters move. A
+day is refused (DayRejected, nothing written) when nothing was fetched or when the unit guard
+trips; the caller records it `failed` with that message.
+
+The rows are Row tuples or a source's EncodedRows (`_Payload` says how each loads). Row tuples
+are encoded per row here; EncodedRows are copied as they are (no per-row Python), their
+`suspects` (sources/prefilter.py) are the only rows the checks judge, and a re-sync of a day that holds
+rows rewrites only the rows that differ (`_merge`). The transaction is driven by hand
+(connection.BatchedTransaction) so that it costs four round trips, one per phase of `_write`:
+`_open` (BEGIN, settings, the fence's probe and the day's old rows), `_load` (the COPY),
+`_judge` (the checks) and `_record` (the bookkeeping with COMMIT).
+
+To record more about a day (which source wrote it, say), add a field to `DayWrite` and write it
+in `_record_day`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
@@ -48,6 +57,7 @@ _PRE_CLOSE, _PCT_CHANGE, _ADJ_FACTOR = 5, 9, 10  # Row positions the write path 
 
 Fence = Callable[[psycopg.Connection[Any]], None]
 IsTradingDay = Callable[[dt.date], bool]
+Cursor = psycopg.Cursor[Any]
 
 
 class DayRejected(Exception):
@@ -56,14 +66,33 @@ class DayRejected(Exception):
 
 @dataclass(frozen=True)
 class FenceProbe:
-    """The run lock's fence as SQL that can share a pipeline with a day's first statements (daywrite.py):
-    `take` holds the write fence (store.hold_write_fence); `held` is a boolean SQL expression, with `params`,
-    true while the session `SessionId` still holds the run lock (store.run_lock_holder() == session). When
+    """The run lock's fence as SQL that can share a pipeline with a day's first statements: `take` holds
+    the write fence (runlock.hold_write_fence); `held` is a boolean SQL expression, with `params`, true
+    while the session `SessionId` still holds the run lock (runlock.run_lock_holder() == session). When
     `held` is false the caller runs the full fence (RunLock.fence), which re-takes the lock or raises."""
 
     take: str
     held: str
     params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class DayWrite:
+    """What one day's write needs besides its rows: the day and its run, what the source said about it,
+    and the run's hooks into the transaction."""
+
+    day: dt.date
+    run_id: str
+    expected: int | None = None                  # stocks the source says were listed (None: it cannot say)
+    missing: Collection[str] = ()                # codes whose request failed: their stored rows stay; the day is incomplete
+    replace_only: Collection[str] | None = None  # a re-fetch of these stocks alone: only their stored rows go
+    error: str | None = None                     # the day's recorded error when it ends incomplete
+    fence: Fence | None = None                   # first inside the transaction, may raise (the run lock's check); one
+    #                                              with a `probe()` (FenceProbe or None) is sent with the first statements
+    before_commit: Callable[[], None] | None = None  # last inside the transaction, may raise to roll it back (a cancel)
+    is_trading_day: IsTradingDay | None = None   # the days a gap in factor derivation would be (None: packaged calendar)
+    mark_syncing: bool = False                   # first record the day `syncing` for run_id, committed on its own
+    #                                              before the write begins (so it stays if the write rolls back)
 
 
 @dataclass(frozen=True)
@@ -74,79 +103,21 @@ class WrittenDay:
     anomalies: int                             # findings of the checks on the day's rows
 
 
+def write_day(conn: psycopg.Connection[Any], job: DayWrite, rows: Iterable[Row] | EncodedRows) -> WrittenDay:
+    """Atomically replace `job.day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record
+    the day. Raises DayRejected when nothing was fetched or the unit guard trips."""
+    _ensure_partition(conn, job.day)
+    probe = _probe_of(job.fence)
+    if job.mark_syncing and probe is None:  # with a probe the mark rides along in the write's first round trip
+        mark_days_syncing(conn, [job.day], job.run_id, job.fence)
+    return _write(conn, job, _payload(job.day, rows), probe)
+
+
 def _probe_of(fence: Fence | None) -> FenceProbe | None:
     """The fence's pipelined form, if it has one (the run's fence does; a plain callable such as
-    store.hold_write_fence does not, and then the full check runs)."""
+    runlock.hold_write_fence does not, and then the full check runs)."""
     probe = getattr(fence, "probe", None)
     return probe() if probe is not None else None
-
-
-def replace_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str,
-                fence: Fence | None = None) -> int:
-    """A complete day (nothing missing, coverage unknown): `write_day`, returning the row count."""
-    return write_day(conn, day, rows, run_id, fence=fence).rows
-
-
-def write_day(conn: psycopg.Connection[Any], day: dt.date, rows: Iterable[Row] | EncodedRows, run_id: str, *,
-              expected: int | None = None, missing: Collection[str] = (), fence: Fence | None = None,
-              is_trading_day: IsTradingDay | None = None, replace_only: Collection[str] | None = None,
-              before_commit: Callable[[], None] | None = None, error: str | None = None,
-              mark_syncing: bool = False) -> WrittenDay:
-    """Atomically replace `day`'s rows with `rows` (plus the stored rows of the `missing` stocks) and record it.
-
-    `expected`: stocks the source says were listed (None: it cannot say). `missing`: codes whose request
-    failed. `fence`, called first inside the transaction, may raise to stop the write (the run lock check);
-    one with a `probe()` (FenceProbe or None) has its check sent with the day's first statements.
-    `is_trading_day` tells factor derivation which days a gap would be (default: the packaged calendar).
-    `replace_only`: a re-fetch of some stocks (an incomplete day's missing ones): only their stored rows
-    go, every other stored row stays. `before_commit` is called last inside the transaction and may raise
-    to roll the whole day back (a cancel). `error`: the day's recorded error (why it is incomplete).
-    `mark_syncing`: first record the day `syncing` for `run_id`, in a transaction of its own that commits
-    before the write begins (as store.mark_syncing; in the write's first round trip when the fence has a probe).
-    Raises DayRejected when nothing was fetched or the unit guard trips."""
-    _ensure_partition(conn, day)
-    probe = _probe_of(fence)
-    if mark_syncing and probe is None:
-        mark_days_syncing(conn, [day], run_id, fence)
-    mark_syncing = mark_syncing and probe is not None  # else done: the write's transaction goes next
-    if isinstance(rows, EncodedRows):
-        encoded = rows
-
-        def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
-            with cur.copy(COPY_BARS) as copy:
-                copy.write(encoded.payload)
-            return encoded.count
-        return _write(conn, day, run_id, load, derive=False, expected=expected, missing=missing, fence=fence,
-                      is_trading_day=is_trading_day, replace_only=replace_only, before_commit=before_commit, error=error,
-                      encoded=encoded, mark_syncing=mark_syncing, probe=probe)
-    bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
-    fetched = {row[0] for row in bars}
-    derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
-
-    def load_rows(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
-        if chain is None:
-            _copy_rows(cur, COPY_BARS, BAR_TYPES, ((day, *row) for row in bars))
-            return len(bars)
-        cur.execute(_CREATE_STAGE)
-        _copy_rows(cur, f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)", BAR_TYPES[1:], bars)
-        return factors.insert_derived(cur.connection, chain, f"SELECT {', '.join(STAGE_COLUMNS)} FROM {_STAGE}")
-    return _write(conn, day, run_id, load_rows, derive=derive, expected=expected,
-                  missing=[code for code in missing if code not in fetched], fence=fence, is_trading_day=is_trading_day,
-                  replace_only=replace_only, before_commit=before_commit, error=error, mark_syncing=mark_syncing,
-                  probe=probe)
-
-
-def write_staged_day(conn: psycopg.Connection[Any], day: dt.date, stage_sql: str, params: dict[str, Any] | None,
-                     run_id: str, *, expected: int | None = None, missing: Collection[str] = (),
-                     fence: Fence | None = None, is_trading_day: IsTradingDay | None = None) -> WrittenDay:
-    """`write_day` for rows already in PostgreSQL: `stage_sql` selects STAGE_COLUMNS (in order) of `day`'s rows,
-    with its own named `params` (for example `SELECT code, open, ..., adj_factor FROM stage WHERE day = %(d)s`).
-    Its codes must not include `missing` ones."""
-    def load(cur: psycopg.Cursor[Any], chain: factors.Chain | None) -> int:
-        assert chain is not None
-        return factors.insert_derived(cur.connection, chain, stage_sql, params)
-    return _write(conn, day, run_id, load, derive=True, expected=expected, missing=missing, fence=fence,
-                  is_trading_day=is_trading_day, probe=_probe_of(fence))
 
 
 def _ensure_partition(conn: psycopg.Connection[Any], day: dt.date) -> None:
@@ -160,78 +131,164 @@ def _ensure_partition(conn: psycopg.Connection[Any], day: dt.date) -> None:
         known.add(day.year)
 
 
-def _copy_rows(cur: psycopg.Cursor[Any], statement: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+# --- the rows ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Payload:
+    """A day's new rows as its transaction loads them."""
+
+    load: Callable[[Cursor, factors.Chain | None], int]  # COPY them (derived through `chain` when given): the count
+    derive: bool = False                   # pre_close, pct_change or adj_factor must be derived (factors.py)
+    encoded: EncodedRows | None = None     # a source's payload: merged into a day that holds rows; its suspects judged
+    codes: frozenset[str] = field(default_factory=frozenset)  # the stocks present, where known (a missing one is not)
+
+
+def _payload(day: dt.date, rows: Iterable[Row] | EncodedRows) -> _Payload:
+    if isinstance(rows, EncodedRows):
+        encoded = rows
+
+        def copy_payload(cur: Cursor, chain: factors.Chain | None) -> int:
+            with cur.copy(COPY_BARS) as copy:
+                copy.write(encoded.payload)
+            return encoded.count
+        return _Payload(copy_payload, encoded=encoded)
+    bars = [row if len(row) == len(STAGE_COLUMNS) else (*row, None) for row in rows]  # sources still on 10 fields
+
+    def copy_rows(cur: Cursor, chain: factors.Chain | None) -> int:
+        if chain is None:
+            _copy_rows(cur, COPY_BARS, BAR_TYPES, ((day, *row) for row in bars))
+            return len(bars)
+        cur.execute(_CREATE_STAGE)
+        _copy_rows(cur, f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)", BAR_TYPES[1:], bars)
+        return factors.insert_derived(cur.connection, chain, f"SELECT {', '.join(STAGE_COLUMNS)} FROM {_STAGE}")
+    derive = any(row[_PRE_CLOSE] is None or row[_PCT_CHANGE] is None or row[_ADJ_FACTOR] is None for row in bars)
+    return _Payload(copy_rows, derive=derive, codes=frozenset(row[0] for row in bars))
+
+
+def _copy_rows(cur: Cursor, statement: str, types: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     with cur.copy(statement) as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 
 
-def _write(conn: psycopg.Connection[Any], day: dt.date, run_id: str,
-           load: Callable[[psycopg.Cursor[Any], factors.Chain | None], int], *, derive: bool, expected: int | None,
-           missing: Collection[str], fence: Fence | None, is_trading_day: IsTradingDay | None,
-           replace_only: Collection[str] | None = None, before_commit: Callable[[], None] | None = None,
-           error: str | None = None, encoded: EncodedRows | None = None, mark_syncing: bool = False,
-           probe: FenceProbe | None = None) -> WrittenDay:
-    """The day's transaction, in as few round trips as its data allows: BEGIN, settings, the fence and the
-    day's old rows in one; the COPY; the checks (none when a payload's pre-filter cleared every row);
-    the bookkeeping with COMMIT in one."""
-    kept_codes = sorted(set(missing))
-    whole_day = not kept_codes and replace_only is None
-    merge = encoded is not None and whole_day  # a payload replacing a whole day: see _merge
-    marked: psycopg.Cursor[Any] | None = None
+# --- the day's transaction -----------------------------------------------------------------------
+
+@dataclass
+class _Opened:
+    """What the first round trip asked, read once the pipeline has synced."""
+
+    held: Cursor | None = None        # the probe: does the run still hold its lock on the session it took it on?
+    marked: Cursor | None = None      # the `syncing` mark sent with the probe (rowcount 0: the probe said no)
+    present: Cursor | None = None     # a merge: does the day hold rows?
+    kept_count: Cursor | None = None  # a partial replace: how many rows the day keeps
+
+
+def _write(conn: psycopg.Connection[Any], job: DayWrite, payload: _Payload, probe: FenceProbe | None) -> WrittenDay:
+    """The day's transaction, in as few round trips as its data allows: `_open`, `_load`, `_judge` (none when
+    a payload's pre-filter cleared every row) and `_record` with the COMMIT."""
+    kept_codes = sorted(set(job.missing) - payload.codes)
+    whole_day = not kept_codes and job.replace_only is None
+    merge = payload.encoded is not None and whole_day  # a payload replacing a whole day: see _merge
     with BatchedTransaction(conn, WRITE_SETTINGS) as tx, conn.cursor() as cur:
-        mark = BatchedTransaction(conn) if mark_syncing and probe is not None else None
-        with conn.pipeline():
-            if mark is not None and probe is not None:  # its own transaction, committed before the write's begins
-                mark.begin()
-                cur.execute(probe.take)
-                marked = conn.cursor().execute(MARK_SYNCING + f" AND {probe.held}", (run_id, [day], *probe.params))
-                mark.commit()
-            tx.begin()
-            if probe is not None:
-                cur.execute(probe.take)
-                held = conn.cursor().execute(f"SELECT {probe.held}", probe.params)
-            elif fence is not None:
-                fence(conn)
-            if merge:
-                present = conn.cursor().execute("SELECT EXISTS (SELECT 1 FROM daily_bars WHERE trade_date = %s)", (day,))
-            elif replace_only is None:
-                cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
-            else:
-                cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(replace_only))))
-            if not whole_day:
-                kept_count = conn.cursor().execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,))
-        if probe is not None and not scalar(held):
-            fence(conn)  # type: ignore[misc]  # the run lock's session is not the one we took it on: the full fence
-        if marked is not None and marked.rowcount != 1:  # the full fence passed: mark it with the write, then
-            cur.execute(MARK_SYNCING, (run_id, [day]))
-        kept = scalar(kept_count) if not whole_day else 0
-        if merge and scalar(present):
-            assert encoded is not None
-            fetched = _merge(conn, day, encoded)
-        else:
-            fetched = load(cur, factors.chain_for(conn, day, is_trading_day) if derive else None)
+        opened = _open(conn, tx, cur, job, probe, kept_codes, merge)
+        _confirm_fence(cur, job, opened)
+        fetched = _load(cur, job, payload, merge=opened.present is not None and bool(scalar(opened.present)))
         if fetched == 0:
-            raise DayRejected(f"nothing fetched for {day}" + (f" ({len(kept_codes)} stocks' requests failed)" if kept_codes else
-                                                              " (the source returned no rows)"))
+            raise DayRejected(f"nothing fetched for {job.day}" + (
+                f" ({len(kept_codes)} stocks' requests failed)" if kept_codes else " (the source returned no rows)"))
+        kept = scalar(opened.kept_count) if opened.kept_count is not None else 0
         # A pre-filter's verdict holds for the payload's rows only: a day that keeps stored rows is judged whole.
-        judged = encoded.suspects if encoded is not None and whole_day else None
-        found = checks.record_findings(conn, day, judged) if judged is None or judged else []
-        if (guard := checks.unit_guard_error(day, found, fetched + kept)) is not None:
-            raise DayRejected(guard)
-        status: Literal["success", "incomplete"] = "incomplete" if kept_codes else "success"
-        if before_commit is not None:
-            before_commit()
-        with conn.pipeline():
-            if judged is not None and not judged:
-                cur.execute(checks.CLEAR_FINDINGS, (day,))  # no suspect: the day's findings are none
-            _record_day(cur, day, run_id, status, fetched + kept, expected, kept_codes, len(found),
-                        error if status == "incomplete" else None)
-            cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
-                        "WHERE run_id = %s", (int(status == "incomplete"), fetched, run_id))
-            tx.commit()
-    return WrittenDay(rows=fetched + kept, fetched=fetched, status=status, anomalies=len(found))
+        judged = payload.encoded.suspects if payload.encoded is not None and whole_day else None
+        anomalies = _judge(conn, job.day, judged, fetched + kept)
+        if job.before_commit is not None:
+            job.before_commit()
+        written = WrittenDay(rows=fetched + kept, fetched=fetched, anomalies=anomalies,
+                             status="incomplete" if kept_codes else "success")
+        _record(tx, cur, job, written, kept_codes, clear_findings=judged is not None and not judged)
+    return written
+
+
+def _open(conn: psycopg.Connection[Any], tx: BatchedTransaction, cur: Cursor, job: DayWrite, probe: FenceProbe | None,
+          kept_codes: list[str], merge: bool) -> _Opened:
+    """Round trip 1: the `syncing` mark in a transaction of its own (when it rides along), BEGIN and the settings,
+    the fence's probe (or the full fence when it has none), and the day's old rows: gone, or asked about."""
+    opened = _Opened()
+    mark = BatchedTransaction(conn) if job.mark_syncing and probe is not None else None
+    day = job.day
+    with conn.pipeline():
+        if mark is not None and probe is not None:  # committed before the write's transaction begins
+            mark.begin()
+            cur.execute(probe.take)
+            opened.marked = conn.cursor().execute(MARK_SYNCING + f" AND {probe.held}", (job.run_id, [day], *probe.params))
+            mark.commit()
+        tx.begin()
+        if probe is not None:
+            cur.execute(probe.take)
+            opened.held = conn.cursor().execute(f"SELECT {probe.held}", probe.params)
+        elif job.fence is not None:
+            job.fence(conn)
+        if merge:
+            opened.present = conn.cursor().execute("SELECT EXISTS (SELECT 1 FROM daily_bars WHERE trade_date = %s)", (day,))
+        elif job.replace_only is None:
+            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND NOT (code = ANY(%s))", (day, kept_codes))
+        else:
+            cur.execute("DELETE FROM daily_bars WHERE trade_date = %s AND code = ANY(%s)", (day, sorted(set(job.replace_only))))
+        if kept_codes or job.replace_only is not None:
+            opened.kept_count = conn.cursor().execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,))
+    return opened
+
+
+def _confirm_fence(cur: Cursor, job: DayWrite, opened: _Opened) -> None:
+    """The probe said the run's lock is not held on the session it was taken on: the full fence (it re-takes the
+    lock or raises); a `syncing` mark the probe held back is then made inside the write's transaction."""
+    if opened.held is not None and not scalar(opened.held) and job.fence is not None:
+        job.fence(cur.connection)
+    if opened.marked is not None and opened.marked.rowcount != 1:
+        cur.execute(MARK_SYNCING, (job.run_id, [job.day]))
+
+
+def _load(cur: Cursor, job: DayWrite, payload: _Payload, *, merge: bool) -> int:
+    """Round trip 2: the new rows (a merge into the day's stored rows, or a COPY); the count written."""
+    if merge:
+        assert payload.encoded is not None
+        return _merge(cur.connection, job.day, payload.encoded)
+    return payload.load(cur, factors.chain_for(cur.connection, job.day, job.is_trading_day) if payload.derive else None)
+
+
+def _judge(conn: psycopg.Connection[Any], day: dt.date, judged: Collection[str] | None, rows: int) -> int:
+    """Round trip 3: the checks on the day's rows (`judged` only, when given; none when it is empty), their
+    findings stored; the unit guard refuses the day. The count of findings."""
+    found = checks.record_findings(conn, day, judged) if judged is None or judged else []
+    if (guard := checks.unit_guard_error(day, found, rows)) is not None:
+        raise DayRejected(guard)
+    return len(found)
+
+
+def _record(tx: BatchedTransaction, cur: Cursor, job: DayWrite, written: WrittenDay, kept_codes: list[str], *,
+            clear_findings: bool) -> None:
+    """Round trip 4: the day's record, the run's counters, COMMIT."""
+    with cur.connection.pipeline():
+        if clear_findings:
+            cur.execute(checks.CLEAR_FINDINGS, (job.day,))  # no suspect: the day's findings are none
+        _record_day(cur, job, written, kept_codes)
+        cur.execute("UPDATE sync_runs SET days_done = days_done + 1, days_failed = days_failed + %s, rows = rows + %s "
+                    "WHERE run_id = %s", (int(written.status == "incomplete"), written.fetched, job.run_id))
+        tx.commit()
+
+
+def _record_day(cur: Cursor, job: DayWrite, written: WrittenDay, kept_codes: list[str]) -> None:
+    error = job.error if written.status == "incomplete" else None
+    cur.execute(
+        "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, expected, missing, anomalies, checked_at, "
+        "written_at, updated_at) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, now(), now(), now()) "
+        "ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
+        "error = EXCLUDED.error, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
+        "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now()",
+        (job.day, written.status, written.rows, job.run_id, error, job.expected, len(kept_codes), written.anomalies))
+    cur.execute("DELETE FROM sync_day_missing WHERE date = %s", (job.day,))
+    if kept_codes:
+        cur.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (job.day, kept_codes))
 
 
 MARK_SYNCING = ("UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "
@@ -288,20 +345,6 @@ def _merge(conn: psycopg.Connection[Any], day: dt.date, encoded: EncodedRows) ->
     return encoded.count
 
 
-def _record_day(cur: psycopg.Cursor[Any], day: dt.date, run_id: str, status: str, rows: int, expected: int | None,
-                missing: list[str], anomalies: int, error: str | None) -> None:
-    cur.execute(
-        "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, expected, missing, anomalies, checked_at, "
-        "written_at, updated_at) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, now(), now(), now()) "
-        "ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
-        "error = EXCLUDED.error, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
-        "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now()",
-        (day, status, rows, run_id, error, expected, len(missing), anomalies))
-    cur.execute("DELETE FROM sync_day_missing WHERE date = %s", (day,))
-    if missing:
-        cur.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (day, missing))
-
-
 def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: str,
              fence: Fence | None = None) -> None:
     with conn.transaction():
@@ -333,7 +376,7 @@ def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.d
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
     """After a cancel: days this run had marked syncing get their previous status back. Not once the run's
-    row has left `running`: whoever marked it interrupted has settled its days (recover_orphans)."""
+    row has left `running`: whoever marked it interrupted has settled its days (runlock.Orphans)."""
     conn.execute(
         "UPDATE sync_days SET status = coalesce(prev_status, 'pending'), prev_status = NULL, updated_at = now() "
         "WHERE status = 'syncing' AND run_id = %s "
@@ -369,7 +412,19 @@ def plan_unconfirmed(conn: psycopg.Connection[Any], run_id: str, days: Sequence[
 
 
 def fail_interrupted_days(conn: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
-    """In recover_orphans' transaction: the days dead runs left `syncing` become failed."""
+    """In runs.mark_orphans' transaction: the days dead runs left `syncing` become failed."""
     conn.execute("UPDATE sync_days SET status = 'failed', prev_status = NULL, updated_at = now(), "
                  "error = 'interrupted: the daemon stopped while this day was syncing' "
                  "WHERE status = 'syncing' AND run_id = ANY(%s)", (list(run_ids),))
+
+
+def lock_for_check(conn: psycopg.Connection[Any], day: dt.date) -> bool:
+    """In a transaction of `verify`'s (control/verify.py): lock `day`'s record; False when there is none or it
+    was checked meanwhile (written by a day write, which checks as it writes)."""
+    row = conn.execute("SELECT checked_at FROM sync_days WHERE date = %s FOR UPDATE", (day,)).fetchone()
+    return row is not None and row[0] is None
+
+
+def record_checked(conn: psycopg.Connection[Any], day: dt.date, anomalies: int) -> None:
+    """`verify` checked a day written by an earlier version: its count of findings, and when."""
+    conn.execute("UPDATE sync_days SET anomalies = %s, checked_at = now() WHERE date = %s", (anomalies, day))

@@ -11,7 +11,7 @@ covering index); a stock's 10-year series reads ~100 index pages instead of ~2,4
 pages. The contract's columns and primary key are unchanged; the readers query
 `daily_bars` (the partitioned parent) and its views as before.
 
-This module owns the DDL: `CONVERT` (migration 5 in store.MIGRATIONS: a plain daily_bars
+This module owns the DDL: `CONVERT` (migration 5 in migrations.MIGRATIONS: a plain daily_bars
 becomes the partitioned one, every row copied, its privileges and syncd's views carried
 over, refusing to drop objects of the user's that depend on it) and `ensure_year` (a
 year's partition, created before its first day is written: CREATE TABLE, then ATTACH, which

@@ -4,8 +4,7 @@ A `RunLock` is a session advisory lock (`pg_try_advisory_lock`) held on a dedica
 connection for the whole life of one run: the control loop takes it when it admits a run,
 the worker gives it back when the run has been recorded finished. If the holding daemon dies,
 its session ends and PostgreSQL frees the lock; any daemon that then takes it (to admit a
-run, or briefly when it finds a `running` row) marks the orphaned rows `interrupted` (see
-`runs.recover_orphans`).
+run, or briefly when it finds a `running` row) marks the orphaned rows `interrupted` (`Orphans`).
 
 A holder cut off from the database loses its lock when the server drops its session (within
 seconds: `connection.SESSION_KEEPALIVES`); the next holder first ends any day write of it still open
@@ -29,7 +28,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -235,25 +234,43 @@ class RunFence:
         return self.lock.fence_probe()
 
 
-def recover_orphans(dsn: str, connect_timeout_s: float, found_by: str,
-                    on_interrupted: Callable[[Sequence[RunRecord]], None] | None = None) -> list[str] | None:
-    """If the run lock is free no run is alive anywhere, so runs left `running` are orphans: mark them
-    interrupted (logged `run_interrupted`, and handed to `on_interrupted` as recorded) and return their ids.
-    None while a live run holds the lock."""
-    lock = RunLock.try_take(dsn, connect_timeout_s)
-    if lock is None:
-        return None
-    try:
-        lock.end_stray_writes()
-        recovered = runs.recover_orphans(lock.conn)
-        interrupted = runs.runs_by_id(lock.conn, recovered) if recovered and on_interrupted else []
-    finally:
-        lock.release()
-    if interrupted and on_interrupted is not None:
-        on_interrupted(interrupted)
-    for run_id in recovered:
-        get_logger(run_id=run_id).warning(Event.RUN_INTERRUPTED, found_by=found_by)
-    return recovered
+# Who found the orphans, as `run_interrupted` logs it (operators grep these values).
+FoundBy = Literal["start-up", "run_lock", "history", "days", "idle check"]
+
+
+class Orphans:
+    """Orphan recovery, the one way for every finder: the daemon at start-up, admission under the run lock
+    it just took, `history` and `days` when they read a `running` run or a `syncing` day that is not
+    the daemon's own, the worker's idle check. If the run lock is free no run is alive anywhere, so
+    runs left `running` are orphans: `recover` marks them interrupted (their `syncing` days failed),
+    logs each (`run_interrupted` with `found_by`) and hands them, as recorded, to `notify` (the alerts)."""
+
+    def __init__(self, lock_dsn: str, connect_timeout_s: float,
+                 notify: Callable[[Sequence[RunRecord]], None] | None = None) -> None:
+        self.lock_dsn = lock_dsn
+        self.connect_timeout_s = connect_timeout_s
+        self.notify = notify
+
+    def recover(self, found_by: FoundBy, lock: RunLock | None = None) -> list[str] | None:
+        """The orphans' run ids, marked. Under `lock` when the caller holds the run lock; else it is taken for
+        the sweep and given back, and None when a live run holds it (here or on another host)."""
+        taken = None
+        if lock is None:
+            lock = taken = RunLock.try_take(self.lock_dsn, self.connect_timeout_s)
+            if lock is None:
+                return None
+        try:
+            lock.end_stray_writes()
+            recovered = runs.mark_orphans(lock.conn)
+            interrupted = runs.runs_by_id(lock.conn, recovered) if recovered and self.notify else []
+        finally:
+            if taken is not None:
+                taken.release()
+        for run_id in recovered:
+            get_logger(run_id=run_id).warning(Event.RUN_INTERRUPTED, found_by=found_by)
+        if interrupted and self.notify is not None:
+            self.notify(interrupted)
+        return recovered
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ def finish_run(conn: psycopg.Connection[Any], run_id: str, status: str, error: s
     return runs[0] if runs else next(iter(_fetch_runs(conn, "SELECT * FROM sync_runs WHERE run_id = %s", (run_id,))), None)
 
 
-def recover_orphans(conn: psycopg.Connection[Any]) -> list[str]:
-    """Runs left `running` become interrupted and their syncing days failed. Call only holding the run lock:
-    then no run is alive anywhere, so a `running` row belongs to a daemon that died under it."""
+def mark_orphans(conn: psycopg.Connection[Any]) -> list[str]:
+    """Runs left `running` become interrupted and their syncing days failed. Call only holding the run lock
+    (runlock.Orphans, which also logs and notifies): then no run is alive anywhere, so a `running` row
+    belongs to a daemon that died under it."""
     with conn.transaction():
         dead = [r[0] for r in conn.execute(
             "UPDATE sync_runs SET status = 'interrupted', finished_at = now(), "

@@ -4,12 +4,13 @@ This module owns their SQL (docs/data.md). `daily_bars_hfq` and `daily_bars_qfq`
 columns of daily_bars with open/high/low/close/pre_close adjusted (NULL where adj_factor is
 NULL): hfq = raw x adj_factor; qfq = raw x adj_factor / the stock's latest non-NULL
 adj_factor, looked up at read time (once per stock, `_LATEST_FACTOR`), so nothing stored
-goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (store.MIGRATIONS).
+goes stale at an ex-date (the ratio first: on the latest day it is exactly 1, and so qfq = raw). They are created by a migration (migrations.MIGRATIONS).
 
 `daily_stock_data` (database.compat_view) has the original table's columns, types,
 precision and scale (numeric(10,2) prices, bigint volume in lots, numeric(20,2) amount,
 varchar(10) code, varchar(50) name that is never NULL), with raw or read-time qfq prices
-(database.compat_adjust). When its shape must change, it is dropped and created again, but
+(database.compat_adjust). One stock's rows are read through the code index despite stock_code's
+length cast (`_CODE`). When its shape must change, it is dropped and created again, but
 never under objects of the user's that depend on it: those stop the start with their names.
 """
 
@@ -54,13 +55,24 @@ def _numeric(expr: str, precision: int, scale: int = 2) -> str:
     return f"(CASE WHEN abs({expr}) < {bound} THEN ({expr})::numeric END)::numeric({precision},{scale})"
 
 
+# stock_code must be varchar(10) (the original's type) over daily_bars.code text, and the length cast
+# varchar(code, 10) hides the code index: `b.code::varchar(10) = '600000'` filters every row of the range.
+# So the cast is a relation of its own, one row per bar (OFFSET 0 keeps PostgreSQL from folding it back into
+# an expression), tied to the bar by `c.stock_code::text = b.code` (the view's WHERE): an equality between two
+# relations, which PostgreSQL keeps as an equivalence class. A filter `stock_code = '600000'` joins that class,
+# and PostgreSQL derives `b.code = '600000'`, an index condition on each year's partition with b's row estimate
+# intact (the cast's own filter sits on c's one row, not on b). A code longer than 10 characters could not be
+# stored in the original table and is not shown (A-share codes have six).
+_CODE = "CROSS JOIN LATERAL (SELECT b.code::varchar(10) AS stock_code OFFSET 0) c"
+
+
 def compat_view_sql(adjust: str) -> str:
     """The daily_stock_data view; `adjust` "qfq" scales prices by adj_factor / the latest factor (raw where NULL)."""
     scale = "coalesce(b.adj_factor / latest.factor, 1)" if adjust == "qfq" else "1"
     join = _LATEST_FACTOR if adjust == "qfq" else ""
     price = {p: f"b.{p} * k.scale" for p in _PRICES}
     return f"""
-    SELECT b.code::varchar(10) AS stock_code,
+    SELECT c.stock_code,
            coalesce(s.name, b.code)::varchar(50) AS stock_name,
            b.trade_date,
            {_numeric(price['open'], 10)} AS open_price,
@@ -76,10 +88,12 @@ def compat_view_sql(adjust: str) -> str:
            d.written_at AS created_at,
            d.written_at AS updated_at
     FROM daily_bars b
+    {_CODE}
     LEFT JOIN stocks s ON s.code = b.code
     LEFT JOIN sync_days d ON d.date = b.trade_date
     {join}
-    CROSS JOIN LATERAL (SELECT {scale} AS scale) k"""
+    CROSS JOIN LATERAL (SELECT {scale} AS scale) k
+    WHERE c.stock_code::text = b.code"""
 
 
 # The view's columns as format_type() shows them: a view whose columns differ must be dropped and created again.

@@ -1,11 +1,11 @@
 """The by_day plan: a run's trading days fetched in order, one answer per day, each written in its own transaction.
 
-The source's `fetch_days` runs on the read-ahead thread (prefetch.py), one day ahead of the
+The source's `fetch_days` runs on the read-ahead thread (readahead.py), one day ahead of the
 writer, so fetching day N+1 overlaps writing day N and memory holds about two days; or, for
-a source that runs in the fetch process (fetchproc.py), in that child, which works ahead of
+a source that runs in the fetch process (sources/fetchproc.py), in that child, which works ahead of
 the writer by itself. The
 cancel flag is checked before every day taken from the read-ahead (and inside its write, see
-daywriter.py): a day fetched ahead is dropped, never written, after a cancel.
+outcomes.py): a day fetched ahead is dropped, never written, after a cancel.
 
 Failures, in passes: a day the source could not produce (DayFailure, or a batch with no rows)
 waits for the next pass; an exception out of the fetch is charged to the first day not yet

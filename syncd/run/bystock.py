@@ -2,9 +2,9 @@
 
 A per-stock history API answers any range in one request, so a run asks each stock once
 (`fetch_stocks`), whatever its length: a 20-year backfill costs one request per stock, not
-one per stock per window. What arrives is staged in the unlogged `sync_stage` table (store.py)
+one per stock per window. What arrives is staged in the unlogged `sync_stage` table (db/staging.py)
 in batches of `STAGE_BATCH_ROWS`, never held in memory; then each trading day is read back
-from the stage and written in its own transaction (daywriter.py), in day order, so progress,
+from the stage and written in its own transaction (outcomes.py), in day order, so progress,
 cancel and atomicity are those of the by_day plan. The cancel flag is checked before every
 stock taken from the read-ahead and before every day taken from the stage.
 

@@ -7,7 +7,7 @@ before the commit; a cancel seen inside the transaction rolls the whole day back
 So after a cancel at most a day whose COMMIT was already on its way to PostgreSQL ends up
 written, and it is complete. It also keeps the run's count of written and failed days (an
 incomplete day counts as both) and logs each day's end (`day_synced`, `day_incomplete`,
-`day_failed`). The SQL is store.py's; what to fetch is the plans' (byday.py, bystock.py).
+`day_failed`). The SQL is db/daywrite.py's; what to fetch is the plans' (byday.py, bystock.py).
 """
 
 from __future__ import annotations
@@ -71,13 +71,12 @@ class DayWriter:
             return False
         self.state.day_started(day)
         started = time.perf_counter()
-        run_id = self.run.run_id
         note = incomplete_note(missing, expected, errors or {}) if missing else None
         try:
-            written = self._with_db(lambda c: daywrite.write_day(
-                c, day, rows, run_id, expected=expected, missing=missing, fence=self._day_fence,
-                is_trading_day=self.is_trading_day, replace_only=replace_only, before_commit=self._stop_if_cancelled,
-                error=note, mark_syncing=True))
+            job = daywrite.DayWrite(day, self.run.run_id, expected=expected, missing=missing, replace_only=replace_only,
+                                    error=note, fence=self._day_fence, before_commit=self._stop_if_cancelled,
+                                    is_trading_day=self.is_trading_day, mark_syncing=True)
+            written = self._with_db(lambda c: daywrite.write_day(c, job, rows))
         except Cancelled:
             return False
         except (RunLockLost, DatabaseDown, DayRejected):

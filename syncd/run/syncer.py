@@ -6,7 +6,7 @@ and `pending` with the reason), asks the source for its plan and hands the days 
 by_day (byday.py: a day at a time, read ahead) or by_stock (bystock.py: each stock once for
 the whole range, staged in PostgreSQL, then written day by day). Either way each day is
 written in its own transaction, in day order, only while the run holds the run lock
-(`RunLock.fence`), and never after a cancel (daywriter.py). It owns the worker's database
+(`RunLock.fence`), and never after a cancel (outcomes.py). It owns the worker's database
 connection (reopened when lost, the statement retried), the retry policy, and the run's
 record in sync_runs (inserted by the control loop at admission). Between runs it does the
 worker's housekeeping: orphaned runs, and the source's calendar fetched ahead of the schedule
@@ -29,7 +29,7 @@ from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar
 from ..config import Config
 from ..control.runstate import RunState
 from ..db import connection, days, daywrite, reference, runs, staging
-from ..db.runlock import RunFence, RunLock, RunLockLost, recover_orphans
+from ..db.runlock import Orphans, RunFence, RunLock, RunLockLost
 from ..logs import Event, get_logger
 from ..record import RunRecord
 from ..sources.base import PlannedSource, SourceError
@@ -49,18 +49,19 @@ class Syncer:
     def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
                  lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
                  fetcher: FetchProcess | None = None) -> None:
-        self.observer = observer  # metrics and alerts: told of each day's end (telemetry.py)
+        self.observer = observer  # metrics and alerts: told of each day's end (telemetry/hub.py)
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
-        self.fetcher = fetcher  # the source's by_day fetches in a child process (fetchproc.py), if it runs there
+        self.fetcher = fetcher  # the source's by_day fetches in a child process (sources/fetchproc.py), if it runs there
         self.calendar = calendar
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
         self._calendar_asked_at: float | None = None
         self._fence: daywrite.Fence | None = None  # the current run's lock fence, for its bookkeeping writes too
+        self.orphans = Orphans(self.lock_dsn, config.database.connect_timeout_s, observer.runs_interrupted)
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, run: RunRecord, state: RunState, lock: RunLock | None = None) -> RunRecord:
@@ -171,8 +172,7 @@ class Syncer:
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""
         if runs.running_run(self._db()) is not None:  # the cheap query first: a lock attempt only then
-            recover_orphans(self.lock_dsn, self.config.database.connect_timeout_s, found_by="idle check",
-                            on_interrupted=self.observer.runs_interrupted)
+            self.orphans.recover("idle check")
 
     def confirm_recent_days(self) -> None:
         """Ask the source's calendar about recent weekdays no calendar confirms (so the schedule knows them in time)."""

@@ -6,12 +6,40 @@ this package) works without the optional extras installed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .base import DayFailure, Row, Source, SourceError, SourceUnavailable
+import msgspec
+
+from .base import DayFailure, Row, Source, SourceError, SourceUnavailable, require_extra
 
 if TYPE_CHECKING:
     from ..config import SourceConfig
+
+
+# The library each remote source runs (checked installed without importing it), and the extra that brings it.
+_LIBRARIES = {"akshare": ("akshare", "akshare"), "baostock": ("baostock", "baostock"), "tushare": ("requests", "tushare")}
+
+
+def check_source(config: SourceConfig, environ: Mapping[str, str]) -> None:
+    """What building the configured source would refuse (its extra missing, Tushare's token unset), without
+    building it: no child process, no import of its library (`syncd --check-config`)."""
+    if config.name in _LIBRARIES:
+        require_extra(*_LIBRARIES[config.name])
+    if config.name == "tushare":
+        from .tushare import token_of
+
+        token_of(config.tushare, environ)
+
+
+def check_against(config: SourceConfig, against: str, environ: Mapping[str, str]) -> None:
+    """`check_source` for the source named by verify.against (built from its own [source.NAME] table)."""
+    if not against:
+        return
+    try:
+        check_source(msgspec.structs.replace(config, name=against), environ)
+    except SourceUnavailable as exc:
+        raise SourceUnavailable(f"verify.against: {exc}") from None
 
 
 def load_source(config: SourceConfig, *, reference: bool = False) -> Source:
@@ -43,4 +71,4 @@ def load_source(config: SourceConfig, *, reference: bool = False) -> Source:
     raise SourceUnavailable(f"unknown source {config.name!r}")
 
 
-__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "load_source"]
+__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "check_against", "check_source", "load_source"]

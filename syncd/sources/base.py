@@ -2,7 +2,7 @@
 
 A source turns trading days into daily_bars rows in the contract's units (prices and amount
 in yuan, volume in shares, turnover and pct_change in percent; pre_close the exchange's
-reference price for the day, 前收盘). It never touches the database: sync.py owns writing,
+reference price for the day, 前收盘). It never touches the database: run/syncer.py owns writing,
 staging and bookkeeping. Every upstream call a source makes has a deadline.
 
 Two fetch plans, chosen by the source for each run (`plan(days)`):
@@ -16,11 +16,11 @@ Two fetch plans, chosen by the source for each run (`plan(days)`):
   `stock_zh_a_hist`, baostock `query_history_k_data_plus`), each stock asked once per run,
   whatever the range's length. Each stock comes as `StockBars` (its rows, by day; a day with
   no row is a suspension) or `StockFailure` (its request failed after the source's own
-  retries). sync.py stages what arrives and writes each day from the stage; a day's
+  retries). run/syncer.py stages what arrives and writes each day from the stage; a day's
   `expected` comes from `listed_on(day)` and its `missing` from the failed stocks listed on
   it. `codes` narrows a fetch to some stocks (the missing-data job re-asks only those).
 
-sync.py only ever asks for days that a calendar confirmed as trading (calendar.py): a weekday
+run/syncer.py only ever asks for days that a calendar confirmed as trading (calendar.py): a weekday
 past the packaged holiday calendar that neither the source's own calendar (`trading_days`) nor
 its `confirms_trading_day` covers is never fetched. A source that answers with a dateless
 whole-market snapshot must still refuse a day whose session has not closed (`session_closed`)
@@ -28,7 +28,7 @@ and a day other than the snapshot's own (a DayFailure saying why).
 
 `should_stop` returns True once the run is cancelled: a source checks it between requests
 and returns early (yielding nothing more) when it does. An exception out of a fetch means
-the whole fetch failed (sync.py retries with backoff); per-day and per-stock failures are
+the whole fetch failed (run/syncer.py retries with backoff); per-day and per-stock failures are
 values, so one bad stock never throws away what was fetched.
 """
 
@@ -152,7 +152,7 @@ DayRows = list[Row] | EncodedRows
 
 
 class PlannedSource(Protocol):
-    """What sync.py needs from a source (see the module docstring)."""
+    """What run/syncer.py needs from a source (see the module docstring)."""
 
     name: str
 
@@ -235,7 +235,7 @@ def require_extra(module: str, extra: str | None = None) -> None:
     (it runs in child processes: isolation.py); SourceUnavailable with the pip command if not."""
     if importlib.util.find_spec(module) is None:
         extra = extra or module
-        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: pip install 'syncd[{extra}]'")
+        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: {install_line(extra)}")
 
 
 def import_extra(module: str) -> ModuleType:
@@ -244,4 +244,9 @@ def import_extra(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise SourceUnavailable(
-            f"source '{module}' needs the {module} extra: pip install 'syncd[{module}]' ({type(exc).__name__}: {exc})") from None
+            f"source '{module}' needs the {module} extra: {install_line(module)} ({type(exc).__name__}: {exc})") from None
+
+
+def install_line(extra: str) -> str:
+    """How to add an extra to the virtualenv syncd runs from (docs/sources.md): from the syncd checkout."""
+    return f"in the syncd checkout, pip install -e '.[{extra}]' (docs/sources.md)"

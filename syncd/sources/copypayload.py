@@ -1,6 +1,6 @@
 """A day's rows as one binary COPY payload for daily_bars, built column-wise with numpy (`EncodedRows`).
 
-The write path copies such a payload as it is (daywrite.py), with no Python per row: this
+The write path copies such a payload as it is (db/daywrite.py), with no Python per row: this
 module owns the encoding (PostgreSQL's binary COPY format for daily_bars' columns, in
 BAR_COLUMNS order) and attaches the pre-filter's verdict (prefilter.py: the codes of the
 rows the checks need to judge). `encode_columns` takes numpy columns (the demo source builds

@@ -24,7 +24,7 @@ fetch changes nothing about the rows a later fetch of that day returns.
 
 It is also the benchmarks' source, so a day is generated with numpy, column by column
 (demomarket.py, loaded on first use), and handed over already encoded in PostgreSQL's binary
-COPY format (EncodedRows, encoding.py): about 2 ms for 5,300 rows instead of ~20 ms of Python
+COPY format (EncodedRows, copypayload.py): about 2 ms for 5,300 rows instead of ~20 ms of Python
 per-row work. In the daemon its fetches run in the fetch process (`fetches_in_child`,
 fetchproc.py), so the daemon itself never loads numpy. `rows_for` gives the same day as Row
 tuples (tests, CSV export). It is never real data.
@@ -151,7 +151,7 @@ class DemoSource(DaySource):
         return day.weekday() < 5
 
     def stock_list(self) -> list[StockInfo] | None:
-        return self._stocks  # the same object every run, so sync.py saves it only once per process
+        return self._stocks  # the same object every run, so run/syncer.py saves it only once per process
 
     def close(self) -> None:
         pass

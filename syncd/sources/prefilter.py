@@ -1,10 +1,10 @@
-"""Which rows of a day the checks need to judge: a column-wise pre-filter of checks.py's rules, in numpy.
+"""Which rows of a day the checks need to judge: a column-wise pre-filter of db/checks.py's rules, in numpy.
 
-checks.py judges a written day in SQL, and the rules are its alone. Most rows of a day pass
+db/checks.py judges a written day in SQL, and the rules are its alone. Most rows of a day pass
 every check, and which ones surely pass can be told from the row itself: `suspects` flags
 every row that might fail a row-local rule (price order, volume, unit, pct_change) or that
 moved far enough for a price limit to matter (|pct| over the tightest limit plus its
-tolerance); the write path then runs the SQL checks over those rows only (checks.py,
+tolerance); the write path then runs the SQL checks over those rows only (db/checks.py,
 `record_findings(codes=...)`), and a day with no suspect costs no checks statement at all.
 
 It must flag a superset of what the SQL finds: the same comparisons on the same float64

@@ -1,7 +1,7 @@
 """Alerts: a webhook POST when something needs a human (`[alert]`, docs/operations.md "Alerts").
 
 Owns which events alert (`alert.on`: a run ended `failed` or `partial`, a run found
-`interrupted`, and `late`: the latest completed trading day not synced, judged by monitor.py),
+`interrupted`, and `late`: the latest completed trading day not synced, judged by poller.py),
 the message and its shapes (syncd's JSON, or the chat bots' own: DingTalk and WeCom
 `{"msgtype": "text", "text": {"content": ...}}`, Slack `{"text": ...}`), and delivery: one
 sender thread owned by the daemon takes alerts from a bounded queue and POSTs each with a

@@ -61,7 +61,7 @@ class Verdict:
         return bool(self.completed.unconfirmed) or (self.completed.day is not None and self.day_status != "success")
 
 
-class HealthJudge:
+class FreshnessJudge:
     """Judges freshness in `zone` with `late_after` as the moment a trading day counts as completed."""
 
     def __init__(self, calendar: TradingCalendar, zone: dt.tzinfo, late_after: dt.time,

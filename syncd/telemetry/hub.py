@@ -1,12 +1,12 @@
-"""Telemetry: the daemon's metrics, alerts and health monitor, wired together, and the Observer they listen on.
+"""Telemetry: the daemon's metrics, alerts and freshness poller, wired together, and the Observer they listen on.
 
 The daemon builds one `Telemetry` from the config and passes it (as an `Observer`) to the
 parts that report: the ops (requests served), admission and recovery (runs found
 interrupted), the sync (days ended) and the worker's run wrapper (runs ended). Each report
 is a counter add and, for alerting events, an enqueue: nothing here waits. It owns the
 lifetimes: `bind` (the metrics port, before the database, so a port in use refuses the
-start untouched; the alert sender), `start` (the state collector, the monitor), `close`.
-Without `[metrics] listen` nothing is served and the monitor does not poll; without
+start untouched; the alert sender), `start` (the state collector, the freshness poller), `close`.
+Without `[metrics] listen` nothing is served and the poller does not poll; without
 `[alert] webhook_url` nothing is sent.
 """
 
@@ -24,10 +24,10 @@ from ..logs import Event, get_logger
 from ..record import RunRecord
 from ..run.worker import RunJob
 from .alerts import Alerter
-from .freshness import HealthJudge, parse_clock
+from .freshness import FreshnessJudge, parse_clock
 from .metrics import DaemonCollector, Metrics, MetricsServer
 from .observer import Observer
-from .poller import Monitor
+from .poller import FreshnessPoller
 
 FACTS_REFRESH_S = 15.0  # how stale the database-derived gauges may get (a run's end refreshes them at once)
 
@@ -38,7 +38,7 @@ class Telemetry(Observer):
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self.metrics = Metrics()
         self.alerter = (Alerter(config.alert, config.schedule.timezone) if config.alert.webhook_url else None)
-        self.monitor: Monitor | None = None
+        self.poller: FreshnessPoller | None = None
         self.server: MetricsServer | None = None
         self._log = get_logger()
         if config.verify.against:
@@ -55,25 +55,25 @@ class Telemetry(Observer):
             self.alerter.start()  # alerts raised during start-up recovery wait in its queue
 
     def start(self, dsn: str, state: RunState, calendar: TradingCalendar) -> None:
-        """With the database ready: the state gauges and the monitor (when metrics or the late alert need it)."""
-        judge = HealthJudge(calendar, self.zone, parse_clock(self.config.alert.late_after))
+        """With the database ready: the state gauges and the freshness poller (when metrics or the late alert need it)."""
+        judge = FreshnessJudge(calendar, self.zone, parse_clock(self.config.alert.late_after))
         wants_late = self.alerter is not None and self.alerter.wants_late
         if self.server is None and not wants_late:
             return
-        self.monitor = Monitor(dsn, judge, refresh_every_s=FACTS_REFRESH_S if self.server else None,
+        self.poller = FreshnessPoller(dsn, judge, refresh_every_s=FACTS_REFRESH_S if self.server else None,
                                on_late=self.alerter.late if wants_late and self.alerter else None,
                                state_dir=self.config.daemon.state_dir, timezone=self.config.schedule.timezone)
         if self.server is not None:
-            self.metrics.add_collector(DaemonCollector(state, self.monitor.facts, self.monitor.latest_completed, self.zone))
-        self.monitor.start()
+            self.metrics.add_collector(DaemonCollector(state, self.poller.facts, self.poller.latest_completed, self.zone))
+        self.poller.start()
 
     def close(self) -> None:
-        """Stop what runs (idempotent): the monitor, the alert sender (after a short grace), the metrics server."""
-        monitor, alerter, server = self.monitor, self.alerter, self.server
-        self.monitor = self.server = None
+        """Stop what runs (idempotent): the freshness poller, the alert sender (after a short grace), the metrics server."""
+        poller, alerter, server = self.poller, self.alerter, self.server
+        self.poller = self.server = None
         self.alerter = None
-        if monitor is not None:
-            monitor.stop()
+        if poller is not None:
+            poller.stop()
         if alerter is not None:
             alerter.stop()
         if server is not None:
@@ -105,8 +105,8 @@ class Telemetry(Observer):
         self.metrics.run_ended(run.task_type, run.status)
         if self.alerter is not None:
             self.alerter.run_ended(run)
-        if self.monitor is not None:
-            self.monitor.poke()
+        if self.poller is not None:
+            self.poller.poke()
 
     def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
         self.metrics.reconcile_finished(source, by_check)
@@ -116,5 +116,5 @@ class Telemetry(Observer):
             self.metrics.run_ended(run.task_type, "interrupted")
         if self.alerter is not None:
             self.alerter.runs_interrupted(runs)
-        if self.monitor is not None:
-            self.monitor.poke()
+        if self.poller is not None:
+            self.poller.poke()

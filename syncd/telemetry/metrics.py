@@ -2,18 +2,18 @@
 scrape time, and the HTTP endpoint (`[metrics] listen`, docs/operations.md "Metrics").
 
 Owns the metric names (the contract's `syncd_*` set) on a private CollectorRegistry (never the
-library's global one). Counters and histograms are bumped by telemetry.py as the control loop
+library's global one). Counters and histograms are bumped by hub.py as the control loop
 and the worker report (one lock-protected add each); everything that describes *state*
 (up, run active, last success, latest synced and completed trade dates) is read only when
 Prometheus scrapes, by `DaemonCollector`, from memory: the RunState's snapshot and the facts
-the health monitor (monitor.py) cached from the database. A scrape never touches the database
+the freshness poller (poller.py) cached from the database. A scrape never touches the database
 or the control loop. The endpoint is prometheus_client's own threaded server, bound at start
 (a port in use stops syncd with `metrics.listen` named).
 
 Sources count their upstream requests through `source_request_counter(name)`: a callable
 taking the outcome ("ok", "error", "timeout", "empty" ...; few distinct values, never a URL
 or a code), which the daemon hands to a source that defines
-`attach_request_counter(count: Callable[[str], None])` (telemetry.py, `attach_source`).
+`attach_request_counter(count: Callable[[str], None])` (hub.py, `attach_source`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ RequestCounter = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Facts:
-    """What the metrics need from the database, as the health monitor last read it."""
+    """What the metrics need from the database, as the freshness poller last read it."""
 
     latest_synced: dt.date | None          # the newest day recorded `success`
     last_success: dict[str, dt.datetime]   # task_type -> when its newest succeeded run finished

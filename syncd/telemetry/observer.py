@@ -3,7 +3,7 @@
 The control loop (requests served, runs found orphaned at admission), the worker (days
 written or failed, runs finished, orphans found while idle) and start-up recovery call these
 methods. This base class does nothing, so a part built without an observer (tests, tools)
-needs no wiring; the daemon passes telemetry.py's. Every method must return at once: no I/O,
+needs no wiring; the daemon passes hub.py's. Every method must return at once: no I/O,
 no waiting (an implementation counts, or queues for another thread).
 """
 

@@ -1,11 +1,11 @@
-"""The health monitor: a background thread that reads from the database what metrics and the `late` alert need.
+"""The freshness poller: a background thread that reads from the database what metrics and the `late` alert need.
 
 Owns its own database connection (short connect and statement timeouts) and one thread, so
 neither a scrape nor the control loop ever waits on the database for these facts: it reads
 the newest `success` day and each task type's last succeeded run every `refresh_every_s`
 (when metrics are on) and whenever poked (a run ended), and keeps them for
 `DaemonCollector`. At start-up and at each day's `alert.late_after` it judges the latest
-completed trading day (health.py) and, if it is not synced, raises the `late` alert, at most
+completed trading day (freshness.py) and, if it is not synced, raises the `late` alert, at most
 once per trading day: the last day alerted is kept in `state_dir/late-alerted`, so a
 restart does not alert the same day twice. A database that cannot be read is logged once
 (`health_read_failed`) until it can again; the late judgement is then retried at the next wake.
@@ -26,7 +26,7 @@ import psycopg
 from ..config import scrub
 from ..db import connection, days, runs
 from ..logs import Event, get_logger
-from .freshness import HealthJudge, Verdict
+from .freshness import FreshnessJudge, Verdict
 from .metrics import Facts
 
 STATEMENT_TIMEOUT_MS = "5000"
@@ -35,8 +35,8 @@ LATE_MARK_FILE = "late-alerted"
 RETRY_S = 30.0  # a late judgement the database could not answer is tried again this much later
 
 
-class Monitor:
-    def __init__(self, dsn: str, judge: HealthJudge, *, refresh_every_s: float | None,
+class FreshnessPoller:
+    def __init__(self, dsn: str, judge: FreshnessJudge, *, refresh_every_s: float | None,
                  on_late: Callable[[Verdict], None] | None, state_dir: str | os.PathLike[str], timezone: str,
                  now: Callable[[], dt.datetime] | None = None) -> None:
         self._dsn = dsn
@@ -51,7 +51,7 @@ class Monitor:
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._failing = False
-        self._thread = threading.Thread(target=self._loop, name="syncd-monitor", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="syncd-monitor", daemon=True)  # thread and application_name keep their first name (operators may filter on it)
         self._log = get_logger()
 
     # --- any thread -------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class Monitor:
             self._log.warning(Event.HEALTH_READ_FAILED, error=f"cannot record the late alert in {self._mark}: {exc.strerror}")
 
     def _read(self, action: Callable[[psycopg.Connection[Any]], None]) -> bool:
-        """`action` on the monitor's connection; False (logged once per outage) if the database failed."""
+        """`action` on the poller's connection; False (logged once per outage) if the database failed."""
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = connection.connect(self._dsn, CONNECT_TIMEOUT_S, application_name="syncd-monitor",
