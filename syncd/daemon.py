@@ -53,7 +53,7 @@ from .record import RunRecord
 from .run.reconciler import ReconcileBoard, Reconciler
 from .run.syncer import Syncer
 from .run.worker import Worker
-from .sources import check_against, load_source
+from .sources import Source, SourceUnavailable, check_against, load_source
 from .sources.base import confirms_trading_day
 from .sources.fetchproc import FetchProcess
 from .systemd import Notifier
@@ -106,9 +106,11 @@ class Daemon:
 
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
+        fallbacks = self._fallback_sources()
         check_against(self.config.source, self.config.verify.against, self.env)  # its extra installed, its token set
         check_database(self.config.database, self.env)
-        self.telemetry.attach_source(source)
+        for each in (source, *fallbacks):
+            self.telemetry.attach_source(each)
         dsn = self._database_dsn()
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
@@ -119,7 +121,8 @@ class Daemon:
             state = RunState(last_run)
             observer = self.telemetry
             fetcher = self._fetch_process(source)
-            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher)
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher,
+                            fallbacks=fallbacks)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
                             idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
@@ -154,12 +157,28 @@ class Daemon:
                         self.client_auth.stop()
         finally:
             self.telemetry.close()  # the poller's connection goes before the database does
-            source.close()
+            for each in (source, *fallbacks):
+                each.close()
             if self.embedded is not None:
                 self.embedded.stop()
             self.notifier.close()
         self.log.info(Event.DAEMON_STOPPED)
         return 0
+
+    def _fallback_sources(self) -> list[Source]:
+        """[source] fallback's sources, built as the primary is (a missing extra or setting stops the start, naming the key)."""
+        built: list[Source] = []
+        try:
+            for position, name in enumerate(self.config.source.fallback):
+                try:
+                    built.append(load_source(self.config.source.of(name)))
+                except SourceUnavailable as exc:
+                    raise SourceUnavailable(f"source.fallback[{position}]: {exc}") from None
+        except BaseException:
+            for each in built:
+                each.close()
+            raise
+        return built
 
     def _fetch_process(self, source: Any) -> FetchProcess | None:
         """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""

@@ -17,7 +17,7 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Sequence
 
-from ..config import SOURCE_NAMES, Config
+from ..config import SOURCE_NAMES, Config, SourceName, source_named
 from ..db import reconcile
 from ..logs import Event, get_logger
 from ..protocol import ErrorCode, Reconciliation, RequestError
@@ -46,13 +46,14 @@ class Reconciliations:
     def request(self, start: dt.date, end: dt.date, against: str, *, plan_only: bool = False,
                 reconcile_id: str | None = None, requested_by: str = "") -> Reconciliation:
         """The reconciliation a `verify` with `against` asks for: planned, joined, queued, or the one it polls."""
-        if against not in SOURCE_NAMES:
+        name = source_named(against)
+        if name is None:
             raise RequestError(ErrorCode.BAD_REQUEST, f"against: unknown source {against!r}; expected one of: "
                                                       f"{', '.join(SOURCE_NAMES)}")
         if reconcile_id is not None:
             return self._polled(reconcile_id, start, end, against)
         days = self.db.call(lambda c: reconcile.stored_days(c, start, end))
-        plan, stocks = self._plan(against, days, None)
+        plan, stocks = self._plan(name, days, None)
         self._check_budget(start, end, against, plan)
         planned = self._reconciliation(start, end, against, plan, days, stocks, requested_by)
         if plan_only:
@@ -61,25 +62,26 @@ class Reconciliations:
                                  and (r.against, r.start_date, r.end_date) == (against, start.isoformat(), end.isoformat()))
         if joined is not None:
             return joined
-        return self._queue(planned, ReconcileJob(planned.reconcile_id, against, days, plan, None, requested_by))
+        return self._queue(planned, ReconcileJob(planned.reconcile_id, name, days, plan, None, requested_by))
 
     def after_run(self, run: RunRecord) -> None:
         """A run ended: after a scheduled daily sync that wrote days, reconcile `verify.sample` of its stocks."""
         settings = self.config.verify
-        if not settings.against or not settings.sample or run.task_type != SCHEDULED_TASK or run.status not in WRITTEN:
+        against = settings.against
+        if not against or not settings.sample or run.task_type != SCHEDULED_TASK or run.status not in WRITTEN:
             return
         planned_days = set(run.planned_days())
         days = [d for d in self.db.call(lambda c: reconcile.stored_days(c, run.start_date, run.end_date))
                 if d in planned_days]
         if not days:
             return
-        plan, stocks = self._plan(settings.against, days, settings.sample)
+        plan, stocks = self._plan(against, days, settings.sample)
         if plan.requests > settings.max_requests:
-            self._log.warning(Event.RECONCILE_REFUSED, against=settings.against, run_id=run.run_id,
+            self._log.warning(Event.RECONCILE_REFUSED, against=against, run_id=run.run_id,
                               planned_requests=plan.requests, max_requests=settings.max_requests, cost=plan.cost)
             return
-        item = self._reconciliation(days[0], days[-1], settings.against, plan, days, stocks, SCHEDULE)
-        self._queue(item, ReconcileJob(item.reconcile_id, settings.against, days, plan, settings.sample, SCHEDULE))
+        item = self._reconciliation(days[0], days[-1], against, plan, days, stocks, SCHEDULE)
+        self._queue(item, ReconcileJob(item.reconcile_id, against, days, plan, settings.sample, SCHEDULE))
 
     def finished(self, reconcile_id: str) -> bool:
         item = self.board.get(reconcile_id)
@@ -89,7 +91,7 @@ class Reconciliations:
         return self.board.get(reconcile_id)
 
     # --- planning ---------------------------------------------------------------------------
-    def _plan(self, against: str, days: Sequence[dt.date], sample: int | None) -> tuple[ReferencePlan, int | None]:
+    def _plan(self, against: SourceName, days: Sequence[dt.date], sample: int | None) -> tuple[ReferencePlan, int | None]:
         """The request plan, and the stocks to compare (None: every stock of each day). A by-stock source's
         stocks are counted in the database; a sample is at most that many."""
         first = reference.plan(self.config.source, against, len(days), 0)

@@ -119,6 +119,19 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (partitions.py)", partitions.convert),
     (6, "daily_bars_qfq looks each stock's latest factor up once (views._LATEST_FACTOR)", views.ADJUSTED_VIEWS),
+    (10, "sync_days.source and fallback_stocks: which source wrote each day, how many of its stocks a fallback gave", """
+        ALTER TABLE sync_days
+            ADD COLUMN IF NOT EXISTS source text,
+            ADD COLUMN IF NOT EXISTS fallback_stocks integer NOT NULL DEFAULT 0;
+    """),
+    (11, "bar_sources: the stored bars whose source is not their day's (a fallback's stocks)", """
+        CREATE TABLE IF NOT EXISTS bar_sources (
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            source text NOT NULL,
+            PRIMARY KEY (trade_date, code)
+        );
+    """),
     (12, "reconciliation: reconcile_stage (a second source's answer), bar_findings.source (db/reconcile.py)", """
         CREATE UNLOGGED TABLE IF NOT EXISTS reconcile_stage (
             reconcile_id text NOT NULL,
@@ -134,12 +147,9 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
         ALTER TABLE bar_findings ADD COLUMN IF NOT EXISTS source text;
     """),
 ]
-
-
-def latest() -> int:
-    """The schema version a migrated database is at: the highest migration number (numbers are assigned ahead,
-    so they need not be consecutive in the list)."""
-    return max(version for version, _, _ in MIGRATIONS)
+# Versions are not contiguous (numbers are handed out ahead to parallel work): each one missing from
+# syncd_migrations is applied, in order, whatever the highest applied version is.
+LATEST = max(version for version, _, _ in MIGRATIONS)
 
 
 class StoreError(Exception):
@@ -153,10 +163,8 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute("CREATE TABLE IF NOT EXISTS syncd_migrations (version integer PRIMARY KEY, "
                      "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        # Every migration not applied yet, in list order: numbers are assigned ahead, so a later one may be
-        # applied before an earlier one lands (each is written to apply on its own).
-        applied = {row[0] for row in conn.execute("SELECT version FROM syncd_migrations")}
-        for version, description, sql in MIGRATIONS:
+        applied = {row[0] for row in conn.execute("SELECT version FROM syncd_migrations").fetchall()}
+        for version, description, sql in sorted(MIGRATIONS, key=lambda migration: migration[0]):
             if version not in applied:
                 try:
                     sql(conn) if callable(sql) else conn.execute(sql)
@@ -164,10 +172,9 @@ def migrate(conn: psycopg.Connection[Any], compat_view: bool = False, compat_adj
                     raise StoreError(str(exc)) from None
                 conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
                 applied.add(version)
-        current = max(applied, default=0)
         if compat_view:
             try:
                 views.ensure_compat_view(conn, compat_adjust)
             except views.CompatViewError as exc:
                 raise StoreError(str(exc)) from None
-    return current
+    return max(applied)

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from ..config import Config
+from ..config import Config, SourceName
 from ..db import connection, reconcile
 from ..logs import Event, get_logger
 from ..protocol import Reconciliation
@@ -49,7 +49,7 @@ FINAL_STATES = ("done", "failed", "cancelled")
 @dataclass(frozen=True)
 class ReconcileJob:
     reconcile_id: str
-    against: str
+    against: SourceName
     days: list[dt.date]      # the stored days to compare
     plan: ReferencePlan
     sample: int | None       # that many stocks at random (the scheduled job); None: every stock

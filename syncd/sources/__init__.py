@@ -7,14 +7,12 @@ this package) works without the optional extras installed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-import msgspec
+from typing import TYPE_CHECKING, Literal
 
 from .base import DayFailure, Row, Source, SourceError, SourceUnavailable, require_extra
 
 if TYPE_CHECKING:
-    from ..config import SourceConfig
+    from ..config import SourceConfig, SourceName
 
 
 # The library each remote source runs (checked installed without importing it), and the extra that brings it.
@@ -22,8 +20,17 @@ _LIBRARIES = {"akshare": ("akshare", "akshare"), "baostock": ("baostock", "baost
 
 
 def check_source(config: SourceConfig, environ: Mapping[str, str]) -> None:
-    """What building the configured source would refuse (its extra missing, Tushare's token unset), without
-    building it: no child process, no import of its library (`syncd --check-config`)."""
+    """What building the configured source and its fallbacks would refuse (an extra missing, Tushare's token
+    unset), without building them: no child process, no import of a library (`syncd --check-config`)."""
+    _check_one(config, environ)
+    for position, name in enumerate(config.fallback):
+        try:
+            _check_one(config.of(name), environ)
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(f"source.fallback[{position}]: {exc}") from None
+
+
+def _check_one(config: SourceConfig, environ: Mapping[str, str]) -> None:
     if config.name in _LIBRARIES:
         require_extra(*_LIBRARIES[config.name])
     if config.name == "tushare":
@@ -32,12 +39,12 @@ def check_source(config: SourceConfig, environ: Mapping[str, str]) -> None:
         token_of(config.tushare, environ)
 
 
-def check_against(config: SourceConfig, against: str, environ: Mapping[str, str]) -> None:
+def check_against(config: SourceConfig, against: SourceName | Literal[""], environ: Mapping[str, str]) -> None:
     """`check_source` for the source named by verify.against (built from its own [source.NAME] table)."""
     if not against:
         return
     try:
-        check_source(msgspec.structs.replace(config, name=against), environ)
+        check_source(config.of(against), environ)
     except SourceUnavailable as exc:
         raise SourceUnavailable(f"verify.against: {exc}") from None
 

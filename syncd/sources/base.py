@@ -220,6 +220,14 @@ def confirms_trading_day(source: object) -> Callable[[dt.date], bool] | None:
     return confirms if callable(confirms) else None
 
 
+def listed_on(source: PlannedSource, day: dt.date) -> int | None:
+    """The source's count of stocks listed on `day`; None when it cannot say (or its list failed)."""
+    try:
+        return source.listed_on(day)
+    except Exception:  # the count is informative; a day is never lost over it
+        return None
+
+
 def session_closed(day: dt.date, now: dt.datetime | None = None, close: dt.time = dt.time(15, 0)) -> bool:
     """Whether `day`'s session has ended by `now` (Shanghai time): a dateless snapshot is only ever that day's after this."""
     now = (now or shanghai_now()).astimezone(SHANGHAI)

@@ -18,9 +18,7 @@ import datetime as dt
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 
-import msgspec
-
-from ..config import SOURCE_NAMES, SourceConfig
+from ..config import SOURCE_NAMES, SourceConfig, SourceName
 from . import load_source
 from .base import DayStream, PlannedSource, ReferencePlan, ShouldStop, StockBars, StockFailure
 from .fetchproc import FetchProcess
@@ -30,7 +28,7 @@ _CLASSES = {"demo": ("demo", "DemoSource"), "csv": ("csvdir", "CsvSource"), "aks
 assert tuple(_CLASSES) == SOURCE_NAMES
 
 
-def plan(config: SourceConfig, name: str, days: int, stocks: int) -> ReferencePlan:
+def plan(config: SourceConfig, name: SourceName, days: int, stocks: int) -> ReferencePlan:
     """The request plan of reconciling `days` days (`stocks` stocks) against `name`; nothing is built or asked."""
     module, cls = _CLASSES[name]
     source_class = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
@@ -41,8 +39,8 @@ def plan(config: SourceConfig, name: str, days: int, stocks: int) -> ReferencePl
 class Reference:
     """The source `name`, built from its `[source.NAME]` table for one reconciliation."""
 
-    def __init__(self, config: SourceConfig, name: str, on_event: Callable[..., None] | None = None) -> None:
-        named = msgspec.structs.replace(config, name=name)
+    def __init__(self, config: SourceConfig, name: SourceName, on_event: Callable[..., None] | None = None) -> None:
+        named = config.of(name)
         self.name = name
         self.source: PlannedSource = load_source(named, reference=True)
         self._process = FetchProcess(named, on_event) if getattr(self.source, "fetches_in_child", False) else None
