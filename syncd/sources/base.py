@@ -60,6 +60,17 @@ ROW_FIELDS = (*COLUMNS, "adj_factor")  # a Row's fields; COLUMNS stays the csv h
 Plan = Literal["by_day", "by_stock"]
 
 
+@dataclass(frozen=True)
+class ReferencePlan:
+    """What reconciling stored days against a source costs, known before anything is fetched
+    (reference.py; each source class answers `reference_plan(config, days, stocks)` from its config)."""
+
+    by: Plan                     # by_day: one answer a day; by_stock: one a stock for the whole range
+    requests: int                # what the source will send (its own retries of a failed request not counted)
+    cost: str                    # how they add up, in words for the operator
+    coverage: str | None = None  # a regular expression of the codes the source knows (None: every A-share)
+
+
 class SourceError(Exception):
     """A fetch that failed; the message names what failed (file and line, URL, code)."""
 
@@ -179,6 +190,13 @@ Source = PlannedSource
 
 class DaySource:
     """Defaults for a by_day source (demo, csv): it plans by_day, never by_stock, and cannot say who was listed."""
+
+    reference_unit = "one day read"  # what one reconciled day costs it (no upstream: a file, a generated day)
+
+    @classmethod
+    def reference_plan(cls, config: object, days: int, stocks: int) -> ReferencePlan:
+        """One answer a day, counted as one request each (nothing goes upstream)."""
+        return ReferencePlan("by_day", days, f"{cls.reference_unit} a day, no upstream, for {days} days")
 
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day"
