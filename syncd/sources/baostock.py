@@ -37,6 +37,7 @@ from .base import (
     Plan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     StockBars,
     StockFailure,
@@ -104,7 +105,7 @@ def has_market_daily() -> bool:
     return version >= (0, 9, 3)
 
 
-class BaostockSource:
+class BaostockSource(Source):
     """Daily bars from baostock; see the module docstring for the plans, the session and failures."""
 
     name = "baostock"

@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 
 from ..config import SourceConfig
-from .base import DayBatch, DayFailure, DayStream, EncodedRows, SourceError
+from .base import DayBatch, DayFailure, DayStream, EncodedRows, Source, SourceError
 
 _LENGTH = struct.Struct(">I")
 _PIPE_BYTES = 1 << 20         # a whole day's payload fits: the child starts on the next day at once
@@ -265,7 +265,7 @@ class _Child:
                 self.exit = message is None or message[0] == "exit"
         return self.stopped
 
-    def serve(self, source: Any) -> None:
+    def serve(self, source: Source) -> None:
         self.send(["ready"])
         while not self.exit and (message := self.read()) is not None:
             if message[0] == "exit":
@@ -274,7 +274,7 @@ class _Child:
                 self.stopped = False
                 self._fetch(source, [dt.date.fromordinal(o) for o in message[1]])
 
-    def _fetch(self, source: Any, days: list[dt.date]) -> None:
+    def _fetch(self, source: Source, days: list[dt.date]) -> None:
         try:
             for day, result in source.fetch_days(days, self.should_stop):
                 payload = result.rows.payload if isinstance(result, DayBatch) and isinstance(result.rows, EncodedRows) else None
@@ -371,12 +371,8 @@ def main(argv: list[str]) -> int:
     from . import load_source
 
     source = load_source(config)
-    attach = getattr(source, "attach_request_counter", None)
-    if callable(attach):
-        attach(lambda outcome: child.send(["count", outcome]))
-    warm_up = getattr(source, "warm_up", None)
-    if callable(warm_up):
-        warm_up()
+    source.attach_request_counter(lambda outcome: child.send(["count", outcome]))
+    source.warm_up()
     try:
         child.serve(source)
     finally:

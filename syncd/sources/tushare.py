@@ -36,6 +36,7 @@ from .base import (
     Plan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     SourceRejected,
     SourceUnavailable,
@@ -91,7 +92,7 @@ def daily_rows(answer: list[dict[str, Any]], factors: dict[str, float], turnover
     return rows
 
 
-class TushareSource:
+class TushareSource(Source):
     """Daily bars from Tushare Pro; see the module docstring for the datasets and failures."""
 
     name = "tushare"
