@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
-from syncd.protocol import Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
+from syncd.protocol import Day, Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
@@ -339,11 +339,11 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     if args.json:
         _emit_json(reply)
         return EXIT_OK
-    table = Table("date", "weekday", "status", "rows", "run", "error")
+    table = Table("date", "weekday", "status", "rows", "source", "run", "error")
     for day in reply.days:
         weekday = dt.date.fromisoformat(day.date).strftime("%a")
         table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      day.run_id or "", day.error or "")
+                      _source(day), day.run_id or "", day.error or "")
     out.print(table)
     return EXIT_OK
 
@@ -370,19 +370,26 @@ def _verified(client: SyncClient, request: Verify) -> VerifyReply:
     return reply
 
 
+def _source(day: Day | VerifiedDay) -> str:
+    """Who wrote the day: its source, and how many of its stocks came from a fallback ("" when unknown or never written)."""
+    if day.source is None:
+        return ""
+    return f"{day.source} ({day.fallback_stocks:,} from fallback)" if day.fallback_stocks else day.source
+
+
 def _needs_attention(day: VerifiedDay) -> bool:
     return day.anomalies > 0 or day.status in ("failed", "incomplete")
 
 
 def _print_verified(out: Console, days: list[VerifiedDay]) -> None:
-    table = Table("date", "status", "rows", "expected", "missing", "anomalies", "first findings")
+    table = Table("date", "status", "rows", "expected", "missing", "source", "anomalies", "first findings")
     for day in days:
         if day.status == "skipped":
             continue
         anomalies = str(day.anomalies) if day.checked else "not checked yet"
         findings = "; ".join(f"{f.stock} {f.check}: {f.detail}" for f in day.findings)
         table.add_row(day.date, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      "-" if day.expected is None else f"{day.expected:,}", str(day.missing),
+                      "-" if day.expected is None else f"{day.expected:,}", str(day.missing), _source(day),
                       f"[red]{anomalies}[/]" if day.anomalies else anomalies, Text(findings))
     out.print(table)
     attention = [day for day in days if _needs_attention(day)]

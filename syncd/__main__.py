@@ -1,4 +1,5 @@
-"""`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon.
+"""`syncd --config PATH` (also `python -m syncd`): parse arguments, load config, run the daemon;
+`syncd --check-config PATH` validates and prints a config instead (checkconfig.py).
 
 Owns only the process edge: a start-up failure becomes exactly one line on stderr,
 `syncd: <what is wrong, naming the key or path>`, and a non-zero exit code, never a traceback
@@ -37,8 +38,13 @@ _DSN_REFUSED = re.compile(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="syncd", description="Sync daily China A-share bars into PostgreSQL, one run at a time.")
     parser.add_argument("--config", metavar="PATH", help="config.toml (default: ./config.toml if present, else built-in defaults)")
+    parser.add_argument("--check-config", metavar="PATH",
+                        help="validate PATH as a start would and print it resolved (secrets masked); exit 0, or 78 "
+                             "naming the key; starts nothing (no database, no socket, no lock)")
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     args = parser.parse_args(argv)
+    if args.check_config is not None:
+        return check_config(args.check_config)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -57,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the process edge
         code, message = failure(exc, config)
         return _fail(code, scrub(message, config.database.dsn, config.database.lock_dsn))
+
+
+def check_config(path: str) -> int:
+    """`syncd --check-config PATH`: 0 and the resolved config on stdout, or 78 and one line on stderr."""
+    from .checkconfig import check, render
+    from .sources import SourceUnavailable
+
+    try:
+        config = load_config(path)
+        check(config, os.environ)
+    except (ConfigError, SourceUnavailable) as exc:
+        return _fail(EXIT_CONFIG, str(exc))
+    print(render(config), end="", flush=True)
+    return 0
 
 
 def _without_rich() -> None:

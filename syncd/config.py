@@ -14,7 +14,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import msgspec.inspect
@@ -151,13 +151,37 @@ class TushareConfig(_Section):
         return f"TushareConfig(token={'***' if self.token else ''!r}, url={self.url!r})"
 
 
+SourceName = Literal["demo", "csv", "akshare", "baostock", "tushare"]
+SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+
+
 class SourceConfig(_Section):
-    name: Literal["demo", "csv", "akshare", "baostock", "tushare"] = "demo"
+    """[source]: the primary source by name, its fallbacks, and each source's own table.
+
+    `fallback`: other sources (each set up in its own [source.NAME] table), asked in order for a day
+    the primary failed or left incomplete (docs/configuration.md, docs/sources.md "Primary and fallback")."""
+
+    name: SourceName = "demo"
+    fallback: list[SourceName] = []
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     csv: CsvConfig = msgspec.field(default_factory=CsvConfig)
     akshare: AkshareConfig = msgspec.field(default_factory=AkshareConfig)
     baostock: BaostockConfig = msgspec.field(default_factory=BaostockConfig)
     tushare: TushareConfig = msgspec.field(default_factory=TushareConfig)
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for position, name in enumerate(self.fallback):
+            if name == self.name:
+                raise ValueError(f"source.fallback[{position}]: {name!r} is the primary source (source.name); "
+                                 "expected other sources' names")
+            if name in seen:
+                raise ValueError(f"source.fallback[{position}]: {name!r} is listed twice; expected each source once")
+            seen.add(name)
+
+    def of(self, name: SourceName) -> SourceConfig:
+        """This config with `name` as the source (a fallback built by load_source, with its own table's settings)."""
+        return msgspec.structs.replace(self, name=name, fallback=[])
 
 
 class ScheduleConfig(_Section):

@@ -40,11 +40,11 @@ from .db.runlock import Orphans
 from .embedded import EmbeddedPostgres
 from .instance import InstanceLock
 from .logs import Event, get_logger
-from .preflight import check_dsn, check_schema_alone, claim_ipc_path
+from .preflight import check_database, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
 from .run.syncer import Syncer
 from .run.worker import Worker
-from .sources import Source, load_source
+from .sources import Source, SourceUnavailable, load_source
 from .sources.fetchproc import FetchProcess
 from .systemd import Notifier
 from .telemetry.hub import Telemetry
@@ -94,8 +94,10 @@ class Daemon:
 
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
-        self._check_lock_dsn()
-        self.telemetry.attach_source(source)
+        fallbacks = self._fallback_sources()
+        check_database(self.config.database, self.env)
+        for each in (source, *fallbacks):
+            self.telemetry.attach_source(each)
         dsn = self._database_dsn()
         try:
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
@@ -106,7 +108,8 @@ class Daemon:
             state = RunState(last_run)
             observer = self.telemetry
             fetcher = self._fetch_process(source)
-            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher)
+            syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher,
+                            fallbacks=fallbacks)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
                             idle_every_s=ORPHAN_SWEEP_S)
             db = ControlDb(dsn, self.config, lock_dsn)
@@ -135,12 +138,28 @@ class Daemon:
                         self.client_auth.stop()
         finally:
             self.telemetry.close()  # the poller's connection goes before the database does
-            source.close()
+            for each in (source, *fallbacks):
+                each.close()
             if self.embedded is not None:
                 self.embedded.stop()
             self.notifier.close()
         self.log.info(Event.DAEMON_STOPPED)
         return 0
+
+    def _fallback_sources(self) -> list[Source]:
+        """[source] fallback's sources, built as the primary is (a missing extra or setting stops the start, naming the key)."""
+        built: list[Source] = []
+        try:
+            for position, name in enumerate(self.config.source.fallback):
+                try:
+                    built.append(load_source(self.config.source.of(name)))
+                except SourceUnavailable as exc:
+                    raise SourceUnavailable(f"source.fallback[{position}]: {exc}") from None
+        except BaseException:
+            for each in built:
+                each.close()
+            raise
+        return built
 
     def _fetch_process(self, source: Source) -> FetchProcess | None:
         """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
@@ -179,24 +198,11 @@ class Daemon:
 
     def _database_dsn(self) -> str:
         if self.config.database.dsn:
-            key = "SYNCD_DSN" if self.env.get("SYNCD_DSN") else "database.dsn"
-            check_dsn(self.config.database.dsn, key)
-            check_schema_alone(self.config.database.dsn, key, self._schema)
             return self.config.database.dsn
         self.embedded = EmbeddedPostgres(self.config.daemon.state_dir)
         dsn = self.embedded.start()
         self.log.info(Event.EMBEDDED_DATABASE_READY, pgdata=str(self.embedded.pgdata))
         return dsn
-
-    def _check_lock_dsn(self) -> None:
-        lock_dsn = self.config.database.lock_dsn
-        if not lock_dsn:
-            return
-        key = "SYNCD_LOCK_DSN" if self.env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
-        if not self.config.database.dsn:
-            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
-        check_dsn(lock_dsn, key)
-        check_schema_alone(lock_dsn, key, self._schema)
 
     def _prepare_database(self, dsn: str, lock_dsn: str, confirms: Confirms | None) -> tuple[TradingCalendar, Any]:
         timeout_s = self.config.database.connect_timeout_s

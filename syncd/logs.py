@@ -61,6 +61,7 @@ class Event(StrEnum):
     RUN_PLANNED = "run_planned"
     DAYS_UNCONFIRMED = "days_unconfirmed"
     DAY_INCOMPLETE = "day_incomplete"
+    DAY_FALLBACK = "day_fallback"  # a fallback source asked for a day the primary failed or left incomplete
     STOCKS_STAGED = "stocks_staged"
     # sources (syncd/sources/)
     SOURCE_PAUSED = "source_paused"                            # a ban-like answer or a quota: every request waits

@@ -1,5 +1,7 @@
 """Start-up checks that refuse before anything is touched: the ipc socket path and the DSNs' syntax.
 
+`syncd --check-config` runs the same DSN checks (checkconfig.py).
+
 Both end the start with a ConfigError (or AlreadyRunning) naming the key, so the process
 edge prints one line and exits 78: an operator must fix them, and a restart would not.
 """
@@ -10,10 +12,11 @@ import os
 import re
 import socket
 import stat
+from collections.abc import Mapping
 
 import psycopg
 
-from .config import ConfigError, ipc_path
+from .config import ConfigError, DatabaseConfig, ipc_path
 from .db.connection import OptionsError, dsn_settings
 from .instance import AlreadyRunning
 
@@ -29,6 +32,22 @@ def check_dsn(dsn: str, key: str) -> None:
         dsn_settings(dsn)
     except OptionsError as exc:
         raise ConfigError(f"{key if 'options' in info else f'{key} (its options from $PGOPTIONS)'}: {exc}") from None
+
+
+def check_database(config: DatabaseConfig, env: Mapping[str, str]) -> None:
+    """The DSNs' syntax and options, named by where they came from (the config key or its SYNCD_* override);
+    lock_dsn only beside dsn; database.schema the only search_path."""
+    schema = None if config.schema == "public" else config.schema
+    if config.dsn:
+        key = "SYNCD_DSN" if env.get("SYNCD_DSN") else "database.dsn"
+        check_dsn(config.dsn, key)
+        check_schema_alone(config.dsn, key, schema)
+    if config.lock_dsn:
+        key = "SYNCD_LOCK_DSN" if env.get("SYNCD_LOCK_DSN") else "database.lock_dsn"
+        if not config.dsn:
+            raise ConfigError(f"{key}: set only with database.dsn (the embedded database has no pooler in front of it)")
+        check_dsn(config.lock_dsn, key)
+        check_schema_alone(config.lock_dsn, key, schema)
 
 
 def check_schema_alone(dsn: str, key: str, schema: str | None) -> None:

@@ -56,6 +56,7 @@ class Task(msgspec.Struct, kw_only=True):
     request_id: str | None = None
     host: str | None = None  # the daemon running it (another host's, when the run lock is held there)
     pid: int | None = None
+    fallback_source: str | None = None  # while a fallback source is asked for current_date's missing stocks: its name
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -87,6 +88,8 @@ class Day(msgspec.Struct, kw_only=True):
     error: str | None
     expected: int | None = None  # stocks the source says were listed that day (null: it cannot say)
     missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
+    source: str | None = None    # the source that wrote the day (null: unknown, written before syncd recorded it)
+    fallback_stocks: int = 0     # of its stocks, how many a fallback source supplied (docs/data.md, "Provenance")
 
 
 class Finding(msgspec.Struct, kw_only=True):
@@ -107,6 +110,8 @@ class VerifiedDay(msgspec.Struct, kw_only=True):
     missing: int = 0
     anomalies: int
     findings: list[Finding]
+    source: str | None = None    # the source that wrote the day, as in Day
+    fallback_stocks: int = 0
     # False only for a day written by an earlier version that this request had no time left to check:
     # its anomalies are not known yet (ask again; `syncctl verify` does)
     checked: bool = True

@@ -17,7 +17,7 @@ def test_missing_extra_stops_syncd_with_the_pip_command(short_tmp, source):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert f"pip install 'syncd[{source}]'" in lines[0]
+    assert f"pip install -e '.[{source}]'" in lines[0]
     assert not (short_tmp / "st" / "pgdata").exists()  # refused before starting anything
 
 

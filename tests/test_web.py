@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 import pytest
 
-pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'syncd[web]'")
+pytest.importorskip("fastapi", reason="the web extra is not installed: pip install -e '.[web]'")
 
 import httpx
 import uvicorn

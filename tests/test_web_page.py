@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'syncd[web]'")
+pytest.importorskip("fastapi", reason="the web extra is not installed: pip install -e '.[web]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 
 import httpx

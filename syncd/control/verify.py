@@ -1,7 +1,7 @@
 """The `verify` op's reading: each day's coverage and anomalies, checking first the days never checked.
 
 This module owns what `verify` answers (docs/data.md, "Verify"): per calendar day its status,
-rows, `expected` and `missing`, the number of findings and the first few of them. Days
+rows, `expected` and `missing`, the `source` that wrote it, the number of findings and the first few of them. Days
 written by this version were checked when written; a day written by an earlier version
 (rows, but no checked_at) is checked here, one short transaction a day under the day-write
 fence (skipped if a day write holds it), within a time budget so the control loop stays
@@ -42,10 +42,11 @@ def verify_days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, is_
             status = "pending" if is_trading_day(day) else "skipped"
             days.append(VerifiedDay(date=day.isoformat(), status=status, rows=0, expected=None, anomalies=0, findings=[]))
             continue
-        status, rows, expected, missing, anomalies, checked_at = found
+        status, rows, expected, missing, anomalies, checked_at, source, fallback_stocks = found
         days.append(VerifiedDay(date=day.isoformat(), status=status, rows=rows, expected=expected, missing=missing,
                                 anomalies=anomalies or 0, findings=shown.get(day, []),
-                                checked=checked_at is not None or rows == 0))
+                                checked=checked_at is not None or rows == 0, source=source,
+                                fallback_stocks=fallback_stocks))
     return days
 
 
@@ -67,8 +68,8 @@ def check_day(conn: psycopg.Connection[Any], day: dt.date) -> bool:
 
 
 def _recorded(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, tuple[Any, ...]]:
-    rows = conn.execute("SELECT date, status, rows, expected, missing, anomalies, checked_at FROM sync_days "
-                        "WHERE date BETWEEN %s AND %s", (start, end)).fetchall()
+    rows = conn.execute("SELECT date, status, rows, expected, missing, anomalies, checked_at, source, fallback_stocks "
+                        "FROM sync_days WHERE date BETWEEN %s AND %s", (start, end)).fetchall()
     return {r[0]: tuple(r[1:]) for r in rows}
 
 

@@ -6,12 +6,37 @@ this package) works without the optional extras installed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .base import DayFailure, Row, Source, SourceError, SourceUnavailable
+from .base import DayFailure, Row, Source, SourceError, SourceUnavailable, require_extra
 
 if TYPE_CHECKING:
     from ..config import SourceConfig
+
+
+# The library each remote source runs (checked installed without importing it), and the extra that brings it.
+_LIBRARIES = {"akshare": ("akshare", "akshare"), "baostock": ("baostock", "baostock"), "tushare": ("requests", "tushare")}
+
+
+def check_source(config: SourceConfig, environ: Mapping[str, str]) -> None:
+    """What building the configured source and its fallbacks would refuse (an extra missing, Tushare's token
+    unset), without building them: no child process, no import of a library (`syncd --check-config`)."""
+    _check_one(config, environ)
+    for position, name in enumerate(config.fallback):
+        try:
+            _check_one(config.of(name), environ)
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(f"source.fallback[{position}]: {exc}") from None
+
+
+def _check_one(config: SourceConfig, environ: Mapping[str, str]) -> None:
+    if config.name in _LIBRARIES:
+        require_extra(*_LIBRARIES[config.name])
+    if config.name == "tushare":
+        from .tushare import token_of
+
+        token_of(config.tushare, environ)
 
 
 def load_source(config: SourceConfig) -> Source:
@@ -40,4 +65,4 @@ def load_source(config: SourceConfig) -> Source:
     raise SourceUnavailable(f"unknown source {config.name!r}")
 
 
-__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "load_source"]
+__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "check_source", "load_source"]

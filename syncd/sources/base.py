@@ -203,6 +203,14 @@ class Source:
         """Release what the source holds (library processes, files)."""
 
 
+def listed_on(source: Source, day: dt.date) -> int | None:
+    """The source's count of stocks listed on `day`; None when it cannot say (or its list failed)."""
+    try:
+        return source.listed_on(day)
+    except Exception:  # the count is informative; a day is never lost over it
+        return None
+
+
 def session_closed(day: dt.date, now: dt.datetime | None = None, close: dt.time = dt.time(15, 0)) -> bool:
     """Whether `day`'s session has ended by `now` (Shanghai time): a dateless snapshot is only ever that day's after this."""
     now = (now or shanghai_now()).astimezone(SHANGHAI)
@@ -218,7 +226,7 @@ def require_extra(module: str, extra: str | None = None) -> None:
     (it runs in child processes: isolation.py); SourceUnavailable with the pip command if not."""
     if importlib.util.find_spec(module) is None:
         extra = extra or module
-        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: pip install 'syncd[{extra}]'")
+        raise SourceUnavailable(f"source '{extra}' needs the {extra} extra: {install_line(extra)}")
 
 
 def import_extra(module: str) -> ModuleType:
@@ -227,4 +235,9 @@ def import_extra(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise SourceUnavailable(
-            f"source '{module}' needs the {module} extra: pip install 'syncd[{module}]' ({type(exc).__name__}: {exc})") from None
+            f"source '{module}' needs the {module} extra: {install_line(module)} ({type(exc).__name__}: {exc})") from None
+
+
+def install_line(extra: str) -> str:
+    """How to add an extra to the virtualenv syncd runs from (docs/sources.md): from the syncd checkout."""
+    return f"in the syncd checkout, pip install -e '.[{extra}]' (docs/sources.md)"

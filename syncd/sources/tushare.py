@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..config import TushareConfig
@@ -92,6 +92,14 @@ def daily_rows(answer: list[dict[str, Any]], factors: dict[str, float], turnover
     return rows
 
 
+def token_of(config: TushareConfig, environ: Mapping[str, str]) -> str:
+    """The configured token, else $SYNCD_TUSHARE_TOKEN; SourceUnavailable when neither is set."""
+    token = config.token or environ.get(TOKEN_ENV, "")
+    if not token:
+        raise SourceUnavailable(f"source 'tushare' needs a token: [source.tushare] token or ${TOKEN_ENV}")
+    return token
+
+
 class TushareSource(Source):
     """Daily bars from Tushare Pro; see the module docstring for the datasets and failures."""
 
@@ -99,9 +107,7 @@ class TushareSource(Source):
 
     def __init__(self, config: TushareConfig, *, environ: dict[str, str] | None = None, **timing: Any) -> None:
         require_extra("requests", "tushare")
-        self._token = config.token or (os.environ if environ is None else environ).get(TOKEN_ENV, "")
-        if not self._token:
-            raise SourceUnavailable(f"source 'tushare' needs a token: [source.tushare] token or ${TOKEN_ENV}")
+        self._token = token_of(config, os.environ if environ is None else environ)
         self._config = config
         self._closing = threading.Event()
         self._log = get_logger(source=self.name)

@@ -46,6 +46,7 @@ class Telemetry(Observer):
         self.config = config
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self.metrics = Metrics()
+        self.metrics.fallback_sources(config.source.fallback)
         self.alerter = (Alerter(config.alert, config.schedule.timezone) if config.alert.webhook_url else None)
         self.poller: FreshnessPoller | None = None
         self.server: MetricsServer | None = None
@@ -105,6 +106,12 @@ class Telemetry(Observer):
 
     def day_finished(self, status: str, rows: int, write_seconds: float | None) -> None:
         self.metrics.day_finished(status, rows, write_seconds)
+
+    def fallback_asked(self, source: str, outcome: str) -> None:
+        self.metrics.fallback_asked(source, outcome)
+
+    def fallback_day(self, source: str) -> None:
+        self.metrics.fallback_day(source)
 
     def run_finished(self, run: RunRecord) -> None:
         self.metrics.run_ended(run.task_type, run.status)

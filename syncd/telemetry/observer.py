@@ -22,6 +22,12 @@ class Observer:
         """A trading day of a run ended `status` (success, incomplete, failed) with `rows` written; the
         write's duration when it was written."""
 
+    def fallback_asked(self, source: str, outcome: str) -> None:
+        """A fallback source was asked for a day (run/fallback.py): filled, partial, empty, refused, failed, skipped."""
+
+    def fallback_day(self, source: str) -> None:
+        """A day was written with stocks (or all of it) from the fallback `source`."""
+
     def run_finished(self, run: RunRecord) -> None:
         """A run of this daemon ended, as recorded (its final status)."""
 
