@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
-from syncd.protocol import Day, Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
+from syncd.protocol import Day, Days, History, Ok, Reconciliation, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"first day: {DATE_HELP}")
     verify.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
                         help="last day, included: YYYY-MM-DD")
+    verify.add_argument("--against", metavar="SOURCE",
+                        help="first compare the stored days with this source (demo, csv, akshare, baostock, tushare; "
+                             "its [source.NAME] table): prices to the cent, volume and amount, presence, factor steps; "
+                             "the request count is printed before anything is fetched")
+    verify.add_argument("--plan", action="store_true",
+                        help="with --against: print the request plan only (nothing fetched)")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
     sub.add_parser("check", parents=[json_flag],
                    help="is the data fresh? one line; exit 0 healthy, 5 not (stale day or failed scheduled run), 1 unreachable")
@@ -349,12 +355,68 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_verify(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    if args.against is not None:
+        return _reconcile(client, args, out)
+    if args.plan:
+        print("syncctl: --plan goes with --against SOURCE", file=sys.stderr)
+        return EXIT_BAD_INPUT
     reply = _verified(client, Verify(start_date=args.start_date, end_date=args.end_date))
     if args.json:
         _emit_json(reply)
     else:
         _print_verified(out, reply.days)
     return EXIT_ANOMALIES if any(_needs_attention(day) for day in reply.days) else EXIT_OK
+
+
+def _reconcile(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    """verify --against: the plan printed first (its request count), then the reconciliation followed to its end."""
+    planned = client.reconcile(args.start_date, args.end_date, args.against, plan_only=True)
+    assert planned.reconciliation is not None
+    if args.plan:
+        if args.json:
+            _emit_json(planned)
+        else:
+            out.print(_plan_line(planned.reconciliation), markup=False)
+        return EXIT_OK
+    if not args.json:
+        out.print(_plan_line(planned.reconciliation), markup=False)
+    live = not args.json and out.is_terminal
+    with Progress(TextColumn("[bold]against {task.fields[against]}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                  TextColumn("{task.fields[requests]} requests"), TimeElapsedColumn(), console=out, disable=not live,
+                  transient=True) as progress:
+        bar = progress.add_task("reconcile", total=planned.reconciliation.days or None, against=args.against, requests=0)
+
+        def show(reply: VerifyReply) -> None:
+            if reply.reconciliation is not None:
+                progress.update(bar, completed=reply.reconciliation.days_done, requests=reply.reconciliation.requests)
+
+        reply = client.reconcile(args.start_date, args.end_date, args.against, progress=show)
+    item = reply.reconciliation
+    if args.json:
+        _emit_json(reply)
+    else:
+        _print_verified(out, reply.days)
+        if item is not None:
+            _print_reconciliation(out, item)
+    attention = any(_needs_attention(day) for day in reply.days)
+    return EXIT_ANOMALIES if attention or item is None or item.findings or item.state != "done" else EXIT_OK
+
+
+def _plan_line(item: Reconciliation) -> str:
+    stocks = "every stock" if item.stocks is None else f"{item.stocks} stocks"
+    return (f"reconciling {item.start_date}..{item.end_date} against {item.against}: {item.planned_requests} requests "
+            f"planned ({item.plan}: {item.cost}); {item.days} stored days, {stocks}")
+
+
+def _print_reconciliation(out: Console, item: Reconciliation) -> None:
+    checks = ", ".join(f"{n} {check}" for check, n in sorted(item.by_check.items()))
+    out.print(f"against {item.against}: {item.state}, {item.requests} requests made ({item.planned_requests} planned), "
+              f"{item.days_done} of {item.days} days compared, {item.findings} findings" + (f" ({checks})" if checks else ""),
+              markup=False)
+    for error in item.errors:
+        out.print(f"  not compared: {error}", markup=False)
+    if item.error:
+        out.print(f"  the reconciliation ended early: {item.error}", markup=False)
 
 
 def _verified(client: SyncClient, request: Verify) -> VerifyReply:

@@ -132,6 +132,20 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
             PRIMARY KEY (trade_date, code)
         );
     """),
+    (12, "reconciliation: reconcile_stage (a second source's answer), bar_findings.source (db/reconcile.py)", """
+        CREATE UNLOGGED TABLE IF NOT EXISTS reconcile_stage (
+            reconcile_id text NOT NULL,
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            open double precision, high double precision, low double precision, close double precision,
+            pre_close double precision, volume bigint, amount double precision, turnover double precision,
+            pct_change double precision, adj_factor double precision,
+            failed boolean NOT NULL DEFAULT false,
+            staged_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (reconcile_id, code, trade_date)
+        );
+        ALTER TABLE bar_findings ADD COLUMN IF NOT EXISTS source text;
+    """),
 ]
 # Versions are not contiguous (numbers are handed out ahead to parallel work): each one missing from
 # syncd_migrations is applied, in order, whatever the highest applied version is.

@@ -44,7 +44,7 @@ import importlib.util
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # the exchanges' clock
@@ -62,6 +62,17 @@ COLUMNS = ("code", "open", "high", "low", "close", "pre_close", "volume", "amoun
 ROW_FIELDS = (*COLUMNS, "adj_factor")  # a Row's fields; COLUMNS stays the csv header
 
 Plan = Literal["by_day", "by_stock"]
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """What reconciling stored days against a source costs, known before anything is fetched
+    (reference.py; each source class answers `reference_plan(config, days, stocks)` from its config)."""
+
+    by: Plan                     # by_day: one answer a day; by_stock: one a stock for the whole range
+    requests: int                # what the source will send (its own retries of a failed request not counted)
+    cost: str                    # how they add up, in words for the operator
+    coverage: str | None = None  # a regular expression of the codes the source knows (None: every A-share)
 
 
 class SourceError(Exception):
@@ -160,6 +171,15 @@ class Source:
     # fetch_days already works ahead of its consumer (the fetch process): the by_day plan adds no read-ahead thread.
     reads_ahead: bool = False
 
+    # What one reconciled day costs a source with no upstream (a file, a generated day); see reference_plan.
+    reference_unit = "one day read"
+
+    @classmethod
+    def reference_plan(cls, config: Any, days: int, stocks: int) -> ReferencePlan:
+        """The requests a reconciliation of `days` days and `stocks` stocks costs, from the source's config
+        (sources/reference.py): by default one answer a day, counted as one request each (nothing goes upstream)."""
+        return ReferencePlan("by_day", days, f"{cls.reference_unit} a day, no upstream, for {days} days")
+
     def plan(self, days: Sequence[dt.date]) -> Plan:
         """How this run's trading days are best fetched."""
         return "by_day"
@@ -190,6 +210,12 @@ class Source:
 
     def stock_list(self) -> list[StockInfo] | None:
         """All A-share stocks with names if the source knows them (fresh for each run), else None."""
+        return None
+
+    @property
+    def requests_made(self) -> int | None:
+        """Upstream requests made so far, where the source counts them (None: it makes none; a reconciliation
+        then counts one a day answered, sources/reference.py)."""
         return None
 
     def attach_request_counter(self, count: RequestCounter) -> None:

@@ -13,7 +13,7 @@ Without `[metrics] listen` nothing is served and the poller does not poll; witho
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from ..calendar import TradingCalendar
@@ -51,6 +51,8 @@ class Telemetry(Observer):
         self.poller: FreshnessPoller | None = None
         self.server: MetricsServer | None = None
         self._log = get_logger()
+        if config.verify.against:
+            self.metrics.reconcile_source(config.verify.against)
 
     # --- lifetimes ------------------------------------------------------------------------
     def bind(self) -> None:
@@ -119,6 +121,9 @@ class Telemetry(Observer):
             self.alerter.run_ended(run)
         if self.poller is not None:
             self.poller.poke()
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        self.metrics.reconcile_finished(source, by_check)
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         for run in runs:
