@@ -303,6 +303,8 @@ def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> in
         out.print(f"last run: {run.run_id} {run.task_type} [{STATUS_STYLE.get(run.status, '')}]{run.status}[/] "
                   f"{run.start_date}..{run.end_date}, {run.rows:,} rows, started {format_time(run.started_at)}, "
                   f"finished {format_time(run.finished_at)}")
+        if run.error:
+            out.print(f"  why: {run.error}", markup=False)
     for job in reply.schedule:
         out.print(f"schedule: {job.job} next at {format_time(job.next_run)}")
     return EXIT_OK
@@ -329,7 +331,7 @@ def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> i
         table.add_row(run.run_id, run.task_type, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
                       f"{run.start_date}..{run.end_date}", f"{run.days_done}/{run.trading_days}", str(run.days_failed),
                       f"{run.rows:,}", format_time(run.started_at, offset), format_time(run.finished_at, offset),
-                      run.error or "")
+                      Text(run.error or ""))
     out.print(table)
     return EXIT_OK
 
@@ -343,7 +345,7 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     for day in reply.days:
         weekday = dt.date.fromisoformat(day.date).strftime("%a")
         table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      day.run_id or "", day.error or "")
+                      day.run_id or "", Text(day.error or ""))
     out.print(table)
     return EXIT_OK
 
@@ -413,9 +415,15 @@ def _print_busy(err: Console, exc: SyncdBusy) -> None:
 
 
 def _print_run_summary(out: Console, run: Run) -> None:
-    style = STATUS_STYLE.get(run.status, "")
-    out.print(f"run {run.run_id} [{style}]{run.status}[/]: {run.days_done}/{run.trading_days} trading days, "
-              f"{run.days_failed} failed, {run.rows:,} rows" + (f" — {run.error}" if run.error else ""))
+    line = Text(f"run {run.run_id} ").append(run.status, style=STATUS_STYLE.get(run.status, ""))
+    line.append(f": {_days_written(run)}, {run.rows:,} rows" + (f" — {run.error}" if run.error else ""))
+    out.print(line)
+
+
+def _days_written(run: Run) -> str:
+    """"0 of 2 trading days written, 2 failed": what a run left, not how far it got (days_done counts failed days)."""
+    written = f"{run.days_done - run.days_failed} of {run.trading_days} trading days written"
+    return written + (f", {run.days_failed} failed" if run.days_failed else "")
 
 
 def _duration(seconds: float | None) -> str:

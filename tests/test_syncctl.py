@@ -234,3 +234,19 @@ def test_client_recovers_after_a_timeout_when_the_daemon_returns(syncd_factory):
         client.ping()
     daemon.start()
     assert client.ping().pid == daemon.proc.pid
+
+
+DEMO_FAILURE = "demo source: fetch of 2025-10-09 failed (listed in source.demo.fail_dates)"
+
+
+def test_a_failed_run_says_why_in_start_wait_status_and_history(syncd_factory):
+    daemon = syncd_factory({"source": {"demo": {"fail_dates": ["2025-10-09", "2025-10-10"]}}})
+    result = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-10-09", "--to", "2025-10-10", "--wait")
+    assert result.returncode == 4
+    why = f"2 of 2 trading days failed: {DEMO_FAILURE} (2 days)"
+    assert why in result.stdout
+    assert daemon.client().history(limit=1)[0].error == why
+    status = syncctl("--endpoint", daemon.endpoint, "status")
+    assert why in status.stdout
+    history = syncctl("--endpoint", daemon.endpoint, "history")
+    assert DEMO_FAILURE in " ".join(history.stdout.replace("│", " ").split())
