@@ -87,6 +87,7 @@ class Day(msgspec.Struct, kw_only=True):
     error: str | None
     expected: int | None = None  # stocks the source says were listed that day (null: it cannot say)
     missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
+    reason: str | None = None    # a skipped day: why it does not trade (weekend, holiday (NAME), the source's calendar)
 
 
 class Finding(msgspec.Struct, kw_only=True):
