@@ -25,7 +25,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
-from syncd.protocol import Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
+from syncd.protocol import Day, Days, History, Ok, Reconciliation, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"first day: {DATE_HELP}")
     verify.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
                         help="last day, included: YYYY-MM-DD")
+    verify.add_argument("--against", metavar="SOURCE",
+                        help="first compare the stored days with this source (demo, csv, akshare, baostock, tushare; "
+                             "its [source.NAME] table): prices to the cent, volume and amount, presence, factor steps; "
+                             "the request count is printed before anything is fetched")
+    verify.add_argument("--plan", action="store_true",
+                        help="with --against: print the request plan only (nothing fetched)")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
     sub.add_parser("check", parents=[json_flag],
                    help="is the data fresh? one line; exit 0 healthy, 5 not (stale day or failed scheduled run), 1 unreachable")
@@ -355,22 +361,78 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     if args.json:
         _emit_json(reply)
         return EXIT_OK
-    table = Table("date", "weekday", "status", "rows", "run", "why")
+    table = Table("date", "weekday", "status", "rows", "source", "run", "why")
     for day in reply.days:
         weekday = dt.date.fromisoformat(day.date).strftime("%a")
         table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      day.run_id or "", Text(day.error or day.reason or ""))
+                      _source(day), day.run_id or "", Text(day.error or day.reason or ""))
     out.print(table)
     return EXIT_OK
 
 
 def cmd_verify(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    if args.against is not None:
+        return _reconcile(client, args, out)
+    if args.plan:
+        print("syncctl: --plan goes with --against SOURCE", file=sys.stderr)
+        return EXIT_BAD_INPUT
     reply = _verified(client, Verify(start_date=args.start_date, end_date=args.end_date))
     if args.json:
         _emit_json(reply)
     else:
         _print_verified(out, reply.days, f"{args.start_date}..{args.end_date}")
     return EXIT_ANOMALIES if any(_needs_attention(day) for day in reply.days) else EXIT_OK
+
+
+def _reconcile(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    """verify --against: the plan printed first (its request count), then the reconciliation followed to its end."""
+    planned = client.reconcile(args.start_date, args.end_date, args.against, plan_only=True)
+    assert planned.reconciliation is not None
+    if args.plan:
+        if args.json:
+            _emit_json(planned)
+        else:
+            out.print(_plan_line(planned.reconciliation), markup=False)
+        return EXIT_OK
+    if not args.json:
+        out.print(_plan_line(planned.reconciliation), markup=False)
+    live = not args.json and out.is_terminal
+    with Progress(TextColumn("[bold]against {task.fields[against]}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                  TextColumn("{task.fields[requests]} requests"), TimeElapsedColumn(), console=out, disable=not live,
+                  transient=True) as progress:
+        bar = progress.add_task("reconcile", total=planned.reconciliation.days or None, against=args.against, requests=0)
+
+        def show(reply: VerifyReply) -> None:
+            if reply.reconciliation is not None:
+                progress.update(bar, completed=reply.reconciliation.days_done, requests=reply.reconciliation.requests)
+
+        reply = client.reconcile(args.start_date, args.end_date, args.against, progress=show)
+    item = reply.reconciliation
+    if args.json:
+        _emit_json(reply)
+    else:
+        _print_verified(out, reply.days, f"{args.start_date}..{args.end_date}")
+        if item is not None:
+            _print_reconciliation(out, item)
+    attention = any(_needs_attention(day) for day in reply.days)
+    return EXIT_ANOMALIES if attention or item is None or item.findings or item.state != "done" else EXIT_OK
+
+
+def _plan_line(item: Reconciliation) -> str:
+    stocks = "every stock" if item.stocks is None else f"{item.stocks} stocks"
+    return (f"reconciling {item.start_date}..{item.end_date} against {item.against}: {item.planned_requests} requests "
+            f"planned ({item.plan}: {item.cost}); {item.days} stored days, {stocks}")
+
+
+def _print_reconciliation(out: Console, item: Reconciliation) -> None:
+    checks = ", ".join(f"{n} {check}" for check, n in sorted(item.by_check.items()))
+    out.print(f"against {item.against}: {item.state}, {item.requests} requests made ({item.planned_requests} planned), "
+              f"{item.days_done} of {item.days} days compared, {item.findings} findings" + (f" ({checks})" if checks else ""),
+              markup=False)
+    for error in item.errors:
+        out.print(f"  not compared: {error}", markup=False)
+    if item.error:
+        out.print(f"  the reconciliation ended early: {item.error}", markup=False)
 
 
 def _verified(client: SyncClient, request: Verify) -> VerifyReply:
@@ -386,6 +448,13 @@ def _verified(client: SyncClient, request: Verify) -> VerifyReply:
     return reply
 
 
+def _source(day: Day | VerifiedDay) -> str:
+    """Who wrote the day: its source, and how many of its stocks came from a fallback ("" when unknown or never written)."""
+    if day.source is None:
+        return ""
+    return f"{day.source} ({day.fallback_stocks:,} from fallback)" if day.fallback_stocks else day.source
+
+
 def _needs_attention(day: VerifiedDay) -> bool:
     return day.anomalies > 0 or day.status in ("failed", "incomplete")
 
@@ -395,14 +464,14 @@ def _print_verified(out: Console, days: list[VerifiedDay], span: str) -> None:
     if not trading:
         out.print(f"no trading day in {span} (weekends and exchange holidays): nothing to verify")
         return
-    table = Table("date", "status", "rows", "expected", "missing", "anomalies", "first findings")
+    table = Table("date", "status", "rows", "expected", "missing", "source", "anomalies", "first findings")
     for day in days:
         if day.status == "skipped":
             continue
         anomalies = str(day.anomalies) if day.checked else "not checked yet"
         findings = "; ".join(f"{f.stock} {f.check}: {f.detail}" for f in day.findings)
         table.add_row(day.date, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      "-" if day.expected is None else f"{day.expected:,}", str(day.missing),
+                      "-" if day.expected is None else f"{day.expected:,}", str(day.missing), _source(day),
                       f"[red]{anomalies}[/]" if day.anomalies else anomalies, Text(findings))
     out.print(table)
     attention = [day for day in days if _needs_attention(day)]

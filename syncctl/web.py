@@ -48,6 +48,7 @@ FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rec
                'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 
 # syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
+RECONCILE_WAIT_S = 25.0  # GET /verify?against= answers within about this; a longer one is polled by reconcile_id
 HTTP_STATUS_FOR_CODE: dict[str, int] = {
     ErrorCode.BAD_REQUEST: 422,
     ErrorCode.INVALID_RANGE: 422,
@@ -212,12 +213,21 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
             return pick(request).call(Days(start_date=start, end_date=end))
         return forward(call)
 
-    @api.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each)")
+    @api.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each); with "
+                                "`against`, compared with that source first (a reconciliation)")
     def verify(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
-               end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
+               end_date: Annotated[str, Query(examples=["2025-10-31"])],
+               against: Annotated[str | None, Query(examples=["baostock"])] = None,
+               plan_only: bool = False, reconcile_id: str | None = None) -> Response:
         def call() -> Any:
             start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
-            return pick(request).call(Verify(start_date=start, end_date=end))
+            client = pick(request)
+            if against is None:
+                return client.call(Verify(start_date=start, end_date=end))
+            if reconcile_id is not None:  # a reconciliation this route returned still running: its progress
+                return client.call(Verify(start_date=start, end_date=end, against=against, reconcile_id=reconcile_id,
+                                          wait_s=round(client.timeout / 2, 3)))
+            return client.reconcile(start, end, against, plan_only=plan_only, deadline_s=RECONCILE_WAIT_S)
         return forward(call)
 
     @api.get("/check", summary="Is the data fresh? 200 healthy, 503 not (same body: the daemon's check reply)",

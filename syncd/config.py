@@ -14,7 +14,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 import msgspec.inspect
@@ -151,13 +151,51 @@ class TushareConfig(_Section):
         return f"TushareConfig(token={'***' if self.token else ''!r}, url={self.url!r})"
 
 
+SourceName = Literal["demo", "csv", "akshare", "baostock", "tushare"]
+SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+_SOURCE_NAMED: dict[str, SourceName] = {name: name for name in get_args(SourceName)}
+
+
+def source_named(value: str) -> SourceName | None:
+    """`value` as a source name, if it is one (a wire field, say)."""
+    return _SOURCE_NAMED.get(value)
+
+
 class SourceConfig(_Section):
-    name: Literal["demo", "csv", "akshare", "baostock", "tushare"] = "demo"
+    """[source]: the primary source by name, its fallbacks, and each source's own table.
+
+    `fallback`: other sources (each set up in its own [source.NAME] table), asked in order for a day
+    the primary failed or left incomplete (docs/configuration.md, docs/sources.md "Primary and fallback")."""
+
+    name: SourceName = "demo"
+    fallback: list[SourceName] = []
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
     csv: CsvConfig = msgspec.field(default_factory=CsvConfig)
     akshare: AkshareConfig = msgspec.field(default_factory=AkshareConfig)
     baostock: BaostockConfig = msgspec.field(default_factory=BaostockConfig)
     tushare: TushareConfig = msgspec.field(default_factory=TushareConfig)
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for position, name in enumerate(self.fallback):
+            if name == self.name:
+                raise ValueError(f"source.fallback[{position}]: {name!r} is the primary source (source.name); "
+                                 "expected other sources' names")
+            if name in seen:
+                raise ValueError(f"source.fallback[{position}]: {name!r} is listed twice; expected each source once")
+            seen.add(name)
+
+    def of(self, name: SourceName) -> SourceConfig:
+        """This config with `name` as the source (a fallback built by load_source, with its own table's settings)."""
+        return msgspec.structs.replace(self, name=name, fallback=[])
+
+
+class VerifyConfig(_Section):
+    """[verify]: reconciliation against a second source (docs/sources.md, "Reconciliation")."""
+
+    against: SourceName | Literal[""] = ""                          # a source name; empty: off
+    sample: Annotated[int, msgspec.Meta(ge=0, le=100000)] = 0      # stocks reconciled after each scheduled daily sync; 0: off
+    max_requests: Annotated[int, msgspec.Meta(ge=1)] = 2000        # a reconcile planning more requests is refused
 
 
 class ScheduleConfig(_Section):
@@ -242,6 +280,7 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     alert: AlertConfig = msgspec.field(default_factory=AlertConfig)
+    verify: VerifyConfig = msgspec.field(default_factory=VerifyConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -289,6 +328,9 @@ def _literal_choices(path: str) -> tuple[object, ...] | None:
         info = next((f.type for f in info.fields if f.name == name), None)  # type: ignore[assignment]
         if isinstance(info, msgspec.inspect.ListType):  # a list of choices (alert.on): the item's
             info = info.item_type
+    if isinstance(info, msgspec.inspect.UnionType):  # Literal | Literal (verify.against: a source name or "")
+        parts = [t.values for t in info.types if isinstance(t, msgspec.inspect.LiteralType)]
+        return tuple(value or '""' for values in parts for value in values) if len(parts) == len(info.types) else None
     return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else None
 
 

@@ -61,6 +61,7 @@ class Event(StrEnum):
     RUN_PLANNED = "run_planned"
     DAYS_UNCONFIRMED = "days_unconfirmed"
     DAY_INCOMPLETE = "day_incomplete"
+    DAY_FALLBACK = "day_fallback"  # a fallback source asked for a day the primary failed or left incomplete
     STOCKS_STAGED = "stocks_staged"
     # sources (syncd/sources/)
     SOURCE_PAUSED = "source_paused"                            # a ban-like answer or a quota: every request waits
@@ -70,6 +71,11 @@ class Event(StrEnum):
     SOURCE_FALLBACK = "source_fallback"                        # a whole-market answer was empty: asked by stock
     FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (sources/fetchproc.py)
     FETCH_PROCESS_EXITED = "fetch_process_exited"    # it ended (a new one starts on the next fetch)
+    # reconciliation against a second source (reconciler.py, control/reconcile.py)
+    RECONCILE_STARTED = "reconcile_started"
+    RECONCILE_FINISHED = "reconcile_finished"
+    RECONCILE_FAILED = "reconcile_failed"      # the job ended early: its error (reconcile_finished follows)
+    RECONCILE_REFUSED = "reconcile_refused"    # a scheduled sample whose plan passes verify.max_requests
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

@@ -40,6 +40,7 @@ class RunRecord(msgspec.Struct, kw_only=True):
     rows: int = 0
     current_date: dt.date | None = None
     error: str | None = None
+    fallback_source: str | None = None  # the fallback source being asked right now (status), else None
 
     @property
     def total_days(self) -> int:
@@ -63,7 +64,8 @@ class RunRecord(msgspec.Struct, kw_only=True):
                     end_date=self.end_date.isoformat(), total_days=self.total_days, trading_days=self.trading_days,
                     days_done=self.days_done, days_failed=self.days_failed, rows=self.rows,
                     current_date=self.current_date.isoformat() if self.current_date else None,
-                    progress=self.progress, eta_s=eta_s, request_id=self.request_id, host=self.host, pid=self.pid)
+                    progress=self.progress, eta_s=eta_s, request_id=self.request_id, host=self.host, pid=self.pid,
+                    fallback_source=self.fallback_source)
 
     def run(self, zone: dt.tzinfo) -> Run:
         return Run(run_id=self.run_id, task_type=self.task_type, requested_by=self.requested_by, status=self.status,

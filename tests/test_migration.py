@@ -55,14 +55,17 @@ def test_a_database_of_the_previous_schema_migrates_with_everything_intact(datab
     with connection.connect(database) as conn:
         make_old_database(conn)
         before = snapshot(conn)
-        assert migrations.migrate(conn, compat_view=True) == len(migrations.MIGRATIONS)
+        assert migrations.migrate(conn, compat_view=True) == migrations.LATEST
         assert snapshot(conn) == before
         assert conn.execute("SELECT count(*), count(adj_factor) FROM daily_bars").fetchone() == (200, 0)  # NULL until re-synced
         assert conn.execute("SELECT count(*) FROM daily_bars_qfq WHERE close IS NULL").fetchone() == (200,)
         assert conn.execute("SELECT bool_and(written_at = updated_at) FROM sync_days").fetchone() == (True,)
         assert [(d.expected, d.missing) for d in days.days(conn, DAYS[0], DAYS[-1])] == [(None, 0), (None, 0)]
+        # provenance (migrations 10, 11): days written before it are of unknown source, with no per-stock entries
+        assert [(d.source, d.fallback_stocks) for d in days.days(conn, DAYS[0], DAYS[-1])] == [(None, 0), (None, 0)]
+        assert conn.execute("SELECT count(*) FROM bar_sources").fetchone() == (0,)
         assert conn.execute("SELECT volume FROM daily_stock_data WHERE stock_code = '600000' LIMIT 1").fetchone()[0] > 0
-        assert migrations.migrate(conn, compat_view=True) == len(migrations.MIGRATIONS)  # a second start changes nothing
+        assert migrations.migrate(conn, compat_view=True) == migrations.LATEST  # a second start changes nothing
         assert snapshot(conn) == before
 
 
@@ -127,7 +130,7 @@ def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_ke
     with connection.connect(database) as conn:
         make_v4_database(conn, reader_role)
         before, compat_before = bars(conn), conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall()
-        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == len(migrations.MIGRATIONS)
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == migrations.LATEST
         assert bars(conn) == before and len(before) == 100
         assert conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall() == compat_before
         assert conn.execute("SELECT count(*) FROM daily_bars_qfq WHERE close IS NOT NULL").fetchone() == (100,)
@@ -150,7 +153,7 @@ def test_daily_bars_becomes_partitioned_by_year_with_every_row_grant_and_view_ke
         day = dt.date(2026, 1, 5)
         daywrite.write_day(conn, DayWrite(day, "r5"), DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day))
         assert conn.execute("SELECT count(*) FROM daily_bars_y2026").fetchone() == (50,)
-        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == len(migrations.MIGRATIONS)  # a second start: nothing
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == migrations.LATEST  # a second start: nothing
 
 
 def test_an_object_of_the_users_on_daily_bars_stops_the_migration_and_nothing_changes(database, reader_role):
@@ -165,4 +168,16 @@ def test_an_object_of_the_users_on_daily_bars_stops_the_migration_and_nothing_ch
         assert conn.execute("SELECT max(version) FROM syncd_migrations").fetchone() == (4,)
         assert bars(conn) == before and conn.execute("SELECT count(*) FROM my_report").fetchone() == (50,)
         conn.execute("DROP VIEW my_report")
-        assert migrations.migrate(conn) == len(migrations.MIGRATIONS) and bars(conn) == before
+        assert migrations.migrate(conn) == migrations.LATEST and bars(conn) == before
+
+
+def test_a_migration_numbered_below_one_already_applied_is_applied_too(database, monkeypatch):
+    """Numbers are handed out ahead to parallel work: a database at 11 still gets a 7 (here a 0) that lands later."""
+    with connection.connect(database) as conn:
+        migrations.migrate(conn)
+        late = (0, "a migration numbered below every applied one", "CREATE TABLE late_arrival (x integer)")
+        monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, late])
+        assert migrations.migrate(conn) == migrations.LATEST
+        assert conn.execute("SELECT count(*) FROM late_arrival").fetchone() == (0,)
+        assert conn.execute("SELECT description FROM syncd_migrations WHERE version = 0").fetchone() == (late[1],)
+        assert migrations.migrate(conn) == migrations.LATEST  # once only

@@ -58,7 +58,7 @@ def test_wrong_rows_are_written_and_each_is_flagged_by_verify(syncd_factory, sho
     reply = json.loads(result.stdout)
     assert reply["status"] == "ok" and reply["days"][0] == {
         "date": "2025-10-09", "status": "success", "rows": 200, "expected": None, "missing": 0, "anomalies": 0,
-        "findings": [], "checked": True}
+        "findings": [], "checked": True, "source": "csv", "fallback_stocks": 0}
 
 
 def test_too_many_unit_errors_fail_the_day_with_that_error(syncd_factory, short_tmp, database):

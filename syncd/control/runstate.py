@@ -87,6 +87,12 @@ class RunState:
                 if self._first_day_at is None:
                     self._first_day_at = time.monotonic()
 
+    def asking_fallback(self, source: str | None) -> None:
+        """A fallback source is being asked for the current day (None: no longer)."""
+        with self._lock:
+            if self._run is not None:
+                self._run.fallback_source = source
+
     def day_finished(self, rows: int, failed: bool) -> None:
         with self._lock:
             if self._run is not None:

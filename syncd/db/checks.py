@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only in annotations: sources/prefilter.py (a fetch process's) reads the tolerances without psycopg
     import psycopg
 
+    from ..sources.base import Row
+
 UNIT_GUARD_SHARE = 0.01   # more than this share of a day's rows failing `unit`: the day fails
 LIMIT_TOLERANCE = 0.5     # percentage points over a price limit before `price_limit` is reported
 PCT_TOLERANCE = 0.02      # percentage points between pct_change and (close / pre_close - 1) * 100
@@ -162,3 +164,21 @@ def unit_guard_error(day: dt.date, checks: list[str], rows: int) -> str | None:
     return (f"unit guard: {failing} of {rows} rows of {day} have amount / volume outside [low, high] "
             f"(more than {UNIT_GUARD_SHARE:.0%}): the source's units or column mapping have changed; nothing of this day "
             "was written (see `syncctl verify` and docs/data.md)")
+
+
+def fails_unit(row: Row) -> bool:
+    """The `unit` rule of _CHECKS on one Row in Python (a NULL field: not judged), for rows judged before they
+    are written: a fallback source's stocks (run/fallback.py)."""
+    high, low, volume, amount = row[2], row[3], row[6], row[7]
+    if high is None or low is None or volume is None or amount is None or volume <= 0 or low > high:
+        return False
+    tolerance = max(0.01, (high - low) / 100)
+    return not low - tolerance <= amount / volume <= high + tolerance
+
+
+def unit_guard_share_error(failing: int, rows: int, what: str) -> str | None:
+    """`what`'s error when more than UNIT_GUARD_SHARE of its `rows` fail the unit rule, else None."""
+    if rows == 0 or failing <= UNIT_GUARD_SHARE * rows:
+        return None
+    return (f"unit guard: {failing} of {rows} rows of {what} have amount / volume outside [low, high] "
+            f"(more than {UNIT_GUARD_SHARE:.0%}): its units or column mapping differ; none of them was written")

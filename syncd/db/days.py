@@ -18,10 +18,11 @@ from .sqlrow import scalar
 
 def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT date, status, rows, run_id, error, expected, missing FROM sync_days "
-                           "WHERE date BETWEEN %s AND %s ORDER BY date", (start, end)).fetchall()
+        rows = cur.execute("SELECT date, status, rows, run_id, error, expected, missing, source, fallback_stocks "
+                           "FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date", (start, end)).fetchall()
     return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"],
-                expected=r["expected"], missing=r["missing"]) for r in rows]
+                expected=r["expected"], missing=r["missing"], source=r["source"], fallback_stocks=r["fallback_stocks"])
+            for r in rows]
 
 
 def missing_codes(conn: psycopg.Connection[Any], day: dt.date) -> list[str]:

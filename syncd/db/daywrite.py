@@ -24,14 +24,16 @@ rows rewrites only the rows that differ (`_merge`). The transaction is driven by
 `_open` (BEGIN, settings, the fence's probe and the day's old rows), `_load` (the COPY),
 `_judge` (the checks) and `_record` (the bookkeeping with COMMIT).
 
-To record more about a day (which source wrote it, say), add a field to `DayWrite` and write it
-in `_record_day`.
+Provenance: `DayWrite.source` is recorded as the day's `sync_days.source`, and each row from
+another source (a fallback's, `bar_sources`) gets an entry in the `bar_sources` table, in the
+same transaction (`_record_day`). To record more about a day, add a field to `DayWrite` and
+write it in `_record_day`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +95,9 @@ class DayWrite:
     is_trading_day: IsTradingDay | None = None   # the days a gap in factor derivation would be (None: packaged calendar)
     mark_syncing: bool = False                   # first record the day `syncing` for run_id, committed on its own
     #                                              before the write begins (so it stays if the write rolls back)
+    source: str | None = None                    # the source that wrote the day (sync_days.source)
+    bar_sources: Mapping[str, str] = field(default_factory=dict)  # code -> source, for rows from another source (a fallback's)
+    fallback_stocks: int = 0                     # of the rows, how many a fallback source gave
 
 
 @dataclass(frozen=True)
@@ -279,16 +284,57 @@ def _record(tx: BatchedTransaction, cur: Cursor, job: DayWrite, written: Written
 
 def _record_day(cur: Cursor, job: DayWrite, written: WrittenDay, kept_codes: list[str]) -> None:
     error = job.error if written.status == "incomplete" else None
+    patch = job.replace_only is not None  # a patch keeps the day's source (and adds to its fallback count)
+    _forget_bar_sources(cur, job, kept_codes)
     cur.execute(
         "INSERT INTO sync_days (date, status, rows, run_id, error, prev_status, expected, missing, anomalies, checked_at, "
-        "written_at, updated_at) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, now(), now(), now()) "
-        "ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
-        "error = EXCLUDED.error, prev_status = NULL, expected = EXCLUDED.expected, missing = EXCLUDED.missing, "
-        "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now()",
-        (job.day, written.status, written.rows, job.run_id, error, job.expected, len(kept_codes), written.anomalies))
+        "written_at, updated_at, source, fallback_stocks) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, now(), now(), now(), "
+        "%s, %s) ON CONFLICT (date) DO UPDATE SET status = EXCLUDED.status, rows = EXCLUDED.rows, run_id = EXCLUDED.run_id, "
+        "error = EXCLUDED.error, prev_status = NULL, missing = EXCLUDED.missing, "
+        "anomalies = EXCLUDED.anomalies, checked_at = now(), written_at = now(), updated_at = now(), "
+        + (_PATCH_PROVENANCE if patch else _PROVENANCE),
+        (job.day, written.status, written.rows, job.run_id, error, job.expected, len(kept_codes), written.anomalies,
+         job.source, job.fallback_stocks))
+    _record_bar_sources(cur, job)
     cur.execute("DELETE FROM sync_day_missing WHERE date = %s", (job.day,))
     if kept_codes:
         cur.execute("INSERT INTO sync_day_missing (date, code) SELECT %s, unnest(%s::text[])", (job.day, kept_codes))
+
+
+_PROVENANCE = "expected = EXCLUDED.expected, source = EXCLUDED.source, fallback_stocks = EXCLUDED.fallback_stocks"
+# A patch (some stocks re-fetched) keeps the day's source and listing count where the day has them.
+_PATCH_PROVENANCE = ("source = coalesce(sync_days.source, EXCLUDED.source), expected = coalesce(EXCLUDED.expected, "
+                     "sync_days.expected), fallback_stocks = sync_days.fallback_stocks + EXCLUDED.fallback_stocks")
+
+
+# Per-stock provenance (docs/data.md, "Provenance"): a stored bar's source is its bar_sources entry where it has
+# one, else its day's sync_days.source. Entries exist only for bars whose source is not their day's.
+def _forget_bar_sources(cur: Cursor, job: DayWrite, kept_codes: list[str]) -> None:
+    """Before the day's record changes: the entries of the rows this write replaces go; kept rows (of stocks
+    missing now) written by the day's previous source keep it as an entry when the day's source changes."""
+    if job.replace_only is not None:
+        cur.execute("DELETE FROM bar_sources WHERE trade_date = %s AND code = ANY(%s)", (job.day, sorted(set(job.replace_only))))
+        return
+    if kept_codes:
+        cur.execute("INSERT INTO bar_sources (trade_date, code, source) SELECT d.date, k.code, d.source FROM sync_days d, "
+                    "unnest(%s::text[]) k(code) WHERE d.date = %s AND d.source IS DISTINCT FROM %s AND d.source IS NOT NULL "
+                    "ON CONFLICT (trade_date, code) DO NOTHING", (kept_codes, job.day, job.source))
+    cur.execute("DELETE FROM bar_sources WHERE trade_date = %s AND NOT (code = ANY(%s))", (job.day, kept_codes))
+
+
+def _record_bar_sources(cur: Cursor, job: DayWrite) -> None:
+    """After the day's record: an entry for each new row whose source is not the day's (as now recorded)."""
+    sources = dict(job.bar_sources)
+    if job.replace_only is not None and job.source is not None:  # a patch's own rows: the day's source may be another
+        sources = {code: job.source for code in job.replace_only} | sources
+    if not sources:
+        return
+    codes = sorted(sources)
+    cur.execute("INSERT INTO bar_sources (trade_date, code, source) SELECT %s, c.code, c.source "
+                "FROM unnest(%s::text[], %s::text[]) c(code, source) "
+                "WHERE c.source IS DISTINCT FROM (SELECT source FROM sync_days WHERE date = %s) "
+                "ON CONFLICT (trade_date, code) DO UPDATE SET source = EXCLUDED.source",
+                (job.day, codes, [sources[code] for code in codes], job.day))
 
 
 MARK_SYNCING = ("UPDATE sync_days SET prev_status = CASE WHEN status = 'syncing' THEN prev_status ELSE status END, "

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..db import staging
 from ..logs import Event
-from ..sources.base import PlannedSource, Row, StockBars, StockFailure
+from ..sources.base import PlannedSource, Row, StockBars, StockFailure, listed_on
 from .outcomes import DayRejected, DayWriter, WithDb, incomplete_note
 from .readahead import read_ahead
 
@@ -174,7 +174,7 @@ def _patch_day(source: PlannedSource, day: dt.date, asked: frozenset[str], stage
     answered = asked - failed_now
     expected = listed_on(source, day)
     if not answered:
-        writer.still_incomplete(day, failed_now, incomplete_note(failed_now, expected, staged.failures))
+        writer.still_incomplete(day, failed_now, incomplete_note(failed_now, expected, staged.failures), expected)
         return
     rows = with_db(lambda c: staging.staged_rows(c, writer.run.run_id, day, answered))
     try:
@@ -189,11 +189,3 @@ def _nothing_fetched(staged: Staged) -> str:
         return "the source returned no rows for this day"
     code, error = next(iter(staged.failures.items()))
     return f"nothing fetched for this day: {len(staged.failures)} stocks' requests failed ({code}: {error})"
-
-
-def listed_on(source: PlannedSource, day: dt.date) -> int | None:
-    """The source's count of stocks listed on `day`; None when it cannot say (or its list failed)."""
-    try:
-        return source.listed_on(day)
-    except Exception:  # the count is informative; a day is never lost over it
-        return None

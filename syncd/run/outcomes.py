@@ -27,6 +27,7 @@ from ..logs import Event
 from ..record import RunRecord
 from ..sources.base import EncodedRows, Row
 from ..telemetry.observer import NULL_OBSERVER, Observer
+from .fallback import Fallbacks, Filled, merged
 
 T = TypeVar("T")
 WithDb = Callable[[Callable[[psycopg.Connection[Any]], T]], T]
@@ -45,12 +46,15 @@ class Cancelled(Exception):
 
 class DayWriter:
     def __init__(self, run: RunRecord, state: RunState, log: Any, with_db: WithDb[Any], lock_fence: RunFence | None,
-                 is_trading_day: Callable[[dt.date], bool] | None = None, observer: Observer = NULL_OBSERVER) -> None:
+                 is_trading_day: Callable[[dt.date], bool] | None = None, observer: Observer = NULL_OBSERVER,
+                 source: str | None = None, fallbacks: Fallbacks | None = None) -> None:
         self.run = run
         self.is_trading_day = is_trading_day
         self.observer = observer  # metrics: told of each day's end
         self.state = state
         self.log = log
+        self.source = source  # the primary source's name: each day's provenance
+        self.fallbacks = fallbacks if fallbacks else None  # asked before a day is written incomplete or failed
         self._with_db = with_db
         self._lock_fence = lock_fence
         self._day_fence = _DayFence(self._fence, self._fence_probe)
@@ -66,18 +70,85 @@ class DayWriter:
               missing: Collection[str] = frozenset(), replace_only: Collection[str] | None = None,
               errors: Mapping[str, str] | None = None) -> bool:
         """Write `day` atomically; False if a cancel stopped it (nothing of it committed). `missing`: stocks
-        whose request failed (their stored rows stay); the day is then incomplete. `replace_only`: a
-        re-fetch of those stocks alone (every other stored row stays). Raises DayRejected when the day
-        is refused (nothing fetched, the unit guard, or the database refusing the rows)."""
+        whose request failed (their stored rows stay); the day is then incomplete, unless the fallbacks
+        give them (their rows join this write). `replace_only`: a re-fetch of those stocks alone (every
+        other stored row stays). Raises DayRejected when the day is refused (nothing fetched, the unit
+        guard, or the database refusing the rows)."""
+        if self.cancelled:
+            return False
+        filled = self._ask_fallbacks(day, missing) if missing else None
+        if filled is not None and filled.rows:
+            rows = merged(rows if isinstance(rows, EncodedRows) else list(rows), filled.rows)
+            replace_only = None if replace_only is None else frozenset(replace_only) | filled.rows.keys()
+            missing = filled.missing
+        return self._write(day, rows, expected=expected, missing=missing, replace_only=replace_only, errors=errors,
+                           source=self.source, filled=filled)
+
+    def fail(self, day: dt.date, error: str) -> None:
+        """Record `day` failed (nothing written; its stored rows stay) unless the run is cancelled, or the
+        fallbacks give the day (then written as theirs, whole)."""
+        if self.cancelled:
+            return
+        if self.fallbacks is not None:
+            self.state.day_started(day)
+            filled = self.fallbacks.fill_day(day, lambda: self.cancelled)
+            if self.cancelled:
+                return
+            if filled.source is None:
+                error = f"{error}; {filled.why()}" if filled.reasons else error
+            else:
+                try:
+                    self._write(day, list(filled.rows.values()), expected=filled.expected, missing=filled.missing,
+                                source=filled.source, filled=filled)
+                    return
+                except DayRejected as exc:
+                    error = f"{error}; fallback {filled.source}: {exc}"
+        self._with_db(lambda c: daywrite.fail_day(c, day, self.run.run_id, error, self._lock_fence))
+        self._failed(day, error, "failed")
+
+    def still_incomplete(self, day: dt.date, missing: Collection[str], error: str, expected: int | None = None) -> None:
+        """An incomplete day whose missing stocks failed again: it keeps its rows and stays incomplete, unless the
+        fallbacks give some of them (then written with them, the rest kept)."""
+        if self.cancelled:
+            return
+        filled = self._ask_fallbacks(day, missing)
+        if filled is not None and filled.rows:
+            try:
+                self._write(day, list(filled.rows.values()), expected=expected, missing=filled.missing,
+                            replace_only=frozenset(filled.rows), source=self.source, filled=filled)
+                return
+            except DayRejected as exc:
+                error = f"{error}; {exc}"
+        elif filled is not None and filled.reasons:
+            error = f"{error}; {filled.why()}"
+        if self.cancelled:
+            return
+        self._with_db(lambda c: daywrite.keep_incomplete(c, day, self.run.run_id, missing, error, self._lock_fence))
+        self._failed(day, error, "incomplete")
+
+    def _ask_fallbacks(self, day: dt.date, missing: Collection[str]) -> Filled | None:
+        if self.fallbacks is None or self.cancelled:
+            return None
+        self.state.day_started(day)
+        return self.fallbacks.fill_stocks(day, missing, lambda: self.cancelled)
+
+    def _write(self, day: dt.date, rows: Iterable[Row] | EncodedRows, *, expected: int | None, missing: Collection[str],
+               source: str | None, filled: Filled | None, replace_only: Collection[str] | None = None,
+               errors: Mapping[str, str] | None = None) -> bool:
         if self.cancelled:
             return False
         self.state.day_started(day)
         started = time.perf_counter()
         note = incomplete_note(missing, expected, errors or {}) if missing else None
+        if note is not None and filled is not None and filled.reasons:
+            note = f"{note}; {filled.why()}"
+        from_fallbacks = {name for name in (filled.source, *filled.sources.values()) if name is not None} if filled else set()
         try:
             job = daywrite.DayWrite(day, self.run.run_id, expected=expected, missing=missing, replace_only=replace_only,
                                     error=note, fence=self._day_fence, before_commit=self._stop_if_cancelled,
-                                    is_trading_day=self.is_trading_day, mark_syncing=True)
+                                    is_trading_day=self.is_trading_day, mark_syncing=True, source=source,
+                                    bar_sources=filled.sources if filled is not None else {},
+                                    fallback_stocks=len(filled.rows) if filled is not None else 0)
             written = self._with_db(lambda c: daywrite.write_day(c, job, rows))
         except Cancelled:
             return False
@@ -92,29 +163,18 @@ class DayWriter:
         self.state.day_finished(written.fetched, failed=incomplete)
         elapsed = time.perf_counter() - started
         self.observer.day_finished(written.status, written.fetched, elapsed)
+        for name in sorted(from_fallbacks):
+            self.observer.fallback_day(name)
         ms = round(elapsed * 1000, 1)
+        fallback = {"source": source, "fallback_stocks": len(filled.rows)} if from_fallbacks and filled is not None else {}
         if incomplete:
             self.failures.add(day, note or "incomplete", "incomplete")
             self.log.warning(Event.DAY_INCOMPLETE, date=day.isoformat(), rows=written.rows, expected=expected,
-                             missing=len(missing), anomalies=written.anomalies, error=note, ms=ms)
+                             missing=len(missing), anomalies=written.anomalies, error=note, ms=ms, **fallback)
         else:
             self.log.info(Event.DAY_SYNCED, date=day.isoformat(), rows=written.rows, status=written.status,
-                          expected=expected, anomalies=written.anomalies, ms=ms)
+                          expected=expected, anomalies=written.anomalies, ms=ms, **fallback)
         return True
-
-    def fail(self, day: dt.date, error: str) -> None:
-        """Record `day` failed (nothing written; its stored rows stay) unless the run is cancelled."""
-        if self.cancelled:
-            return
-        self._with_db(lambda c: daywrite.fail_day(c, day, self.run.run_id, error, self._lock_fence))
-        self._failed(day, error, "failed")
-
-    def still_incomplete(self, day: dt.date, missing: Collection[str], error: str) -> None:
-        """An incomplete day whose missing stocks failed again: it keeps its rows and stays incomplete."""
-        if self.cancelled:
-            return
-        self._with_db(lambda c: daywrite.keep_incomplete(c, day, self.run.run_id, missing, error, self._lock_fence))
-        self._failed(day, error, "incomplete")
 
     def _failed(self, day: dt.date, error: str, how: str) -> None:
         self.failed += 1

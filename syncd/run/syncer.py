@@ -37,6 +37,7 @@ from ..sources.fetchproc import FetchProcess
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from .byday import sync_by_day
 from .bystock import sync_by_stock
+from .fallback import Fallbacks
 from .outcomes import DatabaseDown, DayWriter
 
 MISSING_JOB = "scheduler_missing"  # scheduling.MISSING: its by_stock runs ask only for the stocks a day misses
@@ -48,12 +49,13 @@ CALENDAR_ASK_EVERY_S = 600.0
 class Syncer:
     def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
                  lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
-                 fetcher: FetchProcess | None = None) -> None:
+                 fetcher: FetchProcess | None = None, fallbacks: Sequence[PlannedSource] = ()) -> None:
         self.observer = observer  # metrics and alerts: told of each day's end (telemetry/hub.py)
         self.config = config
         self.dsn = dsn
         self.lock_dsn = lock_dsn or dsn  # the run lock's own connection (database.lock_dsn)
         self.source = source
+        self.fallbacks = list(fallbacks)  # [source] fallback, in order (fallback.py)
         self.fetcher = fetcher  # the source's by_day fetches in a child process (sources/fetchproc.py), if it runs there
         self.calendar = calendar
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
@@ -69,7 +71,8 @@ class Syncer:
         error: str | None = None
         fence = RunFence(lock, run.run_id) if lock is not None else None
         self._fence = fence
-        writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day, self.observer)
+        writer = DayWriter(run, state, log, self._with_db, fence, self.calendar.is_trading_day, self.observer,
+                           source=self.source.name, fallbacks=Fallbacks(self.fallbacks, state, log, self.observer))
         staged = False
         try:
             trading = self._begin(run, state, log)

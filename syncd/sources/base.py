@@ -60,6 +60,17 @@ ROW_FIELDS = (*COLUMNS, "adj_factor")  # a Row's fields; COLUMNS stays the csv h
 Plan = Literal["by_day", "by_stock"]
 
 
+@dataclass(frozen=True)
+class ReferencePlan:
+    """What reconciling stored days against a source costs, known before anything is fetched
+    (reference.py; each source class answers `reference_plan(config, days, stocks)` from its config)."""
+
+    by: Plan                     # by_day: one answer a day; by_stock: one a stock for the whole range
+    requests: int                # what the source will send (its own retries of a failed request not counted)
+    cost: str                    # how they add up, in words for the operator
+    coverage: str | None = None  # a regular expression of the codes the source knows (None: every A-share)
+
+
 class SourceError(Exception):
     """A fetch that failed; the message names what failed (file and line, URL, code)."""
 
@@ -180,6 +191,13 @@ Source = PlannedSource
 class DaySource:
     """Defaults for a by_day source (demo, csv): it plans by_day, never by_stock, and cannot say who was listed."""
 
+    reference_unit = "one day read"  # what one reconciled day costs it (no upstream: a file, a generated day)
+
+    @classmethod
+    def reference_plan(cls, config: object, days: int, stocks: int) -> ReferencePlan:
+        """One answer a day, counted as one request each (nothing goes upstream)."""
+        return ReferencePlan("by_day", days, f"{cls.reference_unit} a day, no upstream, for {days} days")
+
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day"
 
@@ -200,6 +218,14 @@ def confirms_trading_day(source: object) -> Callable[[dt.date], bool] | None:
     a source with a calendar of its own answers through `trading_days` instead."""
     confirms = getattr(source, "confirms_trading_day", None)
     return confirms if callable(confirms) else None
+
+
+def listed_on(source: PlannedSource, day: dt.date) -> int | None:
+    """The source's count of stocks listed on `day`; None when it cannot say (or its list failed)."""
+    try:
+        return source.listed_on(day)
+    except Exception:  # the count is informative; a day is never lost over it
+        return None
 
 
 def session_closed(day: dt.date, now: dt.datetime | None = None, close: dt.time = dt.time(15, 0)) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -104,6 +105,31 @@ def encode_rows(day: dt.date, rows: Sequence[Row]) -> EncodedRows:
         if missing.any():
             nulls[name] = missing
     return encode_columns(day, codes, columns, nulls)
+
+
+def decode_rows(encoded: EncodedRows) -> list[Row]:
+    """The payload's rows back as Row tuples (NULL is None): the inverse of `encode_rows`, for the rare day whose
+    payload must be merged with other rows (a fallback's stocks: run/fallback.py)."""
+    data, at = memoryview(encoded.payload), len(HEADER)
+    rows: list[Row] = []
+    for _ in range(encoded.count):
+        (fields,) = struct.unpack_from(">h", data, at)
+        at += 2
+        values: list[object] = []
+        for position in range(fields):
+            (length,) = struct.unpack_from(">i", data, at)
+            at += 4
+            if length < 0:
+                values.append(None)
+                continue
+            raw = data[at:at + length]
+            at += length
+            if position == 1:
+                values.append(bytes(raw).decode())
+            elif position > 1:  # position 0 is the day itself
+                values.append(struct.unpack(">q" if VALUE_COLUMNS[position - 2] == "volume" else ">d", raw)[0])
+        rows.append(cast(Row, tuple(values)))  # a Row's fields in a Row's order
+    return rows
 
 
 def needs_derivation(rows: Sequence[Row]) -> bool:

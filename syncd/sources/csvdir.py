@@ -30,6 +30,7 @@ class CsvRowError(Exception):
 
 class CsvSource(DaySource):
     name = "csv"
+    reference_unit = "one file"
 
     def __init__(self, config: CsvConfig) -> None:
         self.root = Path(config.path)

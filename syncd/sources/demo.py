@@ -66,6 +66,7 @@ def demo_codes(count: int) -> list[str]:
 
 class DemoSource(DaySource):
     name = "demo"
+    reference_unit = "one generated day"
     fetches_in_child = True  # the daemon runs fetch_days in its fetch process (fetchproc.py)
 
     def __init__(self, config: DemoConfig) -> None:

@@ -13,7 +13,7 @@ Without `[metrics] listen` nothing is served and the poller does not poll; witho
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..calendar import TradingCalendar
@@ -37,10 +37,13 @@ class Telemetry(Observer):
         self.config = config
         self.zone = zoneinfo.ZoneInfo(config.schedule.timezone)
         self.metrics = Metrics()
+        self.metrics.fallback_sources(config.source.fallback)
         self.alerter = (Alerter(config.alert, config.schedule.timezone) if config.alert.webhook_url else None)
         self.poller: FreshnessPoller | None = None
         self.server: MetricsServer | None = None
         self._log = get_logger()
+        if config.verify.against:
+            self.metrics.reconcile_source(config.verify.against)
 
     # --- lifetimes ------------------------------------------------------------------------
     def bind(self) -> None:
@@ -99,12 +102,21 @@ class Telemetry(Observer):
     def day_finished(self, status: str, rows: int, write_seconds: float | None) -> None:
         self.metrics.day_finished(status, rows, write_seconds)
 
+    def fallback_asked(self, source: str, outcome: str) -> None:
+        self.metrics.fallback_asked(source, outcome)
+
+    def fallback_day(self, source: str) -> None:
+        self.metrics.fallback_day(source)
+
     def run_finished(self, run: RunRecord) -> None:
         self.metrics.run_ended(run.task_type, run.status)
         if self.alerter is not None:
             self.alerter.run_ended(run)
         if self.poller is not None:
             self.poller.poke()
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        self.metrics.reconcile_finished(source, by_check)
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         for run in runs:

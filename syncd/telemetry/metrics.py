@@ -14,13 +14,16 @@ Sources count their upstream requests through `source_request_counter(name)`: a 
 taking the outcome ("ok", "error", "timeout", "empty" ...; few distinct values, never a URL
 or a code), which the daemon hands to a source that defines
 `attach_request_counter(count: Callable[[str], None])` (hub.py, `attach_source`).
+Fallback sources (run/fallback.py) are counted twice: each ask by outcome
+(`syncd_fallback_asks_total{source,outcome}`) and each day written with their stocks
+(`syncd_fallback_days_total{source}`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -42,6 +45,8 @@ SOURCE_OUTCOMES = ("ok", "error")
 KNOWN_TASK_TYPES = ("manual", "web_batch", "scheduler_daily", "scheduler_missing")
 RUN_STATUSES = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 DAY_STATUSES = ("success", "incomplete", "failed")
+FALLBACK_OUTCOMES = ("filled", "partial", "failed")  # also: empty, refused (unit rule), skipped (failing in a row)
+RECONCILE_CHECKS = ("source_mismatch", "source_missing")
 
 RequestCounter = Callable[[str], None]
 
@@ -74,6 +79,13 @@ class Metrics:
                                             buckets=DAY_WRITE_BUCKETS, registry=r)
         self.source_requests = Counter("syncd_source_requests", "Upstream requests of the data source, by outcome",
                                        ["source", "outcome"], registry=r)
+        self.fallback_days = Counter("syncd_fallback_days", "Trading days written with stocks from a fallback source",
+                                     ["source"], registry=r)
+        self.fallback_asks = Counter("syncd_fallback_asks", "Fallback sources asked for a day's stocks, by outcome",
+                                     ["source", "outcome"], registry=r)
+        self.reconcile_findings = Counter("syncd_reconcile_findings",
+                                          "Findings stored by reconciliations against a second source, by that source "
+                                          "and check (source_mismatch, source_missing)", ["source", "check"], registry=r)
         for task_type in KNOWN_TASK_TYPES:
             for status in RUN_STATUSES:
                 self.runs.labels(task_type, status)
@@ -92,8 +104,30 @@ class Metrics:
         if write_seconds is not None:
             self.day_write_duration.observe(write_seconds)
 
+    def fallback_sources(self, sources: Iterable[str]) -> None:
+        """The configured fallbacks' series, shown at 0 from the start (for increase() in alert rules)."""
+        for source in sources:
+            self.fallback_days.labels(source)
+            for outcome in FALLBACK_OUTCOMES:
+                self.fallback_asks.labels(source, outcome)
+
+    def fallback_asked(self, source: str, outcome: str) -> None:
+        self.fallback_asks.labels(source, outcome).inc()
+
+    def fallback_day(self, source: str) -> None:
+        self.fallback_days.labels(source).inc()
+
     def run_ended(self, task_type: str, status: str) -> None:
         self.runs.labels(task_type, status).inc()
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        for check, count in by_check.items():
+            self.reconcile_findings.labels(source, check).inc(count)
+
+    def reconcile_source(self, source: str) -> None:
+        """Show `source`'s finding counters at 0 from the start (verify.against), so increase() sees the first."""
+        for check in RECONCILE_CHECKS:
+            self.reconcile_findings.labels(source, check)
 
     def source_request_counter(self, source: str) -> RequestCounter:
         """A callable for `source` to count one upstream request with its outcome."""

@@ -9,7 +9,7 @@ no waiting (an implementation counts, or queues for another thread).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..record import RunRecord
 
@@ -22,11 +22,20 @@ class Observer:
         """A trading day of a run ended `status` (success, incomplete, failed) with `rows` written; the
         write's duration when it was written."""
 
+    def fallback_asked(self, source: str, outcome: str) -> None:
+        """A fallback source was asked for a day (run/fallback.py): filled, partial, empty, refused, failed, skipped."""
+
+    def fallback_day(self, source: str) -> None:
+        """A day was written with stocks (or all of it) from the fallback `source`."""
+
     def run_finished(self, run: RunRecord) -> None:
         """A run of this daemon ended, as recorded (its final status)."""
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         """Runs left `running` by a dead daemon were just marked interrupted by this one."""
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        """A reconciliation against `source` ended, having stored these findings (by check)."""
 
 
 NULL_OBSERVER = Observer()
