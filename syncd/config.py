@@ -60,6 +60,7 @@ class DatabaseConfig(_Section):
     compat_view: bool = False
     compat_adjust: Literal["none", "qfq"] = "none"  # the prices daily_stock_data shows (docs/data.md)
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    compact_closed_years: bool = True  # the idle worker rewrites closed years stored by stock (db/compaction.py)
     schema: str = "public"  # where every table, view and the migrations record live (docs/operations.md, "Database privileges")
 
     def __post_init__(self) -> None:

@@ -57,6 +57,9 @@ class Event(StrEnum):
     DB_RECONNECT = "db_reconnect"
     REFERENCE_DATA_UNAVAILABLE = "reference_data_unavailable"
     CALENDAR_BEYOND_HORIZON = "calendar_beyond_horizon"
+    PARTITION_COMPACTED = "partition_compacted"              # a closed year rewritten stored by stock (db/compaction.py)
+    PARTITION_COMPACTION_DEFERRED = "partition_compaction_deferred"  # readers kept daily_bars busy: next time
+    PARTITION_COMPACTION_FAILED = "partition_compaction_failed"      # not tried again until the daemon restarts
     # the fetch plans (sync-flow)
     RUN_PLANNED = "run_planned"
     DAYS_UNCONFIRMED = "days_unconfirmed"

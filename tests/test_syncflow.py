@@ -26,7 +26,7 @@ from syncd.db import connection, migrations, runs
 from syncd.record import RunRecord
 from syncd.run import bystock
 from syncd.run.syncer import Syncer
-from syncd.sources.base import DayBatch, DayFailure, DaySource, ShouldStop
+from syncd.sources.base import DayBatch, DayFailure, ShouldStop, Source
 from syncd.sources.demo import DemoSource
 
 SEPTEMBER = (dt.date(2025, 9, 1), dt.date(2025, 9, 30))  # 22 weekdays, no exchange holiday
@@ -154,7 +154,7 @@ def test_a_day_for_which_nothing_was_fetched_fails_and_its_stored_rows_stay(dsn)
 
 # --- by_day with missing stocks (a whole-market call that fell back to per-stock requests) -------
 
-class MarketDays(DaySource):
+class MarketDays(Source):
     """by_day, each day one whole-market answer; `missing` stocks' per-stock requests fail on `partial_day`."""
 
     name = "marketdays"

@@ -119,6 +119,8 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (partitions.py)", partitions.convert),
     (6, "daily_bars_qfq looks each stock's latest factor up once (views._LATEST_FACTOR)", views.ADJUSTED_VIEWS),
+    (7, "daily_bars' covering code index becomes a plain (code, trade_date) one per partition (partitions.py)",
+     partitions.narrow_code_index),
     (10, "sync_days.source and fallback_stocks: which source wrote each day, how many of its stocks a fallback gave", """
         ALTER TABLE sync_days
             ADD COLUMN IF NOT EXISTS source text,

@@ -41,7 +41,7 @@ import chinese_calendar
 
 from ..calendar import TradingCalendar
 from ..config import DemoConfig
-from .base import DayBatch, DayFailure, DaySource, DayStream, EncodedRows, Row, ShouldStop, StockInfo
+from .base import DayBatch, DayFailure, DayStream, EncodedRows, Row, ShouldStop, Source, StockInfo
 
 _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688", "sh", 0.10),
            ("000", "sz", 0.10), ("002", "sz", 0.17), ("300", "sz", 0.15))
@@ -64,7 +64,7 @@ def demo_codes(count: int) -> list[str]:
     return sorted(codes[:count])
 
 
-class DemoSource(DaySource):
+class DemoSource(Source):
     name = "demo"
     reference_unit = "one generated day"
     fetches_in_child = True  # the daemon runs fetch_days in its fetch process (fetchproc.py)
