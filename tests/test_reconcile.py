@@ -101,8 +101,11 @@ def test_two_servers_that_disagree_three_ways_give_exactly_those_three_findings(
         # a plan over verify.max_requests is refused before anything is fetched, naming the count
         asked = tushare.count()
         result = syncctl(daemon.config_path, "verify", "--from", "2024-01-02", "--to", "2024-01-29", "--against", "tushare")
-        assert result.returncode == 2 and "invalid_range" in result.stderr and "needs 40 requests" in result.stderr
+        assert result.returncode == 2 and "needs 40 requests" in result.stderr  # the code: --json and the exit status
         assert "verify.max_requests = 30" in result.stderr and tushare.count() == asked
+        result = syncctl(daemon.config_path, "verify", "--from", "2024-01-02", "--to", "2024-01-29", "--against", "tushare",
+                         "--json")
+        assert result.returncode == 2 and json.loads(result.stdout)["code"] == "invalid_range"
 
         # one day against a by-day source: two requests (daily and adj_factor); a clean answer leaves baostock's findings
         reply = client.reconcile("2024-01-10", "2024-01-10", "tushare")

@@ -83,8 +83,7 @@ class Syncer:
             if trading:
                 staged = self._sync(run, trading, writer, log)
             status = "cancelled" if state.cancel_requested else _outcome(writer)
-            if writer.failed:
-                error = f"{writer.failed} of {len(trading)} trading days failed or incomplete"
+            error = writer.failures.summary(len(trading))
         except RunLockLost as exc:
             log.error(Event.RUN_LOCK_LOST, error=str(exc))
             status, error = "failed", str(exc)
