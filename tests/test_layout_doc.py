@@ -1,4 +1,4 @@
-"""docs/design.md's module tables name every module under syncd/, and nothing that is gone.
+"""docs/design.md's module tables name every module under syncd/, and nothing that is gone; README stays small.
 
 The tables ("Modules and their owners") are how a newcomer finds a module's room; a module
 added without a row, or a row left behind by a rename, makes them lie. The first cell of each
@@ -54,3 +54,10 @@ def test_every_module_the_design_doc_names_exists():
 
 def test_the_check_reads_the_tables():
     assert {"daemon.py", "db/daywrite.py", "sources/childproc.py", "syncctl/client.py"} <= table_modules()
+
+
+def test_the_readme_stays_within_12_kb_and_links_its_detail_pages():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) <= 12 * 1024, "README.md is over 12 KB: move detail to a docs/ page linked from it"
+    for page in re.findall(r"\]\((docs/[\w.-]+\.md)", readme):
+        assert (ROOT / page).exists(), page
