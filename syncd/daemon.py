@@ -54,7 +54,6 @@ from .run.reconciler import ReconcileBoard, Reconciler
 from .run.syncer import Syncer
 from .run.worker import Worker
 from .sources import Source, SourceUnavailable, check_against, load_source
-from .sources.base import confirms_trading_day
 from .sources.fetchproc import FetchProcess
 from .systemd import Notifier
 from .telemetry.hub import Telemetry
@@ -117,7 +116,7 @@ class Daemon:
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             if self._schema is not None:  # database.schema: the whole search_path of every connection
                 dsn, lock_dsn = connection.in_schema(dsn, self._schema), connection.in_schema(lock_dsn, self._schema)
-            calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
+            calendar, last_run = self._prepare_database(dsn, lock_dsn, source.confirms_trading_day)
             state = RunState(last_run)
             observer = self.telemetry
             fetcher = self._fetch_process(source)
@@ -180,9 +179,9 @@ class Daemon:
             raise
         return built
 
-    def _fetch_process(self, source: Any) -> FetchProcess | None:
+    def _fetch_process(self, source: Source) -> FetchProcess | None:
         """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
-        if not getattr(source, "fetches_in_child", False):
+        if not source.fetches_in_child:
             return None
         fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
         self.telemetry.attach_source(fetcher)

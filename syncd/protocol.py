@@ -90,6 +90,7 @@ class Day(msgspec.Struct, kw_only=True):
     missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
     source: str | None = None    # the source that wrote the day (null: unknown, written before syncd recorded it)
     fallback_stocks: int = 0     # of its stocks, how many a fallback source supplied (docs/data.md, "Provenance")
+    reason: str | None = None    # a skipped day: why it does not trade (weekend, holiday (NAME), the source's calendar)
 
 
 class Finding(msgspec.Struct, kw_only=True):

@@ -28,6 +28,7 @@ from upstreams import BaostockServer, HttpUpstream, tushare_route
 from syncctl.web import PREFIX, create_app
 from syncd.calendar import TradingCalendar
 from syncd.config import DemoConfig
+from syncd.protocol import Verify
 from syncd.sources.base import COLUMNS, Row
 from syncd.sources.demo import DemoSource
 
@@ -81,11 +82,11 @@ def test_two_servers_that_disagree_three_ways_give_exactly_those_three_findings(
         details = dict(((code, check), (detail, source)) for code, check, detail, source in
                        query(database, "SELECT code, check_name, detail, source FROM bar_findings"))
         volume = primary.bar("000001", lots_day).volume
-        assert details[("000001", "source_mismatch")] == (f"volume {volume} stored vs {volume // 100} in baostock (x0.0100)",
+        assert details[("000001", "source_mismatch")] == (f"volume {volume} stored (tushare) vs {volume // 100} in baostock (x0.0100)",
                                                           "baostock")
         ex = primary.bar("600000", EX_DATE)
-        assert details[("600000", "source_mismatch")][0] == f"pre_close {ex.pre_close:.2f} stored vs {ex.raw_prev:.2f} in baostock"
-        assert details[("300750", "source_missing")][0] == "in daily_bars, absent from baostock"
+        assert details[("600000", "source_mismatch")][0] == f"pre_close {ex.pre_close:.2f} stored (tushare) vs {ex.raw_prev:.2f} in baostock"
+        assert details[("300750", "source_missing")][0] == "in daily_bars (tushare), absent from baostock"
         assert query(database, "SELECT count(*) FROM reconcile_stage") == [(0,)]  # the stage is emptied after
 
         # later, without --against: the findings are the days' anomalies
@@ -93,14 +94,18 @@ def test_two_servers_that_disagree_three_ways_give_exactly_those_three_findings(
         assert result.returncode == 5
         days = {day["date"]: day for day in json.loads(result.stdout)["days"]}
         assert days["2024-01-16"]["anomalies"] == 1 and days["2024-01-16"]["findings"] == [
-            {"stock": "300750", "check": "source_missing", "detail": "in daily_bars, absent from baostock", "source": "baostock"}]
+            {"stock": "300750", "check": "source_missing", "detail": "in daily_bars (tushare), absent from baostock",
+             "source": "baostock"}]
         assert sum(day["anomalies"] for day in days.values()) == 3
 
         # a plan over verify.max_requests is refused before anything is fetched, naming the count
         asked = tushare.count()
         result = syncctl(daemon.config_path, "verify", "--from", "2024-01-02", "--to", "2024-01-29", "--against", "tushare")
-        assert result.returncode == 2 and "invalid_range" in result.stderr and "needs 40 requests" in result.stderr
+        assert result.returncode == 2 and "needs 40 requests" in result.stderr  # the code: --json and the exit status
         assert "verify.max_requests = 30" in result.stderr and tushare.count() == asked
+        result = syncctl(daemon.config_path, "verify", "--from", "2024-01-02", "--to", "2024-01-29", "--against", "tushare",
+                         "--json")
+        assert result.returncode == 2 and json.loads(result.stdout)["code"] == "invalid_range"
 
         # one day against a by-day source: two requests (daily and adj_factor); a clean answer leaves baostock's findings
         reply = client.reconcile("2024-01-10", "2024-01-10", "tushare")
@@ -172,8 +177,8 @@ def test_csv_days_against_the_demo_give_exactly_the_planted_findings(syncd_facto
                                   (gone_day.isoformat(), gone_code, "source_missing")}
     detail = dict(query(database, "SELECT code, detail FROM bar_findings"))
     assert detail[lots_code].startswith("volume ") and "(x100.0000)" in detail[lots_code] and "amount " in detail[lots_code]
-    assert detail[ex_code].startswith(f"pre_close {previous_close:.2f} stored vs ") and "adj_factor step since" in detail[ex_code]
-    assert detail[gone_code] == "in demo, absent from daily_bars"
+    assert detail[ex_code].startswith(f"pre_close {previous_close:.2f} stored (csv) vs ") and "adj_factor step since" in detail[ex_code]
+    assert detail[gone_code] == "in demo, absent from daily_bars (csv)"
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'syncd_reconcile_findings_total{check="source_mismatch",source="demo"} 2.0' in metrics
     assert 'syncd_reconcile_findings_total{check="source_missing",source="demo"} 1.0' in metrics
@@ -196,3 +201,65 @@ def test_csv_days_against_the_demo_give_exactly_the_planted_findings(syncd_facto
     started = [e for e in daemon.events("reconcile_started") if e["requested_by"] == "schedule"]
     assert len(started) == 1 and started[0]["sample"] == 5 and done[0]["findings"] == 0
     assert len(findings(database)) == 3
+
+
+def test_a_long_reconciliation_never_holds_the_control_loop(syncd_factory, short_tmp):
+    demo = DemoSource(DemoConfig(**DEMO))
+    june = [d for d in (D(2024, 6, 3) + dt.timedelta(n) for n in range(40)) if TradingCalendar().is_trading_day(d)][:20]
+    data = short_tmp / "data"
+    data.mkdir()
+    write_days(data, {day: demo.rows_for(day) for day in june})
+    daemon = syncd_factory({"source": {"name": "csv", "csv": {"path": str(data)}, "demo": {**DEMO, "day_delay_s": 0.25}}})
+    client = daemon.client(timeout=2)
+    client.start(june[0], june[-1])
+    assert daemon.wait_idle().last_run.status == "succeeded"
+
+    first = client.call(Verify(start_date=june[0], end_date=june[-1], against="demo", wait_s=0.1)).reconciliation
+    assert first.state in ("queued", "running") and first.days_done < 20  # ~5 s of upstream latency: not waited for
+    again = client.call(Verify(start_date=june[0], end_date=june[-1], against="demo", wait_s=0)).reconciliation
+    assert again.reconcile_id == first.reconcile_id  # the same request while it runs joins it
+    assert client.status().state == "idle"  # answered within the client's 2 s while the reconcile thread fetches
+    client.start(june[0], june[1])  # a run is admitted at once, and runs beside the reconciliation
+    assert daemon.wait_idle().last_run.status == "succeeded"
+    polled = client.call(Verify(start_date=june[0], end_date=june[-1], against="demo", reconcile_id=first.reconcile_id,
+                                wait_s=0)).reconciliation
+    assert polled.reconcile_id == first.reconcile_id and polled.state in ("running", "done")
+    reply = client.reconcile(june[0], june[-1], "demo")  # joins it, and asks until it ends
+    assert reply.reconciliation.reconcile_id == first.reconcile_id
+    assert (reply.reconciliation.state, reply.requests, reply.reconciliation.findings) == ("done", 20, 0)
+
+    # the daemon's stop ends a reconciliation between requests
+    running = client.call(Verify(start_date=june[0], end_date=june[-1], against="demo", wait_s=0)).reconciliation
+    assert running.state in ("queued", "running")
+    assert daemon.stop() == 0
+    ended = [e for e in daemon.events("reconcile_finished") if e["reconcile_id"] == running.reconcile_id]
+    assert ended and ended[0]["state"] == "cancelled"
+
+
+def test_against_a_by_stock_source_one_history_and_one_factor_series_a_stock(syncd_factory, database):
+    """akshare as the second opinion: asked by stock (its history and its Sina factors), the plan's count exact,
+    and a source that agrees (units converted, pre_close from factors) gives no finding."""
+    from upstreams import akshare_route, is_hist
+
+    days = JANUARY[:6]
+    market = Market(days=list(days))
+    tushare, akshare = HttpUpstream(tushare_route(market, calendar=list(days))), HttpUpstream(akshare_route(market))
+    try:
+        daemon = syncd_factory({
+            "source": {"name": "tushare",
+                       "tushare": {"token": TOKEN, "url": tushare.url, "requests_per_minute": 60_000},
+                       "akshare": {"relay": akshare.url, "requests_per_second": 1000, "jitter": 0}}})
+        client = daemon.client(timeout=10)
+        client.start(days[0], days[-1])
+        assert daemon.wait_idle().last_run.status == "succeeded"
+        stocks = query(database, "SELECT count(DISTINCT code) FROM daily_bars")[0][0]
+        planned = client.reconcile(days[0], days[-1], "akshare", plan_only=True).reconciliation
+        assert (planned.plan, planned.stocks, planned.planned_requests) == ("by_stock", stocks, 2 * stocks)
+        reply = client.reconcile(days[0], days[-1], "akshare")
+        assert reply.reconciliation.state == "done" and reply.reconciliation.errors == []
+        assert akshare.count() == reply.requests == 2 * stocks  # one history and one factor series a stock, no lists
+        assert akshare.count(is_hist()) == stocks
+        assert findings(database) == set()
+    finally:
+        tushare.stop()
+        akshare.stop()

@@ -251,7 +251,9 @@ class Ops:
         if recorded is None:
             status = "skipped" if kind is DayKind.CLOSED else "pending"
             recorded = Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
-        if recorded.status == "pending":  # the reason's text is built only when it is needed
+        if recorded.status == "skipped":
+            recorded.reason = self.calendar.closed_reason(day)
+        elif recorded.status == "pending":  # the reason's text is built only when it is needed
             if kind is DayKind.UNCONFIRMED and recorded.error is None:
                 recorded.error = beyond_horizon_reason(day)
             elif kind is not DayKind.UNCONFIRMED and recorded.error is not None and recorded.error == beyond_horizon_reason(day):

@@ -115,27 +115,28 @@ def _scope(alias: str, codes: Sequence[str] | None, coverage: str | None) -> str
 def _differs(field: str) -> tuple[str, str]:
     """A price field: (condition, detail) of its disagreement to the cent."""
     return (f"round(p.s_{field} * 100) <> round(p.r_{field} * 100)",
-            f"format('{field} %%s stored vs %%s in %%s', round(p.s_{field}::numeric, 2), round(p.r_{field}::numeric, 2), "
+            f"format('{field} %%s %%s vs %%s in %%s', round(p.s_{field}::numeric, 2), p.stored, round(p.r_{field}::numeric, 2), "
             "%(source)s::text)")
 
 
 _MISMATCHES = [_differs(field) for field in ("open", "high", "low", "close", "pre_close")] + [
     (f"abs(p.s_volume - p.r_volume) > greatest({VOLUME_SHARES}, {VOLUME_SHARE} * greatest(p.s_volume, p.r_volume))",
-     "format('volume %%s stored vs %%s in %%s (x%%s)', p.s_volume, p.r_volume, %(source)s::text, "
+     "format('volume %%s %%s vs %%s in %%s (x%%s)', p.s_volume, p.stored, p.r_volume, %(source)s::text, "
      "round(p.r_volume::numeric / NULLIF(p.s_volume, 0), 4))"),
     (f"abs(p.s_amount - p.r_amount) > greatest({AMOUNT_YUAN}, {AMOUNT_SHARE} * greatest(p.s_amount, p.r_amount))",
-     "format('amount %%s stored vs %%s in %%s (x%%s)', round(p.s_amount::numeric, 2), round(p.r_amount::numeric, 2), "
+     "format('amount %%s %%s vs %%s in %%s (x%%s)', round(p.s_amount::numeric, 2), p.stored, round(p.r_amount::numeric, 2), "
      "%(source)s::text, round((p.r_amount / NULLIF(p.s_amount, 0))::numeric, 4))"),
     (f"p.s_prev = p.r_prev AND abs(p.s_step / NULLIF(p.r_step, 0) - 1) > {FACTOR_SHARE}",
-     "format('adj_factor step since %%s %%s stored vs %%s in %%s', p.s_prev, round(p.s_step::numeric, 6), "
+     "format('adj_factor step since %%s %%s %%s vs %%s in %%s', p.s_prev, round(p.s_step::numeric, 6), p.stored, "
      "round(p.r_step::numeric, 6), %(source)s::text)"),
 ]
 _MISMATCH_DETAIL = "concat_ws('; ', " + ", ".join(f"CASE WHEN {c} THEN {d} END" for c, d in _MISMATCHES) + ")"
 _MISSING_DETAIL = """CASE
-    WHEN p.s_traded AND NOT p.r_has THEN format('in daily_bars, absent from %%s', %(source)s::text)
-    WHEN p.s_traded THEN format('traded in daily_bars (volume %%s), suspended (volume 0) in %%s', p.s_volume, %(source)s::text)
-    WHEN NOT p.s_has THEN format('in %%s, absent from daily_bars', %(source)s::text)
-    ELSE format('traded in %%s (volume %%s), suspended (volume 0) in daily_bars', %(source)s::text, p.r_volume) END"""
+    WHEN p.s_traded AND NOT p.r_has THEN format('in %%s, absent from %%s', p.stored_in, %(source)s::text)
+    WHEN p.s_traded THEN format('traded in %%s (volume %%s), suspended (volume 0) in %%s', p.stored_in, p.s_volume,
+                                %(source)s::text)
+    WHEN NOT p.s_has THEN format('in %%s, absent from %%s', %(source)s::text, p.stored_in)
+    ELSE format('traded in %%s (volume %%s), suspended (volume 0) in %%s', %(source)s::text, p.r_volume, p.stored_in) END"""
 
 
 def _compare_sql(codes: Sequence[str] | None, coverage: str | None) -> str:
@@ -161,12 +162,19 @@ pairs AS (
     FROM s FULL JOIN r ON r.trade_date = s.trade_date AND r.code = s.code
     WHERE r.failed IS NOT TRUE  -- the other source's request for the stock failed that day: not compared
 ),
+named AS (  -- the stored side is named with the source that wrote it, where the day's record knows (provenance)
+    SELECT pairs.*, coalesce('daily_bars (' || coalesce(bs.source, d.source) || ')', 'daily_bars') AS stored_in,
+           coalesce('stored (' || coalesce(bs.source, d.source) || ')', 'stored') AS stored
+    FROM pairs
+    LEFT JOIN sync_days d ON d.date = pairs.trade_date
+    LEFT JOIN bar_sources bs ON bs.trade_date = pairs.trade_date AND bs.code = pairs.code
+),
 p AS (  -- each stock's factor step from its previous trading day, on both sides, where the other source has factors
         -- (a stored row without a factor: the step its pre_close implies, previous close / pre_close)
     SELECT pairs.*, sp.trade_date AS s_prev, rp.trade_date AS r_prev,
            coalesce(pairs.s_factor / NULLIF(sp.adj_factor, 0), sp.close / NULLIF(pairs.s_pre_close, 0)) AS s_step,
            pairs.r_factor / NULLIF(rp.adj_factor, 0) AS r_step
-    FROM pairs
+    FROM named pairs
     LEFT JOIN LATERAL (SELECT q.trade_date, q.adj_factor, q.close FROM daily_bars q
                        WHERE pairs.r_factor IS NOT NULL AND pairs.s_traded AND pairs.r_traded AND q.code = pairs.code
                          AND q.trade_date < pairs.trade_date AND q.trade_date >= pairs.trade_date - {STEP_LOOKBACK_DAYS}

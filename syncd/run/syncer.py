@@ -32,7 +32,7 @@ from ..db import compaction, connection, days, daywrite, reference, runs, stagin
 from ..db.runlock import Orphans, RunFence, RunLock, RunLockLost
 from ..logs import Event, get_logger
 from ..record import RunRecord
-from ..sources.base import PlannedSource, SourceError
+from ..sources.base import Source, SourceError
 from ..sources.fetchproc import FetchProcess
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from .byday import sync_by_day
@@ -49,9 +49,9 @@ COMPACTION_CHECK_EVERY_S = 600.0
 
 
 class Syncer:
-    def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
+    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
                  lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
-                 fetcher: FetchProcess | None = None, fallbacks: Sequence[PlannedSource] = ()) -> None:
+                 fetcher: FetchProcess | None = None, fallbacks: Sequence[Source] = ()) -> None:
         self.observer = observer  # metrics and alerts: told of each day's end (telemetry/hub.py)
         self.config = config
         self.dsn = dsn
@@ -83,8 +83,7 @@ class Syncer:
             if trading:
                 staged = self._sync(run, trading, writer, log)
             status = "cancelled" if state.cancel_requested else _outcome(writer)
-            if writer.failed:
-                error = f"{writer.failed} of {len(trading)} trading days failed or incomplete"
+            error = writer.failures.summary(len(trading))
         except RunLockLost as exc:
             log.error(Event.RUN_LOCK_LOST, error=str(exc))
             status, error = "failed", str(exc)

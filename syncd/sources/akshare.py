@@ -43,6 +43,7 @@ from .base import (
     ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     StockBars,
     StockFailure,
@@ -128,7 +129,7 @@ def listings_from(which: str, rows: Sequence[Sequence[Any]]) -> list[Listing]:
             for code, name, listed, delisted in rows if str(code).isdigit()]
 
 
-class AkshareSource:
+class AkshareSource(Source):
     """Daily bars from akshare; see the module docstring for the plans, calls and failures."""
 
     name = "akshare"

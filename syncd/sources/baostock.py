@@ -43,6 +43,7 @@ from .base import (
     ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     StockBars,
     StockFailure,
@@ -111,7 +112,7 @@ def has_market_daily() -> bool:
     return version >= (0, 9, 3)
 
 
-class BaostockSource:
+class BaostockSource(Source):
     """Daily bars from baostock; see the module docstring for the plans, the session and failures."""
 
     name = "baostock"

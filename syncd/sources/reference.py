@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from ..config import SOURCE_NAMES, SourceConfig, SourceName
 from . import load_source
-from .base import DayStream, PlannedSource, ReferencePlan, ShouldStop, StockBars, StockFailure
+from .base import DayStream, ReferencePlan, ShouldStop, Source, StockBars, StockFailure
 from .fetchproc import FetchProcess
 
 _CLASSES = {"demo": ("demo", "DemoSource"), "csv": ("csvdir", "CsvSource"), "akshare": ("akshare", "AkshareSource"),
@@ -42,14 +42,14 @@ class Reference:
     def __init__(self, config: SourceConfig, name: SourceName, on_event: Callable[..., None] | None = None) -> None:
         named = config.of(name)
         self.name = name
-        self.source: PlannedSource = load_source(named, reference=True)
-        self._process = FetchProcess(named, on_event) if getattr(self.source, "fetches_in_child", False) else None
+        self.source: Source = load_source(named, reference=True)
+        self._process = FetchProcess(named, on_event) if self.source.fetches_in_child else None
         self._answered = 0
 
     @property
     def requests(self) -> int:
         """Requests made so far: the source's own count, else one a day answered (csv, the demo)."""
-        made = getattr(self.source, "requests_made", None)
+        made = self.source.requests_made
         return int(made) if made is not None else self._answered
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:

@@ -40,6 +40,7 @@ from .base import (
     ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     SourceRejected,
     SourceUnavailable,
@@ -103,7 +104,7 @@ def token_of(config: TushareConfig, environ: Mapping[str, str]) -> str:
     return token
 
 
-class TushareSource:
+class TushareSource(Source):
     """Daily bars from Tushare Pro; see the module docstring for the datasets and failures."""
 
     name = "tushare"
