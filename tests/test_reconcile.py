@@ -234,3 +234,32 @@ def test_a_long_reconciliation_never_holds_the_control_loop(syncd_factory, short
     assert daemon.stop() == 0
     ended = [e for e in daemon.events("reconcile_finished") if e["reconcile_id"] == running.reconcile_id]
     assert ended and ended[0]["state"] == "cancelled"
+
+
+def test_against_a_by_stock_source_one_history_and_one_factor_series_a_stock(syncd_factory, database):
+    """akshare as the second opinion: asked by stock (its history and its Sina factors), the plan's count exact,
+    and a source that agrees (units converted, pre_close from factors) gives no finding."""
+    from upstreams import akshare_route, is_hist
+
+    days = JANUARY[:6]
+    market = Market(days=list(days))
+    tushare, akshare = HttpUpstream(tushare_route(market, calendar=list(days))), HttpUpstream(akshare_route(market))
+    try:
+        daemon = syncd_factory({
+            "source": {"name": "tushare",
+                       "tushare": {"token": TOKEN, "url": tushare.url, "requests_per_minute": 60_000},
+                       "akshare": {"relay": akshare.url, "requests_per_second": 1000, "jitter": 0}}})
+        client = daemon.client(timeout=10)
+        client.start(days[0], days[-1])
+        assert daemon.wait_idle().last_run.status == "succeeded"
+        stocks = query(database, "SELECT count(DISTINCT code) FROM daily_bars")[0][0]
+        planned = client.reconcile(days[0], days[-1], "akshare", plan_only=True).reconciliation
+        assert (planned.plan, planned.stocks, planned.planned_requests) == ("by_stock", stocks, 2 * stocks)
+        reply = client.reconcile(days[0], days[-1], "akshare")
+        assert reply.reconciliation.state == "done" and reply.reconciliation.errors == []
+        assert akshare.count() == reply.requests == 2 * stocks  # one history and one factor series a stock, no lists
+        assert akshare.count(is_hist()) == stocks
+        assert findings(database) == set()
+    finally:
+        tushare.stop()
+        akshare.stop()

@@ -72,7 +72,7 @@ def test_second_batch_while_first_runs_gets_409_with_the_seeds_body(syncd_factor
     assert second.status_code == 409, second.text
     body = second.json()
     assert set(body) == {"status", "message", "current_task"}
-    assert body["status"] == "error"
+    assert body["status"] == "error"  # the seed's body (docs/web.md): the wire's busy reply says "rejected", the web's does not
     assert body["message"] == "已有同步任务正在运行，请等待当前任务完成后再试"
     task = body["current_task"]
     assert TASK_FIELDS <= set(task)

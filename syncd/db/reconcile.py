@@ -152,30 +152,29 @@ r AS (
     SELECT r.* FROM reconcile_stage r
     WHERE r.reconcile_id = %(id)s AND r.trade_date = ANY(%(days)s){_scope('r', codes, coverage)}
 ),
-joined AS (
-    SELECT coalesce(s.trade_date, r.trade_date) AS trade_date, coalesce(s.code, r.code) AS code, s, r
+pairs AS (
+    SELECT coalesce(s.trade_date, r.trade_date) AS trade_date, coalesce(s.code, r.code) AS code,
+           s.code IS NOT NULL AS s_has, r.code IS NOT NULL AS r_has,
+           s.code IS NOT NULL AND coalesce(s.volume, 1) > 0 AS s_traded,
+           r.code IS NOT NULL AND coalesce(r.volume, 1) > 0 AS r_traded,
+           {', '.join(f's.{f} AS s_{f}, r.{f} AS r_{f}' for f in fields)},
+           s.adj_factor AS s_factor, r.adj_factor AS r_factor
     FROM s FULL JOIN r ON r.trade_date = s.trade_date AND r.code = s.code
     WHERE r.failed IS NOT TRUE  -- the other source's request for the stock failed that day: not compared
 ),
-pairs AS (  -- the stored side is named with the source that wrote it, where the day's record knows (provenance)
-    SELECT j.trade_date, j.code,
-           coalesce('daily_bars (' || coalesce(bs.source, d.source) || ')', 'daily_bars') AS stored_in,
-           coalesce('stored (' || coalesce(bs.source, d.source) || ')', 'stored') AS stored,
-           (j.s).code IS NOT NULL AS s_has, (j.r).code IS NOT NULL AS r_has,
-           (j.s).code IS NOT NULL AND coalesce((j.s).volume, 1) > 0 AS s_traded,
-           (j.r).code IS NOT NULL AND coalesce((j.r).volume, 1) > 0 AS r_traded,
-           {', '.join(f'(j.s).{f} AS s_{f}, (j.r).{f} AS r_{f}' for f in fields)},
-           (j.s).adj_factor AS s_factor, (j.r).adj_factor AS r_factor
-    FROM joined j
-    LEFT JOIN sync_days d ON d.date = j.trade_date
-    LEFT JOIN bar_sources bs ON bs.trade_date = j.trade_date AND bs.code = j.code
+named AS (  -- the stored side is named with the source that wrote it, where the day's record knows (provenance)
+    SELECT pairs.*, coalesce('daily_bars (' || coalesce(bs.source, d.source) || ')', 'daily_bars') AS stored_in,
+           coalesce('stored (' || coalesce(bs.source, d.source) || ')', 'stored') AS stored
+    FROM pairs
+    LEFT JOIN sync_days d ON d.date = pairs.trade_date
+    LEFT JOIN bar_sources bs ON bs.trade_date = pairs.trade_date AND bs.code = pairs.code
 ),
 p AS (  -- each stock's factor step from its previous trading day, on both sides, where the other source has factors
         -- (a stored row without a factor: the step its pre_close implies, previous close / pre_close)
     SELECT pairs.*, sp.trade_date AS s_prev, rp.trade_date AS r_prev,
            coalesce(pairs.s_factor / NULLIF(sp.adj_factor, 0), sp.close / NULLIF(pairs.s_pre_close, 0)) AS s_step,
            pairs.r_factor / NULLIF(rp.adj_factor, 0) AS r_step
-    FROM pairs
+    FROM named pairs
     LEFT JOIN LATERAL (SELECT q.trade_date, q.adj_factor, q.close FROM daily_bars q
                        WHERE pairs.r_factor IS NOT NULL AND pairs.s_traded AND pairs.r_traded AND q.code = pairs.code
                          AND q.trade_date < pairs.trade_date AND q.trade_date >= pairs.trade_date - {STEP_LOOKBACK_DAYS}

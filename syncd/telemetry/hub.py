@@ -116,9 +116,9 @@ class Telemetry(Observer):
         self.metrics.fallback_day(source)
 
     def run_finished(self, run: RunRecord) -> None:
-        self.metrics.run_ended(run.task_type, run.status)
+        self.metrics.run_finished(run.task_type, run.status)
         if self.alerter is not None:
-            self.alerter.run_ended(run)
+            self.alerter.run_finished(run)
         if self.poller is not None:
             self.poller.poke()
 
@@ -127,7 +127,7 @@ class Telemetry(Observer):
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         for run in runs:
-            self.metrics.run_ended(run.task_type, "interrupted")
+            self.metrics.run_finished(run.task_type, "interrupted")
         if self.alerter is not None:
             self.alerter.runs_interrupted(runs)
         if self.poller is not None:

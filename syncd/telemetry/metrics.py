@@ -117,7 +117,7 @@ class Metrics:
     def fallback_day(self, source: str) -> None:
         self.fallback_days.labels(source).inc()
 
-    def run_ended(self, task_type: str, status: str) -> None:
+    def run_finished(self, task_type: str, status: str) -> None:
         self.runs.labels(task_type, status).inc()
 
     def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
