@@ -127,11 +127,6 @@ def test_the_primary_banned_mid_range_the_fallback_fills_exactly_the_missing_day
     assert bar is not None
     assert q(dsn, "SELECT close, pre_close, volume FROM daily_bars WHERE trade_date = %s AND code = '600000'", EX_DATE) == [
         (bar.close, bar.pre_close, bar.volume)]  # the ex-date's exchange pre_close, volume in shares
-    # adj_factor goes on through pre_close across the sources (never a step where the source changes)
-    for code, day, before in [("600000", EX_DATE, DAYS[1]), ("000001", BANNED_FROM, DAYS[5]), ("600000", BANNED_FROM, DAYS[5])]:
-        stored = dict(q(dsn, "SELECT trade_date, adj_factor FROM daily_bars WHERE code = %s AND trade_date IN (%s, %s)",
-                        code, before, day))
-        assert stored[day] / stored[before] == pytest.approx(market.factor(code, day) / market.factor(code, before)), code
 
 
 def in_yuan(request: Request, reply: Reply) -> Reply:

@@ -13,8 +13,6 @@ Rules (docs/sources.md, "Primary and fallback"):
   board, say) never counts as a suspension, the stock stays missing;
 - a fallback's rows are judged by the unit rule before they join anything: more than 1 % of
   them failing refuses them all (its units or mapping differ from the primary's);
-- a fallback's own adj_factor is dropped where it gives pre_close: the stored factor chain goes
-  on through pre_close (db/factors.py), whatever base that source's factors have;
 - a fallback paces itself (its own rate limit, retries and ban pauses, in the source); one that
   fails `FAILURES_IN_A_ROW` days in a row is not asked again in this run;
 - while one is asked, the run's status names it (`fallback_source`); each ask is logged
@@ -113,7 +111,7 @@ class Fallbacks:
                 self._note(filled, day, name, asked, "failed", answer)
                 continue
             self._failed_in_a_row[name] = 0
-            got = {code: _chained(row) for code, row in answer.rows.items() if wanted is None or code in wanted}
+            got = answer.rows if wanted is None else {code: row for code, row in answer.rows.items() if code in wanted}
             if not got:
                 self._note(filled, day, name, asked, "empty", answer.error or
                            ("no rows for the day" if wanted is None else f"no rows for the {len(wanted)} stocks asked"))
@@ -171,13 +169,6 @@ def _ask(source: PlannedSource, day: dt.date, wanted: set[str] | None, should_st
     finally:
         stream.close()
     return "it gave no answer for the day"
-
-
-def _chained(row: Row) -> Row:
-    """A fallback's row without its own adj_factor where it gives the exchange's pre_close: the write path then
-    continues the stored factor chain through pre_close (db/factors.py), so a day or a stock from another source
-    never makes the adjusted views step (each source's factor series has a base of its own)."""
-    return row if row[5] is None else (*row[:10], None)
 
 
 def by_code(rows: DayRows) -> dict[str, Row]:
