@@ -127,6 +127,11 @@ def test_the_primary_banned_mid_range_the_fallback_fills_exactly_the_missing_day
     assert bar is not None
     assert q(dsn, "SELECT close, pre_close, volume FROM daily_bars WHERE trade_date = %s AND code = '600000'", EX_DATE) == [
         (bar.close, bar.pre_close, bar.volume)]  # the ex-date's exchange pre_close, volume in shares
+    # adj_factor: every source's is the contract's (cumulative, base 1.0 at listing): one series across the sources
+    listed = q(dsn, "SELECT trade_date, adj_factor FROM daily_bars WHERE code = '301589' ORDER BY 1")
+    assert listed == [(day, market.factor("301589", day)) for day in DAYS[5:]]  # listed 01-09 (baostock), then Tushare's
+    assert q(dsn, "SELECT adj_factor FROM daily_bars WHERE code = '600000' AND trade_date = %s", EX_DATE) == [
+        (market.factor("600000", EX_DATE),)]
 
 
 def in_yuan(request: Request, reply: Reply) -> Reply:
