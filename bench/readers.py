@@ -26,7 +26,8 @@ import psycopg
 
 from syncd.calendar import calendar_days
 from syncd.db import connection, migrations
-from syncd.sources.demo import demo_codes, is_open
+from syncd.sources.demo import demo_codes
+from syncd.sources.democalendar import is_open
 
 from .harness import STOCKS, Postgres, Syncd, emit, note, percentile, print_table, run_to_end, syncd_config, trading_days
 

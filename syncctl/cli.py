@@ -20,12 +20,12 @@ from typing import Any
 
 import msgspec
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
 from rich.text import Text
 
 from syncd.config import DEFAULT_CONFIG_NAME, ConfigError, ipc_path, load_config, resolve_endpoint
-from syncd.protocol import Day, Days, History, Ok, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
+from syncd.protocol import Day, Days, History, Ok, Reconciliation, Run, Task, VerifiedDay, Verify, VerifyReply, parse_date
 
 from .client import SyncClient, SyncdBusy, SyncdError, SyncdRequestError, SyncdUnreachable
 
@@ -35,6 +35,7 @@ EXIT_CHECK_UNHEALTHY = 5  # `check`: the data is stale or the last scheduled run
 STATUS_STYLE = {"succeeded": "green", "success": "green", "partial": "yellow", "failed": "red", "cancelled": "magenta",
                 "interrupted": "red", "running": "cyan", "syncing": "cyan", "pending": "dim", "skipped": "dim",
                 "incomplete": "yellow"}
+WIDE_PROGRESS = 110  # columns: from here the progress bar also shows the run id and the day in flight
 SYSTEMD_SOCKET = Path("/run/syncd/syncd.sock")  # where systemd/config.production.toml puts it
 DATE_HELP = "YYYY-MM-DD, e.g. 2025-10-09 (no other spelling: not 20251009, not 2025-W41-4)"
 RANGE_EPILOG = ("--from and --to are calendar days, both included; the daemon syncs the trading days among them "
@@ -101,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"first day: {DATE_HELP}")
     verify.add_argument("--to", dest="end_date", type=_date_arg, required=True, metavar="D",
                         help="last day, included: YYYY-MM-DD")
+    verify.add_argument("--against", metavar="SOURCE",
+                        help="first compare the stored days with this source (demo, csv, akshare, baostock, tushare; "
+                             "its [source.NAME] table): prices to the cent, volume and amount, presence, factor steps; "
+                             "the request count is printed before anything is fetched")
+    verify.add_argument("--plan", action="store_true",
+                        help="with --against: print the request plan only (nothing fetched)")
     sub.add_parser("ping", parents=[json_flag], help="check that syncd answers")
     sub.add_parser("check", parents=[json_flag],
                    help="is the data fresh? one line; exit 0 healthy, 5 not (stale day or failed scheduled run), 1 unreachable")
@@ -204,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and exc.reply:
             print(msgspec.json.encode(exc.reply).decode())
         else:
-            err.print(f"syncctl: {exc.code}: {exc.message}", markup=False, highlight=False)
+            err.print(f"syncctl: {exc.message}", markup=False, highlight=False)  # the code: --json and the exit status
         return EXIT_BAD_INPUT
     except SyncdError as exc:
         err.print(f"syncctl: {exc}", markup=False, highlight=False)
@@ -249,10 +256,7 @@ def cmd_start(client: SyncClient, args: argparse.Namespace, out: Console) -> int
 
 def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
     """Poll status until our run is no longer current; return its record."""
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
-               TextColumn("{task.fields[rows]:,} rows"), TextColumn("{task.fields[day]}"), TimeElapsedColumn(),
-               TextColumn("{task.fields[eta]}")]
-    with Progress(*columns, console=out, disable=not live, transient=False) as progress:
+    with Progress(*progress_columns(out.width), console=out, disable=not live, transient=False) as progress:
         bar = progress.add_task(task.run_id, total=None, rows=0, day="", eta=_eta_text(task))
         while True:
             status = client.status()
@@ -275,6 +279,22 @@ def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
 
 def _asking(task: Task) -> str:
     return f" (asking fallback {task.fallback_source})" if task.fallback_source else ""
+
+
+def progress_columns(width: int) -> list[ProgressColumn]:
+    """The bar's columns for a terminal `width` wide: the bar shrinks (down to 8), the counts and the times
+    never do; below WIDE_PROGRESS columns the run id (printed just above) and the current day are left out."""
+    def kept() -> Column:
+        return Column(no_wrap=True)
+
+    columns: list[ProgressColumn] = [
+        BarColumn(table_column=Column(min_width=8)), MofNCompleteColumn(table_column=kept()), TextColumn("days", table_column=kept()),
+        TextColumn("{task.fields[rows]:,} rows", table_column=kept()), TimeElapsedColumn(table_column=kept()),
+        TextColumn("{task.fields[eta]}", table_column=kept())]
+    if width >= WIDE_PROGRESS:
+        columns.insert(0, TextColumn("[bold]{task.description}", table_column=kept()))
+        columns.insert(-2, TextColumn("{task.fields[day]}", table_column=kept()))
+    return columns
 
 
 def _eta_text(task: Task) -> str:
@@ -307,6 +327,8 @@ def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> in
         out.print(f"last run: {run.run_id} {run.task_type} [{STATUS_STYLE.get(run.status, '')}]{run.status}[/] "
                   f"{run.start_date}..{run.end_date}, {run.rows:,} rows, started {format_time(run.started_at)}, "
                   f"finished {format_time(run.finished_at)}")
+        if run.error:
+            out.print(f"  why: {run.error}", markup=False)
     for job in reply.schedule:
         out.print(f"schedule: {job.job} next at {format_time(job.next_run)}")
     return EXIT_OK
@@ -333,7 +355,7 @@ def cmd_history(client: SyncClient, args: argparse.Namespace, out: Console) -> i
         table.add_row(run.run_id, run.task_type, f"[{STATUS_STYLE.get(run.status, '')}]{run.status}[/]",
                       f"{run.start_date}..{run.end_date}", f"{run.days_done}/{run.trading_days}", str(run.days_failed),
                       f"{run.rows:,}", format_time(run.started_at, offset), format_time(run.finished_at, offset),
-                      run.error or "")
+                      Text(run.error or ""))
     out.print(table)
     return EXIT_OK
 
@@ -343,22 +365,78 @@ def cmd_days(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
     if args.json:
         _emit_json(reply)
         return EXIT_OK
-    table = Table("date", "weekday", "status", "rows", "source", "run", "error")
+    table = Table("date", "weekday", "status", "rows", "source", "run", "why")
     for day in reply.days:
         weekday = dt.date.fromisoformat(day.date).strftime("%a")
         table.add_row(day.date, weekday, f"[{STATUS_STYLE.get(day.status, '')}]{day.status}[/]", f"{day.rows:,}",
-                      _source(day), day.run_id or "", day.error or "")
+                      _source(day), day.run_id or "", Text(day.error or day.reason or ""))
     out.print(table)
     return EXIT_OK
 
 
 def cmd_verify(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    if args.against is not None:
+        return _reconcile(client, args, out)
+    if args.plan:
+        print("syncctl: --plan goes with --against SOURCE", file=sys.stderr)
+        return EXIT_BAD_INPUT
     reply = _verified(client, Verify(start_date=args.start_date, end_date=args.end_date))
     if args.json:
         _emit_json(reply)
     else:
-        _print_verified(out, reply.days)
+        _print_verified(out, reply.days, f"{args.start_date}..{args.end_date}")
     return EXIT_ANOMALIES if any(_needs_attention(day) for day in reply.days) else EXIT_OK
+
+
+def _reconcile(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
+    """verify --against: the plan printed first (its request count), then the reconciliation followed to its end."""
+    planned = client.reconcile(args.start_date, args.end_date, args.against, plan_only=True)
+    assert planned.reconciliation is not None
+    if args.plan:
+        if args.json:
+            _emit_json(planned)
+        else:
+            out.print(_plan_line(planned.reconciliation), markup=False)
+        return EXIT_OK
+    if not args.json:
+        out.print(_plan_line(planned.reconciliation), markup=False)
+    live = not args.json and out.is_terminal
+    with Progress(TextColumn("[bold]against {task.fields[against]}"), BarColumn(), MofNCompleteColumn(), TextColumn("days"),
+                  TextColumn("{task.fields[requests]} requests"), TimeElapsedColumn(), console=out, disable=not live,
+                  transient=True) as progress:
+        bar = progress.add_task("reconcile", total=planned.reconciliation.days or None, against=args.against, requests=0)
+
+        def show(reply: VerifyReply) -> None:
+            if reply.reconciliation is not None:
+                progress.update(bar, completed=reply.reconciliation.days_done, requests=reply.reconciliation.requests)
+
+        reply = client.reconcile(args.start_date, args.end_date, args.against, progress=show)
+    item = reply.reconciliation
+    if args.json:
+        _emit_json(reply)
+    else:
+        _print_verified(out, reply.days, f"{args.start_date}..{args.end_date}")
+        if item is not None:
+            _print_reconciliation(out, item)
+    attention = any(_needs_attention(day) for day in reply.days)
+    return EXIT_ANOMALIES if attention or item is None or item.findings or item.state != "done" else EXIT_OK
+
+
+def _plan_line(item: Reconciliation) -> str:
+    stocks = "every stock" if item.stocks is None else f"{item.stocks} stocks"
+    return (f"reconciling {item.start_date}..{item.end_date} against {item.against}: {item.planned_requests} requests "
+            f"planned ({item.plan}: {item.cost}); {item.days} stored days, {stocks}")
+
+
+def _print_reconciliation(out: Console, item: Reconciliation) -> None:
+    checks = ", ".join(f"{n} {check}" for check, n in sorted(item.by_check.items()))
+    out.print(f"against {item.against}: {item.state}, {item.requests} requests made ({item.planned_requests} planned), "
+              f"{item.days_done} of {item.days} days compared, {item.findings} findings" + (f" ({checks})" if checks else ""),
+              markup=False)
+    for error in item.errors:
+        out.print(f"  not compared: {error}", markup=False)
+    if item.error:
+        out.print(f"  the reconciliation ended early: {item.error}", markup=False)
 
 
 def _verified(client: SyncClient, request: Verify) -> VerifyReply:
@@ -385,7 +463,11 @@ def _needs_attention(day: VerifiedDay) -> bool:
     return day.anomalies > 0 or day.status in ("failed", "incomplete")
 
 
-def _print_verified(out: Console, days: list[VerifiedDay]) -> None:
+def _print_verified(out: Console, days: list[VerifiedDay], span: str) -> None:
+    trading = [day for day in days if day.status != "skipped"]
+    if not trading:
+        out.print(f"no trading day in {span} (weekends and exchange holidays): nothing to verify")
+        return
     table = Table("date", "status", "rows", "expected", "missing", "source", "anomalies", "first findings")
     for day in days:
         if day.status == "skipped":
@@ -397,7 +479,10 @@ def _print_verified(out: Console, days: list[VerifiedDay]) -> None:
                       f"[red]{anomalies}[/]" if day.anomalies else anomalies, Text(findings))
     out.print(table)
     attention = [day for day in days if _needs_attention(day)]
-    out.print(f"{len(attention)} day(s) need attention" if attention else "every day is complete and passed the checks")
+    unsynced = sum(day.status in ("pending", "syncing") for day in trading)
+    verdict = [f"{len(attention)} day(s) need attention"] if attention else []
+    verdict += [f"{unsynced} trading day{'s' if unsynced != 1 else ''} not synced yet"] if unsynced else []
+    out.print("; ".join(verdict) or "every day is complete and passed the checks")
 
 
 def cmd_check(client: SyncClient, args: argparse.Namespace, out: Console) -> int:
@@ -424,9 +509,15 @@ def _print_busy(err: Console, exc: SyncdBusy) -> None:
 
 
 def _print_run_summary(out: Console, run: Run) -> None:
-    style = STATUS_STYLE.get(run.status, "")
-    out.print(f"run {run.run_id} [{style}]{run.status}[/]: {run.days_done}/{run.trading_days} trading days, "
-              f"{run.days_failed} failed, {run.rows:,} rows" + (f" — {run.error}" if run.error else ""))
+    line = Text(f"run {run.run_id} ").append(run.status, style=STATUS_STYLE.get(run.status, ""))
+    line.append(f": {_days_written(run)}, {run.rows:,} rows" + (f" — {run.error}" if run.error else ""))
+    out.print(line)
+
+
+def _days_written(run: Run) -> str:
+    """"0 of 2 trading days written, 2 failed": what a run left, not how far it got (days_done counts failed days)."""
+    written = f"{run.days_done - run.days_failed} of {run.trading_days} trading days written"
+    return written + (f", {run.days_failed} failed" if run.days_failed else "")
 
 
 def _duration(seconds: float | None) -> str:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -43,12 +45,15 @@ from syncd.protocol import (
     Task,
     VerifiedDay,
     Verify,
+    VerifyReply,
     encode_request,
     op_name,
     parse_date,
 )
 
 DEFAULT_TIMEOUT_S = 5.0
+MAX_REPLY_WAIT_S = 60.0  # the wire's limit on a verify's wait_s
+RUNNING = ("queued", "running")
 T = TypeVar("T")
 
 
@@ -140,9 +145,33 @@ class SyncClient:
     def days(self, start_date: dt.date | str, end_date: dt.date | str) -> list[Day]:
         return self.call(Days(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
 
-    def verify(self, start_date: dt.date | str, end_date: dt.date | str) -> list[VerifiedDay]:
-        """Each day's coverage and anomalies; a day with `checked` False was not checked yet (ask again)."""
+    def verify(self, start_date: dt.date | str, end_date: dt.date | str, *, against: str | None = None) -> list[VerifiedDay]:
+        """Each day's coverage and anomalies; a day with `checked` False was not checked yet (ask again).
+        `against`: compared with that source first (`reconcile`), its findings among the anomalies."""
+        if against is not None:
+            return self.reconcile(start_date, end_date, against).days
         return self.call(Verify(start_date=_date(start_date, "start_date"), end_date=_date(end_date, "end_date"))).days
+
+    def reconcile(self, start_date: dt.date | str, end_date: dt.date | str, against: str, *, plan_only: bool = False,
+                  deadline_s: float | None = None, progress: Callable[[VerifyReply], None] | None = None) -> VerifyReply:
+        """`verify` with `against`: the stored days compared with that source, the reply once the reconciliation
+        has ended. It runs in the daemon; each call waits at most half this client's timeout for it, and it is
+        asked about again (by its reconcile_id) until it ends, `progress(reply)` after each answer. `deadline_s`:
+        return the last reply (still running) after that long. `plan_only`: its request plan, nothing fetched.
+        A plan over the daemon's verify.max_requests raises SyncdRequestError(invalid_range) naming the count."""
+        start, end = _date(start_date, "start_date"), _date(end_date, "end_date")
+        wait_s = round(min(self.timeout / 2, MAX_REPLY_WAIT_S), 3)
+        reply: VerifyReply = self.call(Verify(start_date=start, end_date=end, against=against, plan_only=plan_only,
+                                              wait_s=wait_s))
+        began = time.monotonic()
+        while reply.reconciliation is not None and reply.reconciliation.state in RUNNING:
+            if progress is not None:
+                progress(reply)
+            if deadline_s is not None and time.monotonic() - began >= deadline_s:
+                break
+            reply = self.call(Verify(start_date=start, end_date=end, against=against, wait_s=wait_s,
+                                     reconcile_id=reply.reconciliation.reconcile_id))
+        return reply
 
     def check(self) -> CheckReply:
         """Is the data fresh? The daemon's verdict (`healthy`, `reason`, the day and the last scheduled run)."""

@@ -30,8 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from syncd import __version__
-from syncd.protocol import CheckReply, Days, ErrorCode, History, Verify
-from syncd.protocol import parse_date as parse_wire_date
+from syncd.protocol import CheckReply, Days, ErrorCode, History, Verify, parse_date
 
 from .client import DEFAULT_TIMEOUT_S, SyncClient, SyncdBusy, SyncdProtocolError, SyncdRequestError, SyncdUnreachable
 
@@ -48,6 +47,7 @@ FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rec
                'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 
 # syncd's error codes -> HTTP status; a code not listed here is the daemon's own failure (502)
+RECONCILE_WAIT_S = 25.0  # GET /verify?against= answers within about this; a longer one is polled by reconcile_id
 HTTP_STATUS_FOR_CODE: dict[str, int] = {
     ErrorCode.BAD_REQUEST: 422,
     ErrorCode.INVALID_RANGE: 422,
@@ -119,7 +119,7 @@ def forward(call: Callable[[], Any]) -> Response:
     """Run one SyncClient call; its reply -> 200, each typed error -> its HTTP status and JSON body."""
     try:
         return _json(200, call())
-    except SyncdBusy as busy:
+    except SyncdBusy as busy:  # the seed product's body, as its pages read it: "error" here, where the wire says "rejected"
         return _json(409, {"status": "error", "message": BUSY_MESSAGE, "current_task": busy.current_task})
     except SyncdRequestError as exc:
         return _json(HTTP_STATUS_FOR_CODE.get(exc.code, 502), _error(exc.code, exc.message))
@@ -137,10 +137,11 @@ def forward_check(call: Callable[[], CheckReply]) -> Response:
     return response
 
 
-def parse_date(field: str, value: str) -> dt.date:
-    """The wire's YYYY-MM-DD rule, or SyncdRequestError(bad_request) naming the field and the reason."""
+def date_field(field: str, value: str) -> dt.date:
+    """A request's date by the wire's one rule (protocol.parse_date), or SyncdRequestError(bad_request), a 422,
+    naming the field and the reason."""
     try:
-        return parse_wire_date(value, field)
+        return parse_date(value, field)
     except ValueError as exc:
         raise SyncdRequestError(ErrorCode.BAD_REQUEST, str(exc), {}) from None
 
@@ -192,7 +193,7 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
     @api.post("/sync/batch", summary="Start a sync of a date range (task_type web_batch)")
     def sync_batch(body: BatchSync, request: Request) -> Response:
         def call() -> Any:
-            start, end = parse_date("start_date", body.start_date), parse_date("end_date", body.end_date)
+            start, end = date_field("start_date", body.start_date), date_field("end_date", body.end_date)
             return pick(request).start(start, end, task_type=WEB_TASK_TYPE, requested_by=requester(request))
         return forward(call)
 
@@ -208,16 +209,25 @@ def make_router(client: SyncClient | None = None, *, dependencies: Sequence[Any]
     def days(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
              end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
         def call() -> Any:
-            start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
+            start, end = date_field("start_date", start_date), date_field("end_date", end_date)
             return pick(request).call(Days(start_date=start, end_date=end))
         return forward(call)
 
-    @api.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each)")
+    @api.get("/verify", summary="Each day's coverage and anomalies in a range (the first findings of each); with "
+                                "`against`, compared with that source first (a reconciliation)")
     def verify(request: Request, start_date: Annotated[str, Query(examples=["2025-10-01"])],
-               end_date: Annotated[str, Query(examples=["2025-10-31"])]) -> Response:
+               end_date: Annotated[str, Query(examples=["2025-10-31"])],
+               against: Annotated[str | None, Query(examples=["baostock"])] = None,
+               plan_only: bool = False, reconcile_id: str | None = None) -> Response:
         def call() -> Any:
-            start, end = parse_date("start_date", start_date), parse_date("end_date", end_date)
-            return pick(request).call(Verify(start_date=start, end_date=end))
+            start, end = date_field("start_date", start_date), date_field("end_date", end_date)
+            client = pick(request)
+            if against is None:
+                return client.call(Verify(start_date=start, end_date=end))
+            if reconcile_id is not None:  # a reconciliation this route returned still running: its progress
+                return client.call(Verify(start_date=start, end_date=end, against=against, reconcile_id=reconcile_id,
+                                          wait_s=round(client.timeout / 2, 3)))
+            return client.reconcile(start, end, against, plan_only=plan_only, deadline_s=RECONCILE_WAIT_S)
         return forward(call)
 
     @api.get("/check", summary="Is the data fresh? 200 healthy, 503 not (same body: the daemon's check reply)",

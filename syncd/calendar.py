@@ -106,6 +106,18 @@ class TradingCalendar:
         self._warn_beyond_horizon(day)
         return DayKind.UNCONFIRMED
 
+    def closed_reason(self, day: dt.date) -> str | None:
+        """Why a closed day does not trade, in the words `days` shows: a weekend, a holiday (its name, from
+        chinese_calendar), or a source's calendar that does not list it; None for a day that is not closed."""
+        if self.kind(day) is not DayKind.CLOSED:
+            return None
+        if day.weekday() >= 5:
+            return "weekend"
+        if day in _closed_weekdays():
+            name = chinese_calendar.get_holiday_detail(day)[1]
+            return f"holiday ({name})" if name else "holiday"
+        return "not listed as a trading day by the source's calendar"
+
     def is_trading_day(self, day: dt.date) -> bool:
         """True only for a day some calendar confirms as trading (an unconfirmed day is not)."""
         return self.kind(day) is DayKind.TRADING

@@ -29,7 +29,7 @@ def check(config: Config, env: Mapping[str, str]) -> None:
     """Raise ConfigError (or SourceUnavailable) for what would stop the daemon before it touches anything."""
     from .control.curve import check_endpoint, load_client_keys
     from .preflight import check_database
-    from .sources import check_source
+    from .sources import check_against, check_source
 
     daemon = config.daemon
     check_endpoint(daemon.endpoint, daemon.curve_public_key, daemon.curve_secret_key)
@@ -37,6 +37,7 @@ def check(config: Config, env: Mapping[str, str]) -> None:
         load_client_keys(Path(daemon.curve_clients_dir))
     check_database(config.database, env)
     check_source(config.source, env)
+    check_against(config.source, config.verify.against, env)
 
 
 def render(config: Config) -> str:

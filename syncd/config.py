@@ -60,6 +60,7 @@ class DatabaseConfig(_Section):
     compat_view: bool = False
     compat_adjust: Literal["none", "qfq"] = "none"  # the prices daily_stock_data shows (docs/data.md)
     connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    compact_closed_years: bool = True  # the idle worker rewrites closed years stored by stock (db/compaction.py)
     schema: str = "public"  # where every table, view and the migrations record live (docs/operations.md, "Database privileges")
 
     def __post_init__(self) -> None:
@@ -153,6 +154,12 @@ class TushareConfig(_Section):
 
 SourceName = Literal["demo", "csv", "akshare", "baostock", "tushare"]
 SOURCE_NAMES: tuple[str, ...] = get_args(SourceName)
+_SOURCE_NAMED: dict[str, SourceName] = {name: name for name in get_args(SourceName)}
+
+
+def source_named(value: str) -> SourceName | None:
+    """`value` as a source name, if it is one (a wire field, say)."""
+    return _SOURCE_NAMED.get(value)
 
 
 class SourceConfig(_Section):
@@ -182,6 +189,14 @@ class SourceConfig(_Section):
     def of(self, name: SourceName) -> SourceConfig:
         """This config with `name` as the source (a fallback built by load_source, with its own table's settings)."""
         return msgspec.structs.replace(self, name=name, fallback=[])
+
+
+class VerifyConfig(_Section):
+    """[verify]: reconciliation against a second source (docs/sources.md, "Reconciliation")."""
+
+    against: SourceName | Literal[""] = ""                          # a source name; empty: off
+    sample: Annotated[int, msgspec.Meta(ge=0, le=100000)] = 0      # stocks reconciled after each scheduled daily sync; 0: off
+    max_requests: Annotated[int, msgspec.Meta(ge=1)] = 2000        # a reconcile planning more requests is refused
 
 
 class ScheduleConfig(_Section):
@@ -266,6 +281,7 @@ class Config(_Section):
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     alert: AlertConfig = msgspec.field(default_factory=AlertConfig)
+    verify: VerifyConfig = msgspec.field(default_factory=VerifyConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -313,6 +329,9 @@ def _literal_choices(path: str) -> tuple[object, ...] | None:
         info = next((f.type for f in info.fields if f.name == name), None)  # type: ignore[assignment]
         if isinstance(info, msgspec.inspect.ListType):  # a list of choices (alert.on): the item's
             info = info.item_type
+    if isinstance(info, msgspec.inspect.UnionType):  # Literal | Literal (verify.against: a source name or "")
+        parts = [t.values for t in info.types if isinstance(t, msgspec.inspect.LiteralType)]
+        return tuple(value or '""' for values in parts for value in values) if len(parts) == len(info.types) else None
     return tuple(info.values) if isinstance(info, msgspec.inspect.LiteralType) else None
 
 

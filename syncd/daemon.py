@@ -1,12 +1,18 @@
 """The syncd process: start-up, the single-threaded control loop, and shutdown.
 
 This module wires the parts together and owns their lifetimes: the instance lock, the
-database (embedded or external) and its migrations and crash recovery, the REP socket (and,
-with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
-schedule, telemetry (metrics, alerts, the freshness poller), signals and sd_notify. The loop
-serves one request at a time; its poll timeout comes from the scheduler's idle time and the
-watchdog interval, so an idle daemon sleeps. Signal handlers only write to a wake-up socket;
-the loop does the work (SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
+database (embedded or external) and its migrations and crash recovery, the control socket
+(and, with daemon.curve_clients_dir, its ZAP client authenticator), the worker thread, the
+reconcile thread, the schedule, telemetry (metrics, alerts, the freshness poller), signals and
+sd_notify. The loop serves one request at a time; its poll timeout comes from the
+scheduler's idle time, the watchdog interval and the deadlines of deferred replies, so an
+idle daemon sleeps. Signal handlers only write to a wake-up socket; the loop does the work
+(SIGTERM/SIGINT stop syncd, SIGHUP reloads the client certificates).
+
+The control socket is a ROUTER: to a REQ client it behaves as REP (one reply per request,
+in order), and it lets a reply wait without holding the loop: a `verify` with `against` is
+answered when its reconciliation ends or its `wait_s` passes (ops.Deferred), while every
+other request is served as it comes (docs/design.md, "Reconciliation").
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from .calendar import Confirms, TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .control.admission import Admission
 from .control.curve import ClientAuthenticator, apply_server_curve, check_endpoint
-from .control.ops import Ops
+from .control.ops import Deferred, Ops
 from .control.reads import ControlDb
+from .control.reconcile import Reconciliations
 from .control.runstate import RunState
 from .control.scheduling import DailySchedule
 from .db import connection, migrations, reference, runs
@@ -42,10 +49,11 @@ from .instance import InstanceLock
 from .logs import Event, get_logger
 from .preflight import check_database, claim_ipc_path
 from .protocol import ErrorCode, ErrorReply, encode
+from .record import RunRecord
+from .run.reconciler import ReconcileBoard, Reconciler
 from .run.syncer import Syncer
 from .run.worker import Worker
-from .sources import Source, SourceUnavailable, load_source
-from .sources.base import confirms_trading_day
+from .sources import Source, SourceUnavailable, check_against, load_source
 from .sources.fetchproc import FetchProcess
 from .systemd import Notifier
 from .telemetry.hub import Telemetry
@@ -76,6 +84,8 @@ class Daemon:
         self._hangup = False  # SIGHUP: reload the client certificates
         self.telemetry = Telemetry(config)
         self.client_auth: ClientAuthenticator | None = None
+        self._deferred: list[tuple[list[bytes], Deferred]] = []  # replies waiting (envelope, what they wait for)
+        self._last_run_seen: str | None = None  # the newest finished run the loop has handed to after_run
 
     # --- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -96,6 +106,7 @@ class Daemon:
     def _run_locked(self) -> int:
         source = load_source(self.config.source)
         fallbacks = self._fallback_sources()
+        check_against(self.config.source, self.config.verify.against, self.env)  # its extra installed, its token set
         check_database(self.config.database, self.env)
         for each in (source, *fallbacks):
             self.telemetry.attach_source(each)
@@ -105,7 +116,7 @@ class Daemon:
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             if self._schema is not None:  # database.schema: the whole search_path of every connection
                 dsn, lock_dsn = connection.in_schema(dsn, self._schema), connection.in_schema(lock_dsn, self._schema)
-            calendar, last_run = self._prepare_database(dsn, lock_dsn, confirms_trading_day(source))
+            calendar, last_run = self._prepare_database(dsn, lock_dsn, source.confirms_trading_day)
             state = RunState(last_run)
             observer = self.telemetry
             fetcher = self._fetch_process(source)
@@ -118,22 +129,28 @@ class Daemon:
                                   observer=observer)
             sched = DailySchedule(self.config.schedule, admission.start_scheduled, calendar.kind,
                                   functools.partial(db.missing_days, is_trading_day=calendar.is_trading_day))
+            board = ReconcileBoard()
+            reconciler = Reconciler(self.config, dsn, board, self._wake, observer=observer)
+            reconciliations = Reconciliations(self.config, db, board, reconciler.submit,
+                                              zoneinfo.ZoneInfo(self.config.schedule.timezone))
             ops = Ops(self.config, state, admission, db, calendar, sched.jobs, "embedded" if self.embedded else "external",
-                      observer=observer)
+                      observer=observer, reconciliations=reconciliations)
+            self._last_run_seen = last_run.run_id if last_run is not None else None
             self.telemetry.start(dsn, state, calendar)
             with zmq.Context() as context:
                 try:
                     self._authenticate_clients(context)
                     rep = self._bind(context)
                     worker.start()
+                    reconciler.start()
                     self._install_signals()
                     self.log.info(Event.DAEMON_STARTED, endpoint=self.config.daemon.endpoint, pid=os.getpid(),
                                   source=self.config.source.name, database=redact_dsn(self.config.database.dsn))
                     self.notifier.ready()
                     self.notifier.status("idle")
                     sched.catch_up()
-                    self._loop(rep, ops, sched, state)
-                    self._shutdown(rep, ops, state, worker, syncer)
+                    self._loop(rep, ops, sched, state, reconciliations)
+                    self._shutdown(rep, ops, state, worker, syncer, reconciler)
                 finally:
                     if self.client_auth is not None:  # its sockets must close before the context ends
                         self.client_auth.stop()
@@ -162,9 +179,9 @@ class Daemon:
             raise
         return built
 
-    def _fetch_process(self, source: Any) -> FetchProcess | None:
+    def _fetch_process(self, source: Source) -> FetchProcess | None:
         """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
-        if not getattr(source, "fetches_in_child", False):
+        if not source.fetches_in_child:
             return None
         fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
         self.telemetry.attach_source(fetcher)
@@ -239,7 +256,7 @@ class Daemon:
         self.client_auth.start()
 
     def _bind(self, context: zmq.Context[Any]) -> zmq.Socket[Any]:
-        rep = context.socket(zmq.REP)
+        rep = context.socket(zmq.ROUTER)
         rep.setsockopt(zmq.LINGER, 0)
         rep.setsockopt(zmq.MAXMSGSIZE, HARD_FRAME_LIMIT)
         if self.config.daemon.curve_secret_key:
@@ -288,7 +305,8 @@ class Daemon:
             pass  # already full of wake-ups: the loop will wake anyway
 
     # --- the loop ----------------------------------------------------------------------------
-    def _loop(self, rep: zmq.Socket[Any], ops: Ops, sched: DailySchedule, state: RunState) -> None:
+    def _loop(self, rep: zmq.Socket[Any], ops: Ops, sched: DailySchedule, state: RunState,
+              reconciliations: Reconciliations | None = None) -> None:
         poller = zmq.Poller()
         poller.register(rep, zmq.POLLIN)
         wake_fd = self._wake_r.fileno()
@@ -304,6 +322,10 @@ class Daemon:
                 self._on_hangup()
             if rep in events:
                 self._serve_waiting(rep, ops)
+            if self._deferred:
+                self._answer_deferred(rep, ops)
+            if reconciliations is not None:
+                self._after_run(state, reconciliations)
             sched.run_pending()
             if watchdog and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
@@ -311,7 +333,9 @@ class Daemon:
             last_status = self._report_status(state, last_status)
 
     def _timeout_ms(self, sched: DailySchedule, watchdog: float | None) -> int | None:
-        candidates = [t for t in (sched.idle_seconds(), watchdog) if t is not None]
+        waiting = min((d.deadline for _, d in self._deferred), default=None)
+        until_deadline = max(0.0, waiting - time.monotonic()) if waiting is not None else None
+        candidates = [t for t in (sched.idle_seconds(), watchdog, until_deadline) if t is not None]
         if not candidates:
             return None
         return max(0, int(min(candidates) * 1000) + 1)
@@ -324,20 +348,44 @@ class Daemon:
                 return
 
     def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> bool:
-        """Answer one request if one is waiting; False if none was."""
+        """Answer one request if one is waiting (or set its reply aside to wait: a Deferred); False if none was."""
         try:
-            # All parts: a REP socket that answers before the last part of a multi-part request
-            # raises EFSM, which would end the loop (and the daemon).
-            parts = rep.recv_multipart(zmq.NOBLOCK)
+            parts = rep.recv_multipart(zmq.NOBLOCK)  # the peer's routing envelope, then the request's parts
         except zmq.Again:
             return False
-        if len(parts) == 1:
-            reply = ops.handle(parts[0])
+        envelope, body = split_envelope(parts)
+        if len(body) == 1:
+            reply = ops.handle(body[0])
         else:
-            reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(parts)} frames; send one JSON object in one frame")
+            reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(body)} frames; send one JSON object in one frame")
             self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
-        rep.send(encode(reply))
+        if isinstance(reply, Deferred):
+            self._deferred.append((envelope, reply))
+        else:
+            rep.send_multipart([*envelope, encode(reply)])
         return True
+
+    def _answer_deferred(self, rep: zmq.Socket[Any], ops: Ops, everything: bool = False) -> None:
+        """Send the deferred replies whose wait is over (all of them when `everything`)."""
+        now = time.monotonic()
+        waiting = []
+        for envelope, deferred in self._deferred:
+            if everything or now >= deferred.deadline or deferred.ready():
+                rep.send_multipart([*envelope, encode(ops.finish(deferred))])
+            else:
+                waiting.append((envelope, deferred))
+        self._deferred = waiting
+
+    def _after_run(self, state: RunState, reconciliations: Reconciliations) -> None:
+        """Hand each newly finished run to reconciliations.after_run once (a scheduled sample may follow it)."""
+        last: RunRecord | None = state.snapshot().last
+        if last is None or last.run_id == self._last_run_seen:
+            return
+        self._last_run_seen = last.run_id
+        try:
+            reconciliations.after_run(last)
+        except Exception as exc:  # a sample that cannot be planned (the database away) must not end the loop
+            self.log.warning(Event.RECONCILE_REFUSED, run_id=last.run_id, error=str(exc))
 
     def _drain_wake(self) -> None:
         self._wake_r.setblocking(False)
@@ -357,11 +405,14 @@ class Daemon:
         return text
 
     # --- shutdown ----------------------------------------------------------------------------
-    def _shutdown(self, rep: zmq.Socket[Any], ops: Ops, state: RunState, worker: Worker, syncer: Syncer) -> None:
+    def _shutdown(self, rep: zmq.Socket[Any], ops: Ops, state: RunState, worker: Worker, syncer: Syncer,
+                  reconciler: Reconciler) -> None:
         self.notifier.stopping()
         run_id = state.request_cancel()  # first: from here no further day is written
         signum = self._signalled[0] if self._signalled else None
         self.log.info(Event.DAEMON_STOPPING, signal=signal.Signals(signum).name if signum else None, cancelled_run=run_id)
+        reconciler.stop(timeout=0)  # its job ends between requests
+        self._answer_deferred(rep, ops, everything=True)
         rep.close(linger=0)
         if run_id is not None and not state.wait_finished(SHUTDOWN_GRACE_S):
             self.log.error(Event.WORKER_DID_NOT_STOP, run_id=run_id, waited_s=SHUTDOWN_GRACE_S)
@@ -370,8 +421,18 @@ class Daemon:
             except Exception as exc:
                 self.log.error(Event.RUN_RECORD_FAILED, run_id=run_id, error=str(exc))
         worker.stop(timeout=0.5)
+        reconciler.stop(timeout=SHUTDOWN_GRACE_S / 2)
         ops.db.close()
         syncer.close()
         path = ipc_path(self.config.daemon.endpoint)
         if path is not None:
             Path(path).unlink(missing_ok=True)
+
+
+def split_envelope(parts: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """A ROUTER's message: (the routing envelope to send the reply back with, the request's frames). A REQ
+    peer's envelope ends at the first empty frame; a peer that sends none (a DEALER) has its identity alone."""
+    for i in range(1, len(parts)):
+        if parts[i] == b"":
+            return parts[:i + 1], parts[i + 1:]
+    return parts[:1], parts[1:]

@@ -57,6 +57,9 @@ class Event(StrEnum):
     DB_RECONNECT = "db_reconnect"
     REFERENCE_DATA_UNAVAILABLE = "reference_data_unavailable"
     CALENDAR_BEYOND_HORIZON = "calendar_beyond_horizon"
+    PARTITION_COMPACTED = "partition_compacted"              # a closed year rewritten stored by stock (db/compaction.py)
+    PARTITION_COMPACTION_DEFERRED = "partition_compaction_deferred"  # readers kept daily_bars busy: next time
+    PARTITION_COMPACTION_FAILED = "partition_compaction_failed"      # not tried again until the daemon restarts
     # the fetch plans (sync-flow)
     RUN_PLANNED = "run_planned"
     DAYS_UNCONFIRMED = "days_unconfirmed"
@@ -71,6 +74,11 @@ class Event(StrEnum):
     SOURCE_FALLBACK = "source_fallback"                        # a whole-market answer was empty: asked by stock
     FETCH_PROCESS_STARTED = "fetch_process_started"  # the source's fetches run in this child (sources/fetchproc.py)
     FETCH_PROCESS_EXITED = "fetch_process_exited"    # it ended (a new one starts on the next fetch)
+    # reconciliation against a second source (reconciler.py, control/reconcile.py)
+    RECONCILE_STARTED = "reconcile_started"
+    RECONCILE_FINISHED = "reconcile_finished"
+    RECONCILE_FAILED = "reconcile_failed"      # the job ended early: its error (reconcile_finished follows)
+    RECONCILE_REFUSED = "reconcile_refused"    # a scheduled sample whose plan passes verify.max_requests
     # the schedule
     SCHEDULE_RUN_STARTED = "schedule_run_started"
     SCHEDULE_NOTHING_MISSING = "schedule_nothing_missing"

@@ -90,6 +90,7 @@ class Day(msgspec.Struct, kw_only=True):
     missing: int = 0             # stocks whose request failed (the day is then `incomplete`)
     source: str | None = None    # the source that wrote the day (null: unknown, written before syncd recorded it)
     fallback_stocks: int = 0     # of its stocks, how many a fallback source supplied (docs/data.md, "Provenance")
+    reason: str | None = None    # a skipped day: why it does not trade (weekend, holiday (NAME), the source's calendar)
 
 
 class Finding(msgspec.Struct, kw_only=True):
@@ -98,6 +99,7 @@ class Finding(msgspec.Struct, kw_only=True):
     stock: str
     check: str
     detail: str
+    source: str | None = None  # the other source of a reconciliation's finding (source_mismatch, source_missing)
 
 
 class VerifiedDay(msgspec.Struct, kw_only=True):
@@ -115,6 +117,28 @@ class VerifiedDay(msgspec.Struct, kw_only=True):
     # False only for a day written by an earlier version that this request had no time left to check:
     # its anomalies are not known yet (ask again; `syncctl verify` does)
     checked: bool = True
+
+
+class Reconciliation(msgspec.Struct, kw_only=True):
+    """A comparison of stored days with a second source (`verify` with `against`; docs/sources.md)."""
+
+    reconcile_id: str
+    against: str
+    state: Literal["planned", "queued", "running", "done", "failed", "cancelled"]
+    start_date: str
+    end_date: str
+    plan: str                      # by_day | by_stock: how the other source is asked
+    cost: str                      # how its requests add up, in words
+    planned_requests: int          # known before anything is fetched (verify.max_requests refuses more)
+    requests: int = 0              # made so far
+    days: int = 0                  # stored days to compare
+    days_done: int = 0
+    stocks: int | None = None      # stocks compared (a sample, or a by-stock source's); null: every stock of each day
+    findings: int = 0              # source_mismatch and source_missing findings stored by it
+    by_check: dict[str, int] = {}  # findings by check
+    errors: list[str] = []         # what the other source could not give (first few), not compared
+    error: str | None = None       # why it failed
+    requested_by: str = ""         # a client, or "schedule" (verify.sample after a daily sync)
 
 
 class ScheduledJob(msgspec.Struct, kw_only=True):
@@ -174,6 +198,9 @@ class DaysReply(Ok, kw_only=True):
 
 class VerifyReply(Ok, kw_only=True):
     days: list[VerifiedDay]
+    against: str | None = None                   # the source compared with (null: no reconciliation)
+    requests: int = 0                            # requests the reconciliation made
+    reconciliation: Reconciliation | None = None
 
 
 class CheckReply(Ok, kw_only=True):
@@ -244,7 +271,15 @@ class Days(RangeRequest, tag="days", frozen=True):
 
 
 class Verify(RangeRequest, tag="verify", frozen=True):
+    """With `against`, the days are compared with that source first (a reconciliation, run off the
+    control loop): the reply waits up to `wait_s` for it, else it says how far it got and the
+    client asks again with its `reconcile_id`. `plan_only`: the request plan alone, nothing fetched."""
+
     reply = VerifyReply
+    against: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    plan_only: bool = False
+    reconcile_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    wait_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
 
 
 class Check(Request, tag="check", frozen=True):

@@ -1,4 +1,4 @@
-"""A by_stock source for tests, implementing the PlannedSource protocol; and a syncd that runs on it.
+"""A by_stock source for tests, a Source subclass; and a syncd that runs on it.
 
 `StockSource` answers like a per-stock history API with a calendar of its own: one
 `fetch_stocks` request per stock for the whole range (each recorded in `requests`, and
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import DemoConfig
-from syncd.sources.base import Plan, Row, ShouldStop, StockBars, StockFailure, StockInfo
+from syncd.sources.base import Plan, Row, ShouldStop, Source, StockBars, StockFailure, StockInfo
 from syncd.sources.demo import DemoSource
 
 
-class StockSource:
+class StockSource(Source):
     name = "fakestock"
 
     def __init__(self, stocks: int = 50, seed: int = 3, fail_codes: Sequence[str] = (), closed: Sequence[str] = (),

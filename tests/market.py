@@ -85,7 +85,7 @@ class Market:
             if day < stock.listed or (stock.delisted and day >= stock.delisted) or day in stock.suspended:
                 continue
             pre = round(prev - DIVIDEND, 2) if (stock.code == "600000" and day == EX_DATE) else prev
-            close = round(pre * (1 + MOVES[i] * (4 if day == stock.listed and stock.listed > self.days[0] else 1)), 2)
+            close = round(pre * (1 + MOVES[i % len(MOVES)] * (4 if day == stock.listed and stock.listed > self.days[0] else 1)), 2)
             open_ = round(pre * 1.001, 2)
             high, low = round(max(open_, close) * 1.008, 2), round(min(open_, close) * 0.992, 2)
             lots = 1000 + (int(stock.code) * 7 + i * 131) % 9000

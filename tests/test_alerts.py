@@ -99,6 +99,8 @@ def test_a_failed_run_posts_one_json_message_with_the_contract_fields(syncd_fact
         assert alert["task_type"] == "manual" and alert["start_date"] == alert["end_date"] == "2025-10-10"
         assert alert["days_failed"] == 1 and alert["host"] == socket.gethostname()
         assert run_id in alert["message"] and "failed" in alert["message"]
+        assert ("1 of 1 trading days failed: demo source: fetch of 2025-10-10 failed (listed in source.demo.fail_dates) "
+                "(1 day)") in alert["message"]  # why, not only that
         assert hook.paths == [f"/robot/send?access_token={hook.token}"]
         wait_until(lambda: daemon.events("alert_sent"), what="alert_sent")
         assert_secret_hidden(daemon, hook.token)

@@ -27,7 +27,7 @@ from syncd.db import connection, migrations, runs
 from syncd.protocol import Task
 from syncd.record import RunRecord
 from syncd.run.syncer import Syncer
-from syncd.sources.base import COLUMNS, PlannedSource
+from syncd.sources.base import COLUMNS, Source
 from syncd.sources.csvdir import CsvSource
 from syncd.sources.demo import DemoSource
 from syncd.telemetry.observer import Observer
@@ -60,7 +60,7 @@ class Counted(Observer):
         self.days.append(source)
 
 
-def sync(dsn: str, source: PlannedSource, fallbacks: Sequence[PlannedSource], *, observer: Observer | None = None,
+def sync(dsn: str, source: Source, fallbacks: Sequence[Source], *, observer: Observer | None = None,
          state: RunState | None = None, task_type: str = "manual", days: Sequence[dt.date] | None = None) -> RunRecord:
     run = RunRecord(run_id=f"run-{secrets.token_hex(4)}", task_type=task_type, requested_by="test", start_date=WEEK[0],
                     end_date=WEEK[1], host="test", pid=1, days=tuple(days) if days is not None else None)

@@ -15,7 +15,8 @@ import pytest
 from conftest import wait_until
 from upstreams import HttpUpstream, Reply
 
-from syncd.sources.isolation import CallCancelled, LibraryProcess, UpstreamFailure, UpstreamTimeout, child_environment
+from syncd.sources.childproc import child_environment
+from syncd.sources.isolation import CallCancelled, LibraryProcess, UpstreamFailure, UpstreamTimeout
 
 ANSWER = {"code": 0, "msg": "", "data": {"fields": ["a"], "items": [[1]]}}
 
@@ -47,7 +48,7 @@ def gone(pid: int) -> bool:
 
 def test_a_call_past_its_deadline_is_killed_and_the_next_call_starts_a_new_process(process: LibraryProcess,
                                                                                    upstream: HttpUpstream) -> None:
-    assert ask(process) == (["a"], [[1]])
+    assert ask(process) == [["a"], [[1]]]
     first = process.pid
     upstream.misbehave("stall", times=1)  # inside requests' read, with a 60 s timeout of its own
     started = time.monotonic()
@@ -55,7 +56,7 @@ def test_a_call_past_its_deadline_is_killed_and_the_next_call_starts_a_new_proce
         ask(process, deadline_s=0.5)
     assert time.monotonic() - started < 5
     assert first is not None and gone(first)
-    assert ask(process) == (["a"], [[1]]) and process.starts == 2
+    assert ask(process) == [["a"], [[1]]] and process.starts == 2
 
 
 def test_a_cancel_kills_the_waiting_call_promptly(process: LibraryProcess, upstream: HttpUpstream) -> None:

@@ -18,6 +18,7 @@ from syncd.calendar import TradingCalendar
 from syncd.config import Config
 from syncd.control.runstate import RunState
 from syncd.db import connection, migrations
+from syncd.sources.base import Source
 from syncd.telemetry.freshness import FreshnessJudge, midnight_epoch
 from syncd.telemetry.hub import Telemetry
 from syncd.telemetry.metrics import DaemonCollector, Metrics
@@ -166,11 +167,11 @@ def test_a_scrape_answers_from_the_cache_while_the_database_blocks_the_monitor(d
 
 
 def test_sources_count_requests_through_the_counter_they_are_handed() -> None:
-    class CountingSource:
+    class CountingSource(Source):
         name = "akshare"
         count = None
 
-        def attach_request_counter(self, count):  # the hook a source defines (syncd/telemetry/metrics.py)
+        def attach_request_counter(self, count):  # the hook every source has (syncd/sources/base.py)
             self.count = count
 
     telemetry = Telemetry(Config())
@@ -183,7 +184,7 @@ def test_sources_count_requests_through_the_counter_they_are_handed() -> None:
     assert value(families, "syncd_source_requests_total", source="akshare", outcome="ok") == 2.0
     assert value(families, "syncd_source_requests_total", source="akshare", outcome="timeout") == 1.0
     assert value(families, "syncd_source_requests_total", source="akshare", outcome="error") == 0.0
-    telemetry.attach_source(object())  # a source without the hook is left alone
+    telemetry.attach_source(Source())  # the base's hook: a source that makes no counted request ignores it
 
 
 def test_the_example_alert_rules_use_only_metrics_syncd_serves(metrics_daemon) -> None:

@@ -12,7 +12,7 @@ from dbrows import OLD_COMPAT_VIEW
 from syncd.calendar import TradingCalendar
 from syncd.config import DemoConfig
 from syncd.control import verify
-from syncd.db import connection, days, daywrite, migrations, runlock, runs
+from syncd.db import compaction, connection, days, daywrite, migrations, runlock, runs
 from syncd.db.daywrite import DayWrite
 from syncd.record import RunRecord
 from syncd.sources.demo import DemoSource
@@ -181,3 +181,68 @@ def test_a_migration_numbered_below_one_already_applied_is_applied_too(database,
         assert conn.execute("SELECT count(*) FROM late_arrival").fetchone() == (0,)
         assert conn.execute("SELECT description FROM syncd_migrations WHERE version = 0").fetchone() == (late[1],)
         assert migrations.migrate(conn) == migrations.LATEST  # once only
+
+
+
+# --- migration 7: the covering code index becomes a plain one per partition --------------------------
+
+PREVIOUS_COVERING = f"(code, trade_date) INCLUDE ({', '.join(daywrite.BAR_COLUMNS[2:])})"
+
+
+def make_v6_database(conn: psycopg.Connection, reader_role: str) -> None:
+    """A database as the release before migration 7 left it: migrations 1-6, daily_bars partitioned by year
+    with the covering index on the parent and on each partition (that release's ensure_year, literally), rows in
+    two years written by a run, grants on the table and on a partition, the compat view."""
+    make_v4_database(conn, reader_role)  # migrations 1-4, rows in 2024 and 2025
+    for version, description, sql in migrations.MIGRATIONS[4:6]:
+        sql(conn) if callable(sql) else conn.execute(sql)
+        conn.execute("INSERT INTO syncd_migrations (version, description) VALUES (%s, %s)", (version, description))
+    conn.execute("DROP INDEX daily_bars_y2024_code_date, daily_bars_y2025_code_date")  # this release's plain ones
+    conn.execute(f"CREATE INDEX daily_bars_code_date ON daily_bars {PREVIOUS_COVERING}")  # the parent's, and each year's
+    for child, table in conn.execute("SELECT i.inhrelid::regclass::text, x.indrelid::regclass::text FROM pg_inherits i "
+                                     "JOIN pg_index x ON x.indexrelid = i.inhrelid "
+                                     "WHERE i.inhparent = 'daily_bars_code_date'::regclass").fetchall():
+        conn.execute(f"ALTER INDEX {child} RENAME TO {table}_code_date")  # as that release named them
+    conn.execute("CREATE TABLE daily_bars_y2026 (LIKE daily_bars)")  # that release's ensure_year for a later year
+    conn.execute("ALTER TABLE daily_bars_y2026 ADD CONSTRAINT daily_bars_y2026_pkey PRIMARY KEY (trade_date, code)")
+    conn.execute(f"CREATE INDEX daily_bars_y2026_code_date ON daily_bars_y2026 {PREVIOUS_COVERING}")
+    conn.execute("ALTER TABLE daily_bars ATTACH PARTITION daily_bars_y2026 FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+    day = dt.date(2026, 1, 5)
+    with conn.cursor().copy(f"COPY daily_bars ({', '.join(daywrite.BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(DemoSource(DemoConfig(stocks=50, seed=3)).encoded(day).payload)
+    conn.execute("INSERT INTO sync_days (date, status, rows, run_id) VALUES (%s, 'success', 50, 'old-run')", (day,))
+    conn.execute(f"GRANT SELECT ON daily_bars_y2025 TO {reader_role}")
+
+
+def index_defs(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    return dict(conn.execute("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
+                             "WHERE indrelid = %s::regclass", (table,)).fetchall())
+
+
+def test_the_covering_index_becomes_a_plain_one_on_each_partition_with_every_row_kept(database, reader_role):
+    with connection.connect(database) as conn:
+        make_v6_database(conn, reader_role)
+        assert "INCLUDE" in index_defs(conn, "daily_bars")["daily_bars_code_date"]
+        before, compat_before = bars(conn), conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall()
+        assert len(before) == 150
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == migrations.LATEST
+        assert bars(conn) == before
+        assert conn.execute("SELECT * FROM daily_stock_data ORDER BY 1, 3").fetchall() == compat_before
+        assert set(index_defs(conn, "daily_bars")) == {"daily_bars_pkey"}
+        for year in (2024, 2025, 2026):
+            defs = index_defs(conn, f"daily_bars_y{year}")
+            assert set(defs) == {f"daily_bars_y{year}_pkey", f"daily_bars_y{year}_code_date"}
+            assert defs[f"daily_bars_y{year}_code_date"].endswith("USING btree (code, trade_date)")
+        assert conn.execute("SELECT has_table_privilege(%s, 'daily_bars_y2025', 'SELECT')", (reader_role,)).fetchone() == (True,)
+        # the years written by that release are closed: compaction rewrites them, every row and grant kept
+        assert compaction.pending(conn, 2026) == [2025, 2024]
+        for year in compaction.pending(conn, 2026):
+            assert compaction.compact(conn, year) is not None
+        assert bars(conn) == before
+        assert conn.execute("SELECT has_table_privilege(%s, 'daily_bars_y2025', 'SELECT')", (reader_role,)).fetchone() == (True,)
+        runs.insert_run(conn, RunRecord(run_id="r7", task_type="manual", requested_by="t", start_date=dt.date(2025, 1, 2),
+                                         end_date=dt.date(2025, 1, 2), host="h", pid=1))
+        day = dt.date(2025, 1, 2)  # a re-sync of a day in a compacted year
+        daywrite.write_day(conn, DayWrite(day, "r7"), DemoSource(DemoConfig(stocks=50, seed=4)).encoded(day))
+        assert conn.execute("SELECT count(*) FROM daily_bars WHERE trade_date = %s", (day,)).fetchone() == (50,)
+        assert migrations.migrate(conn, compat_view=True, compat_adjust="qfq") == migrations.LATEST  # nothing more

@@ -10,6 +10,7 @@ import time
 
 import msgspec
 import pytest
+from conftest import query
 
 from syncctl import SyncClient, SyncdUnreachable
 from syncctl.cli import _eta_text, format_time, shared_offset
@@ -234,3 +235,86 @@ def test_client_recovers_after_a_timeout_when_the_daemon_returns(syncd_factory):
         client.ping()
     daemon.start()
     assert client.ping().pid == daemon.proc.pid
+
+
+DEMO_FAILURE = "demo source: fetch of 2025-10-09 failed (listed in source.demo.fail_dates)"
+
+
+def test_a_failed_run_says_why_in_start_wait_status_and_history(syncd_factory):
+    daemon = syncd_factory({"source": {"demo": {"fail_dates": ["2025-10-09", "2025-10-10"]}}})
+    result = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-10-09", "--to", "2025-10-10", "--wait")
+    assert result.returncode == 4
+    why = f"2 of 2 trading days failed: {DEMO_FAILURE} (2 days)"
+    assert why in result.stdout
+    assert daemon.client().history(limit=1)[0].error == why
+    status = syncctl("--endpoint", daemon.endpoint, "status")
+    assert why in status.stdout
+    history = syncctl("--endpoint", daemon.endpoint, "history")
+    assert DEMO_FAILURE in " ".join(history.stdout.replace("│", " ").split())
+
+
+# --- the CLI's words ---------------------------------------------------------------------------
+
+def test_error_codes_stay_in_json_and_the_exit_status_not_in_the_sentence(syncd_factory):
+    daemon = syncd_factory()
+    bad = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-03-02", "--to", "2025-03-01")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("syncctl: ") and "invalid_range" not in bad.stderr
+    nothing = syncctl("--endpoint", daemon.endpoint, "cancel")
+    assert nothing.returncode == 2 and "not_running" not in nothing.stderr and "no sync is running" in nothing.stderr
+    as_json = syncctl("--endpoint", daemon.endpoint, "cancel", "--json")
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["code"] == "not_running"
+
+
+def test_start_wait_says_how_many_days_were_written(syncd_factory):
+    daemon = syncd_factory({"source": {"demo": {"fail_dates": ["2025-10-09", "2025-10-10"]}}})
+    result = syncctl("--endpoint", daemon.endpoint, "start", "--from", "2025-10-09", "--to", "2025-10-10", "--wait")
+    assert "failed: 0 of 2 trading days written, 2 failed, 0 rows" in result.stdout
+
+
+def test_verify_over_a_range_without_a_trading_day_says_so(syncd_factory):
+    daemon = syncd_factory()
+    weekend = syncctl("--endpoint", daemon.endpoint, "verify", "--from", "2025-10-11", "--to", "2025-10-12")
+    assert weekend.returncode == 0
+    assert "no trading day in 2025-10-11..2025-10-12" in weekend.stdout and "every day is complete" not in weekend.stdout
+    unsynced = syncctl("--endpoint", daemon.endpoint, "verify", "--from", "2025-10-13", "--to", "2025-10-14")
+    assert "2 trading days not synced yet" in unsynced.stdout and "every day is complete" not in unsynced.stdout
+
+
+def test_days_says_why_a_day_is_skipped(syncd_factory, database):
+    daemon = syncd_factory()
+    daemon.stop()  # the source's calendar (stored by a run) closes a weekday chinese_calendar calls open
+    query(database, "INSERT INTO trade_calendar (date, is_open, source) VALUES ('2025-10-14', false, 'test') RETURNING date")
+    daemon.start()
+    days = syncctl("--endpoint", daemon.endpoint, "days", "--from", "2025-10-01", "--to", "2025-10-14")
+    assert days.returncode == 0, days.stderr
+
+    def row(date: str) -> str:
+        return next(" ".join(line.replace("│", " ").split()) for line in days.stdout.splitlines() if date in line)
+
+    assert "holiday (National Day)" in row("2025-10-01")
+    assert "weekend" in row("2025-10-11")  # a Saturday chinese_calendar makes a working day: exchanges stay closed
+    assert "not listed as a trading day by the source's calendar" in row("2025-10-14")
+    assert json.loads(syncctl("--endpoint", daemon.endpoint, "days", "--from", "2025-10-11", "--to", "2025-10-11",
+                              "--json").stdout)["days"][0]["reason"] == "weekend"
+
+
+def test_the_progress_bar_keeps_elapsed_time_and_eta_at_80_columns():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from syncctl.cli import progress_columns
+
+    for width in (80, 100, 160):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=True, color_system=None)
+        progress = Progress(*progress_columns(width), console=console)
+        progress.add_task("20251018-200005-a1b2c3", total=4863, completed=1234, rows=6_540_200, day="2015-03-12",
+                          eta="ETA after the first day")
+        console.print(progress.make_tasks_table(progress.tasks))
+        line = out.getvalue().strip()
+        assert "…" not in line, (width, line)
+        for shown in ("1234/4863 days", "6,540,200 rows", "0:00:00", "ETA after the first day", "━"):
+            assert shown in line, (width, line)

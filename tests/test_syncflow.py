@@ -26,7 +26,7 @@ from syncd.db import connection, migrations, runs
 from syncd.record import RunRecord
 from syncd.run import bystock
 from syncd.run.syncer import Syncer
-from syncd.sources.base import DayBatch, DayFailure, DaySource, ShouldStop
+from syncd.sources.base import DayBatch, DayFailure, ShouldStop, Source
 from syncd.sources.demo import DemoSource
 
 SEPTEMBER = (dt.date(2025, 9, 1), dt.date(2025, 9, 30))  # 22 weekdays, no exchange holiday
@@ -154,7 +154,7 @@ def test_a_day_for_which_nothing_was_fetched_fails_and_its_stored_rows_stay(dsn)
 
 # --- by_day with missing stocks (a whole-market call that fell back to per-stock requests) -------
 
-class MarketDays(DaySource):
+class MarketDays(Source):
     """by_day, each day one whole-market answer; `missing` stocks' per-stock requests fail on `partial_day`."""
 
     name = "marketdays"
@@ -312,3 +312,17 @@ def test_a_database_of_the_previous_schema_opens_with_its_days_intact(database):
     assert q(database, "SELECT status, rows, run_id, expected, missing FROM sync_days") == [
         ("success", 5300, "old", None, 0)]
     assert q(database, "SELECT relpersistence FROM pg_class WHERE relname = 'sync_stage'") == [("u",)]
+
+
+def test_a_runs_error_names_the_first_failed_days_reason_and_how_many_days_share_it():
+    from syncd.run.outcomes import Failures
+
+    failures = Failures()
+    assert failures.summary(3) is None
+    for day in (dt.date(2025, 10, 9), dt.date(2025, 10, 10)):
+        failures.add(day, f"ConnectionError: tushare daily trade_date={day:%Y%m%d}: name resolution failed", "failed")
+    assert failures.summary(2) == ("2 of 2 trading days failed: ConnectionError: tushare daily trade_date=20251009: "
+                                   "name resolution failed (2 days)")
+    failures.add(dt.date(2025, 10, 13), "3 stocks missing (their requests failed): 000001, 000002, 600000", "incomplete")
+    assert failures.summary(3) == ("3 of 3 trading days failed or incomplete: ConnectionError: tushare daily "
+                                   "trade_date=20251009: name resolution failed (2 days; the other 1: `syncctl days`)")

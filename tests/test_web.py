@@ -72,7 +72,7 @@ def test_second_batch_while_first_runs_gets_409_with_the_seeds_body(syncd_factor
     assert second.status_code == 409, second.text
     body = second.json()
     assert set(body) == {"status", "message", "current_task"}
-    assert body["status"] == "error"
+    assert body["status"] == "error"  # the seed's body (docs/web.md): the wire's busy reply says "rejected", the web's does not
     assert body["message"] == "已有同步任务正在运行，请等待当前任务完成后再试"
     task = body["current_task"]
     assert TASK_FIELDS <= set(task)
@@ -147,22 +147,25 @@ def test_dead_endpoint_is_503_within_the_client_timeout(method, path, payload):
     body = reply.json()
     assert body["code"] == "unreachable"
     assert DEAD_ENDPOINT in body["message"]
-    assert 0.4 < elapsed < 2.0
+    assert 0.4 < elapsed < 5.0  # the 0.5 s client timeout, not the transport's own
 
 
 def test_waiting_on_a_dead_daemon_blocks_no_other_request():
-    app = create_app(DEAD_ENDPOINT, timeout=1.5)
+    """Six requests wait out the client timeout on a dead daemon; the page is served while all six still
+    wait (an order of events, not a time), and the six end side by side (not one timeout after another)."""
+    timeout_s = 4.0
+    app = create_app(DEAD_ENDPOINT, timeout=timeout_s)
     with serve(app) as base, ThreadPoolExecutor(8) as pool:
         began = time.monotonic()
-        stuck = [pool.submit(httpx.get, f"{base}{PREFIX}/status", timeout=10) for _ in range(6)]
+        stuck = [pool.submit(httpx.get, f"{base}{PREFIX}/status", timeout=30) for _ in range(6)]
         page = httpx.get(base + "/", timeout=10)
-        page_elapsed = time.monotonic() - began
+        still_waiting = sum(not future.done() for future in stuck)
         replies = [future.result() for future in stuck]
         all_elapsed = time.monotonic() - began
     assert page.status_code == 200
-    assert page_elapsed < 1.0
+    assert still_waiting == 6
     assert [reply.status_code for reply in replies] == [503] * 6
-    assert all_elapsed < 1.5 * 2  # the six waited side by side, not one after another
+    assert all_elapsed < timeout_s * 3  # one after another would take six timeouts
 
 
 # --- status, history, days, cancel ---------------------------------------------------------------

@@ -390,3 +390,16 @@ def test_without_metrics_the_page_shows_no_scrape(syncd_factory, page):
         page.goto(base + "/")
         expect(page.locator("#conn")).to_have_class(re.compile(r"\bok\b"), timeout=WAIT_MS)
         expect(page.locator("#metrics")).to_be_hidden()
+
+
+def test_a_failed_run_says_why_in_the_current_card_and_recent_runs(syncd_factory, page):
+    daemon = syncd_factory({"source": {"demo": {"fail_dates": ["2025-10-09", "2025-10-10"]}}})
+    daemon.client().start("2025-10-09", "2025-10-10")
+    run = daemon.wait_idle().last_run
+    why = "2 of 2 trading days failed: demo source: fetch of 2025-10-09 failed (listed in source.demo.fail_dates) (2 days)"
+    assert run.error == why
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#current-idle")).to_contain_text(why, timeout=WAIT_MS)
+        expect(page.locator(f'#history tr.run-error[data-run-error="{run.run_id}"]')).to_have_text(why, timeout=WAIT_MS)
+        expect(page.locator(f'#history tr.run-error[data-run-error="{run.run_id}"]')).to_be_visible()

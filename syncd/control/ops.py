@@ -6,6 +6,9 @@ and turns every failure into a reply with `status` and `code`: a RequestError be
 ErrorReply, Busy a BusyReply, anything else `internal` (logged here with its traceback, never
 sent). Runs are admitted by admission.py; `status` reads only memory (RunState); `history`
 and `days` read the database through the control loop's own connection (reads.py).
+A `verify` with `against` is admitted by reconcile.py and runs on the reconcile thread; its
+reply is a `Deferred`: the daemon answers it (`finish`) once the reconciliation has ended or
+the request's `wait_s` has passed, serving other requests meanwhile.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -62,16 +66,31 @@ from ..telemetry.observer import NULL_OBSERVER, Observer
 from . import verify
 from .admission import Admission, Busy
 from .reads import ControlDb
+from .reconcile import Reconciliations
 from .runstate import RunState
 
 INVALID_OP = "invalid"  # the op label of a request that could not be decoded
+Reply = Ok | BusyReply | ErrorReply
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A reply that waits, without holding the control loop, until `ready()` or `deadline` (time.monotonic);
+    then `Ops.finish` builds it with `answer()`."""
+
+    op: str
+    ready: Callable[[], bool]
+    deadline: float
+    answer: Callable[[], Ok]
+    received: float  # time.perf_counter() when the request came
 
 
 class Ops:
     def __init__(self, config: Config, state: RunState, admission: Admission, db: ControlDb,
                  calendar: TradingCalendar, schedule_jobs: Callable[[], list[ScheduledJob]], database_kind: str,
-                 observer: Observer = NULL_OBSERVER) -> None:
+                 observer: Observer = NULL_OBSERVER, reconciliations: Reconciliations | None = None) -> None:
         self.config = config
+        self.reconciliations = reconciliations
         self.state = state
         self.admission = admission
         self.db = db
@@ -84,19 +103,31 @@ class Ops:
         self.started = time.monotonic()
         self._log = get_logger()
 
-    def handle(self, frame: bytes) -> Ok | BusyReply | ErrorReply:
+    def handle(self, frame: bytes) -> Reply | Deferred:
         started = time.perf_counter()
-        op, reply = self._answer(frame)
+        op, reply = self._answer(lambda: self._decoded(frame))
+        if isinstance(reply, Deferred):
+            return Deferred(op, reply.ready, reply.deadline, reply.answer, started)
         self.observer.request_served(op, reply.status, time.perf_counter() - started)
         return reply
 
-    def _answer(self, frame: bytes) -> tuple[str, Ok | BusyReply | ErrorReply]:
+    def finish(self, deferred: Deferred) -> Reply:
+        """The reply a Deferred waited for, built now."""
+        _, reply = self._answer(lambda: (deferred.op, deferred.answer()))
+        assert not isinstance(reply, Deferred)
+        self.observer.request_served(deferred.op, reply.status, time.perf_counter() - deferred.received)
+        return reply
+
+    def _decoded(self, frame: bytes) -> tuple[str, Ok | BusyReply | Deferred]:
+        request = decode_request(frame)
+        return op_name(type(request)), self.dispatch(request)
+
+    def _answer(self, produce: Callable[[], tuple[str, Ok | BusyReply | Deferred]]) -> tuple[str, Reply | Deferred]:
         """The op's name (INVALID_OP when undecodable) and its reply."""
         op = INVALID_OP
         try:
-            request = decode_request(frame)
-            op = op_name(type(request))
-            return op, self.dispatch(request)
+            op, reply = produce()
+            return op, reply
         except RequestError as exc:
             self._log.info(Event.REQUEST_REFUSED, code=exc.code, message=exc.message)
             return op, exc.reply()
@@ -104,7 +135,7 @@ class Ops:
             self._log.exception(Event.REQUEST_FAILED, error=str(exc))
             return op, ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
 
-    def dispatch(self, request: AnyRequest) -> Ok | BusyReply:
+    def dispatch(self, request: AnyRequest) -> Ok | BusyReply | Deferred:
         match request:
             case Ping():
                 return PingReply(version=__version__, pid=os.getpid(), uptime_s=self.uptime())
@@ -118,7 +149,11 @@ class Ops:
                 return HistoryReply(runs=self.history(request.limit))
             case Days():
                 return DaysReply(days=self.days(request.start_date, request.end_date))
+            case Verify() if request.against is not None:
+                return self.reconcile(request)
             case Verify():
+                if request.plan_only or request.reconcile_id is not None:
+                    raise RequestError(ErrorCode.BAD_REQUEST, "plan_only and reconcile_id go with against (a source name)")
                 return VerifyReply(days=self.verify(request.start_date, request.end_date))
             case Check():
                 return self.check()
@@ -187,6 +222,28 @@ class Ops:
         check_range(start, end, self.config.sync.max_days)
         return self.db.call(lambda c: verify.verify_days(c, start, end, self.calendar.is_trading_day))
 
+    def reconcile(self, request: Verify) -> VerifyReply | Deferred:
+        """`verify` with `against`: the reconciliation planned, queued or polled (reconcile.py); the reply waits up
+        to `wait_s` for it to end (a Deferred), then carries the days as verify reads them and its progress."""
+        check_range(request.start_date, request.end_date, self.config.sync.max_days)
+        if self.reconciliations is None:
+            raise RequestError(ErrorCode.BAD_REQUEST, "this daemon does not reconcile")
+        reconciliations = self.reconciliations
+        item = reconciliations.request(request.start_date, request.end_date, str(request.against),
+                                       plan_only=request.plan_only, reconcile_id=request.reconcile_id)
+        reconcile_id = item.reconcile_id
+
+        def answer() -> VerifyReply:
+            now = reconciliations.current(reconcile_id) or item
+            days = self.db.call(lambda c: verify.verify_days(c, request.start_date, request.end_date,
+                                                             self.calendar.is_trading_day, reconciled_first=True))
+            return VerifyReply(days=days, against=now.against, requests=now.requests, reconciliation=now)
+
+        if item.state in ("planned", "done", "failed", "cancelled") or request.wait_s == 0:
+            return answer()
+        return Deferred("verify", lambda: reconciliations.finished(reconcile_id), time.monotonic() + request.wait_s,
+                        answer, 0.0)
+
     def _with_horizon(self, recorded: Day | None, day: dt.date) -> Day:
         """A day as recorded; with no record, pending or skipped by the calendar. A pending weekday that no
         calendar confirms says why (calendar.beyond_horizon_reason)."""
@@ -194,7 +251,9 @@ class Ops:
         if recorded is None:
             status = "skipped" if kind is DayKind.CLOSED else "pending"
             recorded = Day(date=day.isoformat(), status=status, rows=0, run_id=None, error=None)
-        if recorded.status == "pending":  # the reason's text is built only when it is needed
+        if recorded.status == "skipped":
+            recorded.reason = self.calendar.closed_reason(day)
+        elif recorded.status == "pending":  # the reason's text is built only when it is needed
             if kind is DayKind.UNCONFIRMED and recorded.error is None:
                 recorded.error = beyond_horizon_reason(day)
             elif kind is not DayKind.UNCONFIRMED and recorded.error is not None and recorded.error == beyond_horizon_reason(day):

@@ -26,15 +26,17 @@ CHECK_BUDGET_S = 1.5   # time one request may spend checking days written by an 
 
 
 def verify_days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date, is_trading_day: Callable[[dt.date], bool],
-                budget_s: float = CHECK_BUDGET_S, clock: Callable[[], float] = time.monotonic) -> list[VerifiedDay]:
-    """Every calendar day of [start, end], judged; unrecorded days read as pending (trading) or skipped."""
+                budget_s: float = CHECK_BUDGET_S, clock: Callable[[], float] = time.monotonic,
+                reconciled_first: bool = False) -> list[VerifiedDay]:
+    """Every calendar day of [start, end], judged; unrecorded days read as pending (trading) or skipped.
+    `reconciled_first`: a reconciliation's findings (source_*) lead each day's first few."""
     deadline = clock() + budget_s
     for day in unchecked_days(conn, start, end):
         if clock() >= deadline:
             break
         check_day(conn, day)
     recorded = _recorded(conn, start, end)
-    shown = _first_findings(conn, start, end)
+    shown = _first_findings(conn, start, end, reconciled_first)
     days = []
     for day in calendar_days(start, end):
         found = recorded.get(day)
@@ -73,12 +75,14 @@ def _recorded(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> di
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def _first_findings(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> dict[dt.date, list[Finding]]:
+def _first_findings(conn: psycopg.Connection[Any], start: dt.date, end: dt.date,
+                    reconciled_first: bool = False) -> dict[dt.date, list[Finding]]:
+    order = "source IS NULL, code, check_name" if reconciled_first else "code, check_name"
     rows = conn.execute(
-        "SELECT trade_date, code, check_name, detail FROM (SELECT f.*, row_number() OVER (PARTITION BY trade_date "
-        "ORDER BY code, check_name) AS n FROM bar_findings f WHERE trade_date BETWEEN %s AND %s) x "
-        f"WHERE n <= {FINDINGS_SHOWN} ORDER BY trade_date, code, check_name", (start, end)).fetchall()
+        "SELECT trade_date, code, check_name, detail, source FROM (SELECT f.*, row_number() OVER (PARTITION BY trade_date "
+        f"ORDER BY {order}) AS n FROM bar_findings f WHERE trade_date BETWEEN %s AND %s) x "
+        f"WHERE n <= {FINDINGS_SHOWN} ORDER BY trade_date, {order}", (start, end)).fetchall()
     shown: dict[dt.date, list[Finding]] = {}
-    for day, code, check, detail in rows:
-        shown.setdefault(day, []).append(Finding(stock=code, check=check, detail=detail))
+    for day, code, check, detail, source in rows:
+        shown.setdefault(day, []).append(Finding(stock=code, check=check, detail=detail, source=source))
     return shown

@@ -35,13 +35,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import psycopg
 
 from ..sources.base import EncodedRows, Row
 from . import checks, factors, partitions
-from .connection import BatchedTransaction
+from .connection import BatchedTransaction, PoolSafeConnection
 from .sqlrow import scalar
 
 BAR_COLUMNS = ("trade_date", "code", "open", "high", "low", "close", "pre_close", "volume", "amount", "turnover",
@@ -57,7 +57,6 @@ _CREATE_STAGE = (f"CREATE TEMPORARY TABLE {_STAGE} (code text, open float8, high
                  "ON COMMIT DROP")
 _PRE_CLOSE, _PCT_CHANGE, _ADJ_FACTOR = 5, 9, 10  # Row positions the write path derives when None
 
-Fence = Callable[[psycopg.Connection[Any]], None]
 IsTradingDay = Callable[[dt.date], bool]
 Cursor = psycopg.Cursor[Any]
 
@@ -78,6 +77,16 @@ class FenceProbe:
     params: tuple[Any, ...]
 
 
+class Fence(Protocol):
+    """The run lock's check inside a write's transaction (runlock.RunFence; run/outcomes.py adds the cancel
+    check): called with the write's connection, the full check, which raises to stop the write; `probe()`,
+    the same check as SQL for the day's first round trip, or None (then the full check runs)."""
+
+    def __call__(self, conn: psycopg.Connection[Any], /) -> None: ...
+
+    def probe(self) -> FenceProbe | None: ...
+
+
 @dataclass(frozen=True)
 class DayWrite:
     """What one day's write needs besides its rows: the day and its run, what the source said about it,
@@ -89,8 +98,7 @@ class DayWrite:
     missing: Collection[str] = ()                # codes whose request failed: their stored rows stay; the day is incomplete
     replace_only: Collection[str] | None = None  # a re-fetch of these stocks alone: only their stored rows go
     error: str | None = None                     # the day's recorded error when it ends incomplete
-    fence: Fence | None = None                   # first inside the transaction, may raise (the run lock's check); one
-    #                                              with a `probe()` (FenceProbe or None) is sent with the first statements
+    fence: Fence | None = None                   # first inside the transaction, may raise (the run lock's check)
     before_commit: Callable[[], None] | None = None  # last inside the transaction, may raise to roll it back (a cancel)
     is_trading_day: IsTradingDay | None = None   # the days a gap in factor derivation would be (None: packaged calendar)
     mark_syncing: bool = False                   # first record the day `syncing` for run_id, committed on its own
@@ -119,16 +127,13 @@ def write_day(conn: psycopg.Connection[Any], job: DayWrite, rows: Iterable[Row] 
 
 
 def _probe_of(fence: Fence | None) -> FenceProbe | None:
-    """The fence's pipelined form, if it has one (the run's fence does; a plain callable such as
-    runlock.hold_write_fence does not, and then the full check runs)."""
-    probe = getattr(fence, "probe", None)
-    return probe() if probe is not None else None
+    return fence.probe() if fence is not None else None
 
 
 def _ensure_partition(conn: psycopg.Connection[Any], day: dt.date) -> None:
     """The day's year partition exists before its transaction begins (partitions.py): asked once per year on a
     pooled connection, which remembers the answer (one query per day otherwise)."""
-    known: set[int] | None = getattr(conn, "partition_years", None)
+    known = conn.partition_years if isinstance(conn, PoolSafeConnection) else None
     if known is not None and day.year in known:
         return
     partitions.ensure_year(conn, day.year)

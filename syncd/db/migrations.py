@@ -119,6 +119,8 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
     """),
     (5, "daily_bars partitioned by year; its (code, trade_date) index covers every column (partitions.py)", partitions.convert),
     (6, "daily_bars_qfq looks each stock's latest factor up once (views._LATEST_FACTOR)", views.ADJUSTED_VIEWS),
+    (7, "daily_bars' covering code index becomes a plain (code, trade_date) one per partition (partitions.py)",
+     partitions.narrow_code_index),
     (10, "sync_days.source and fallback_stocks: which source wrote each day, how many of its stocks a fallback gave", """
         ALTER TABLE sync_days
             ADD COLUMN IF NOT EXISTS source text,
@@ -131,6 +133,20 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
             source text NOT NULL,
             PRIMARY KEY (trade_date, code)
         );
+    """),
+    (12, "reconciliation: reconcile_stage (a second source's answer), bar_findings.source (db/reconcile.py)", """
+        CREATE UNLOGGED TABLE IF NOT EXISTS reconcile_stage (
+            reconcile_id text NOT NULL,
+            trade_date date NOT NULL,
+            code text NOT NULL,
+            open double precision, high double precision, low double precision, close double precision,
+            pre_close double precision, volume bigint, amount double precision, turnover double precision,
+            pct_change double precision, adj_factor double precision,
+            failed boolean NOT NULL DEFAULT false,
+            staged_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (reconcile_id, code, trade_date)
+        );
+        ALTER TABLE bar_findings ADD COLUMN IF NOT EXISTS source text;
     """),
 ]
 # Versions are not contiguous (numbers are handed out ahead to parallel work): each one missing from

@@ -1,26 +1,30 @@
-"""daily_bars' physical layout: one partition per calendar year, and a code-first index that covers every column.
+"""daily_bars' physical layout: one partition per calendar year, each with a code-first index.
 
 Two readers pull the table two ways: a day's cross-section ("top 100 by pct_change on a
 day": the primary key (trade_date, code), the heap in day order) and one stock's series
-(years of one code: `daily_bars_code_date (code, trade_date) INCLUDE (every value column)`,
-read index-only, so a stock's rows sit side by side instead of one per heap page). And the
-writer adds a day at a time. What this layout buys, measured (docs/performance.md, "The
-index the readers need"): each year's partition starts with small indexes, so a day costs
-the same in the twentieth year as in the first (one table: -33 % over 20 years with the
-covering index); a stock's 10-year series reads ~100 index pages instead of ~2,400 heap
-pages. The contract's columns and primary key are unchanged; the readers query
-`daily_bars` (the partitioned parent) and its views as before.
+(years of one code). And the writer adds a day at a time. A year being written has
+`daily_bars_yYYYY_code_date (code, trade_date)`: one stock's rows in date order, what the
+lookups of the write path and of the views (a stock's previous or latest row) walk. A
+closed year is rewritten once by compaction.py: stored by stock, with a small `(code)`
+index instead. Each year's partition starts with small indexes, so a day costs the same in
+the twentieth year as in the first (docs/performance.md, "The layout"). The contract's
+columns and primary key are unchanged; the readers query `daily_bars` (the partitioned
+parent) and its views as before. The parent has no code index of its own: partitions
+carry the one their state needs.
 
-This module owns the DDL: `CONVERT` (migration 5 in migrations.MIGRATIONS: a plain daily_bars
+This module owns the DDL: `convert` (migration 5 in migrations.MIGRATIONS: a plain daily_bars
 becomes the partitioned one, every row copied, its privileges and syncd's views carried
-over, refusing to drop objects of the user's that depend on it) and `ensure_year` (a
-year's partition, created before its first day is written: CREATE TABLE, then ATTACH, which
-takes only SHARE UPDATE EXCLUSIVE on daily_bars, so readers never wait for it).
+over, refusing to drop objects of the user's that depend on it), `narrow_code_index`
+(migration 7: the covering index of the earlier layout becomes a plain one on each
+partition) and `ensure_year` (a year's partition, created before its first day is written:
+CREATE TABLE, then ATTACH, which takes only SHARE UPDATE EXCLUSIVE on daily_bars, so
+readers never wait for it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -33,7 +37,8 @@ COLUMNS_SQL = """trade_date date NOT NULL, code text NOT NULL, open double preci
     low double precision, close double precision, pre_close double precision, volume bigint, amount double precision,
     turnover double precision, pct_change double precision, adj_factor double precision"""
 _ALL = "trade_date, code, " + ", ".join(VALUE_COLUMNS)
-CODE_INDEX = f"(code, trade_date) INCLUDE ({', '.join(VALUE_COLUMNS)})"
+CODE_INDEX = "(code, trade_date)"  # a year being written (compaction.py gives a closed year `(code)`)
+_COVERING = "daily_bars_code_date"  # the earlier layout's index on the parent, covering every column (migrations 5, 6)
 SYNCD_VIEWS = ("daily_stock_data", "daily_bars_qfq", "daily_bars_hfq")  # dependents syncd owns (views.py)
 
 
@@ -55,6 +60,7 @@ def ensure_year(conn: psycopg.Connection[Any], year: int) -> bool:
     In the caller's transaction if there is one, else in a short one of its own."""
     name = partition_name(year)
     if scalar(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,))):
+        _ensure_code_index(conn, name)
         return False
     first, after = dt.date(year, 1, 1), dt.date(year + 1, 1, 1)
     with conn.transaction():
@@ -69,6 +75,39 @@ def ensure_year(conn: psycopg.Connection[Any], year: int) -> bool:
     return True
 
 
+def _ensure_code_index(conn: psycopg.Connection[Any], name: str) -> None:
+    """A partition made by hand (CREATE TABLE ... PARTITION OF daily_bars) gets the code index syncd's have."""
+    if not scalar(conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = i.indkey[0] WHERE i.indrelid = %s::regclass AND a.attname = 'code')", (name,))):
+        return
+    schema = scalar(conn.execute("SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = %s::regclass", (name,)))
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {name}_code_date ON {schema}.{name} {CODE_INDEX}")
+
+
+def partitions_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """(schema, name) of daily_bars' partitions (syncd's are daily_bars_yYYYY; one made by hand may be named otherwise)."""
+    return [(schema, name) for schema, name in conn.execute(
+        "SELECT c.relnamespace::regnamespace::text, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'daily_bars'::regclass ORDER BY c.relname").fetchall()]
+
+
+def narrow_code_index(conn: psycopg.Connection[Any]) -> None:
+    """Migration 7, in migrate()'s transaction: the covering code index (the row a second time, ~200 bytes of a
+    stored bar's ~360) becomes a plain `(code, trade_date)` index on each partition. The new indexes are built
+    first (SHARE locks: readers go on, through the old index), then the old one goes in a moment."""
+    covering = conn.execute("SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) AND relkind = 'I'", (_COVERING,)).fetchone()
+    if covering is None:
+        return
+    conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")  # each build's sort in memory
+    parts = partitions_of(conn)
+    for schema, name in parts:
+        conn.execute(f"CREATE INDEX {name}_code_narrow ON {schema}.{name} {CODE_INDEX}")
+    conn.execute(f"DROP INDEX {_COVERING}")  # with each partition's share of it
+    for schema, name in parts:
+        conn.execute(f"ALTER INDEX {schema}.{name}_code_narrow RENAME TO {name}_code_date")
+
+
 def ensure_years(conn: psycopg.Connection[Any], days: Any) -> list[int]:
     """The partitions for every year of `days` (dates); the years created."""
     return [year for year in sorted({day.year for day in days}) if ensure_year(conn, year)]
@@ -78,7 +117,7 @@ def convert(conn: psycopg.Connection[Any]) -> None:
     """Migration 5, in migrate()'s transaction: a plain daily_bars becomes the partitioned one, every row intact.
 
     The rows are copied into yearly partitions that have no index yet, then the primary key and the
-    covering index are built partition by partition (a sorted build, far quicker than row by row). The
+    code index are built partition by partition (a sorted build, far quicker than row by row). The
     table's privileges are granted again on the new one, and syncd's views over it (daily_bars_hfq,
     daily_bars_qfq, daily_stock_data) are dropped and created again as they were. Objects of the user's
     that depend on daily_bars stop the migration, named: syncd never drops them (no CASCADE)."""
@@ -93,13 +132,7 @@ def convert(conn: psycopg.Connection[Any]) -> None:
     saved_views = {name: definition for name, definition in conn.execute(
         "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c WHERE c.relkind = 'v' AND c.oid = ANY(%s::regclass[])",
         ([v for v in SYNCD_VIEWS if scalar(conn.execute("SELECT to_regclass(%s)", (v,)))],)).fetchall()}
-    grants = conn.execute(
-        "SELECT a.grantee::regrole::text, a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
-        "WHERE c.oid = 'daily_bars'::regclass AND a.grantee <> c.relowner AND a.grantee <> 0").fetchall()
-    public = conn.execute("SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a "
-                          "WHERE c.oid = 'daily_bars'::regclass AND a.grantee = 0").fetchall()
-    owner, comment = one(conn.execute("SELECT relowner::regrole::text, obj_description(oid, 'pg_class') FROM pg_class "
-                                      "WHERE oid = 'daily_bars'::regclass"))
+    kept = _Kept.of(conn, "daily_bars")
     for name in SYNCD_VIEWS:  # dependents first
         if name in saved_views:
             conn.execute(f"DROP VIEW {name}")
@@ -120,21 +153,45 @@ def convert(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"ALTER TABLE {schema}.{name} ADD CONSTRAINT {name}_pkey PRIMARY KEY (trade_date, code)")
         conn.execute(f"CREATE INDEX {name}_code_date ON {schema}.{name} {CODE_INDEX}")
     conn.execute("ALTER TABLE daily_bars ADD CONSTRAINT daily_bars_pkey PRIMARY KEY (trade_date, code)")
-    conn.execute(f"CREATE INDEX daily_bars_code_date ON daily_bars {CODE_INDEX}")
     conn.execute("DROP TABLE daily_bars_unpartitioned")
-    if owner != scalar(conn.execute("SELECT current_user::regrole::text")):
-        conn.execute(f"ALTER TABLE daily_bars OWNER TO {owner}")
-    if comment is not None:
-        conn.execute("SELECT set_config('syncd.comment', %s, true)", (comment,))
-        conn.execute("DO $$ BEGIN EXECUTE format('COMMENT ON TABLE daily_bars IS %L', current_setting('syncd.comment')); END $$")
-    for grantee, privilege, grantable in grants:
-        conn.execute(f"GRANT {privilege} ON daily_bars TO {grantee}{' WITH GRANT OPTION' if grantable else ''}")
-    for (privilege,) in public:
-        conn.execute(f"GRANT {privilege} ON daily_bars TO PUBLIC")
+    kept.apply(conn, "daily_bars")
     conn.execute(views.ADJUSTED_VIEWS)
     if "daily_stock_data" in saved_views:  # as it was (ensure_compat_view, when configured, brings it up to date next)
         conn.execute(f"CREATE VIEW daily_stock_data AS {saved_views['daily_stock_data']}")
     conn.execute("ANALYZE daily_bars")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What a table's replacement must have again: its owner, comment and grants (PUBLIC's included)."""
+
+    owner: str
+    comment: str | None
+    grants: list[tuple[str, str, bool]]  # (grantee or PUBLIC, privilege, grantable)
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection[Any], table: str) -> _Kept:
+        owner, comment = one(conn.execute("SELECT relowner::regrole::text, obj_description(oid, 'pg_class') FROM pg_class "
+                                          "WHERE oid = %s::regclass", (table,)))
+        grants = conn.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, a.privilege_type, a.is_grantable "
+            "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+            (table,)).fetchall()
+        return cls(owner, comment, [(grantee, privilege, bool(grantable)) for grantee, privilege, grantable in grants])
+
+    def apply(self, conn: psycopg.Connection[Any], table: str) -> None:
+        if self.owner != scalar(conn.execute("SELECT current_user::regrole::text")):
+            conn.execute(f"ALTER TABLE {table} OWNER TO {self.owner}")
+        if self.comment is not None:
+            conn.execute("SELECT set_config('syncd.comment', %s, true)", (self.comment,))
+            conn.execute(f"DO $$ BEGIN EXECUTE format('COMMENT ON TABLE {table} IS %L', current_setting('syncd.comment')); END $$")
+        for grantee, privilege, grantable in self.grants:
+            conn.execute(f"GRANT {privilege} ON {table} TO {grantee}{' WITH GRANT OPTION' if grantable else ''}")
+
+
+def carry_over(conn: psycopg.Connection[Any], table: str, replacement: str) -> None:
+    """`replacement` gets `table`'s owner, comment and grants (a partition compacted, compaction.py)."""
+    _Kept.of(conn, table).apply(conn, replacement)
 
 
 def _user_dependents(conn: psycopg.Connection[Any]) -> list[str]:

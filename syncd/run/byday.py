@@ -38,6 +38,11 @@ Backoff = Callable[[int], float]  # attempt (1, 2, ...) -> seconds to wait befor
 class DayFetcher(Protocol):
     """What the by_day plan asks of a source: its fetch_days (a source's own, or the fetch process's)."""
 
+    @property
+    def reads_ahead(self) -> bool:
+        """True when fetch_days already works ahead of its consumer (no read-ahead thread on top)."""
+        ...
+
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         ...
 
@@ -69,7 +74,7 @@ def _one_pass(source: DayFetcher, days: Sequence[dt.date], errors: dict[dt.date,
     while left and not writer.cancelled:
         answered = False
         stream = source.fetch_days(list(left), lambda: writer.cancelled)
-        if not getattr(source, "reads_ahead", False):  # the fetch process works ahead on its own
+        if not source.reads_ahead:  # the fetch process works ahead on its own
             stream = read_ahead(stream)
         try:
             for day, result in stream:

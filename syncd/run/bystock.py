@@ -29,7 +29,7 @@ from typing import Any
 
 from ..db import staging
 from ..logs import Event
-from ..sources.base import PlannedSource, Row, StockBars, StockFailure, listed_on
+from ..sources.base import Row, Source, StockBars, StockFailure, listed_on
 from .outcomes import DayRejected, DayWriter, WithDb, incomplete_note
 from .readahead import read_ahead
 
@@ -49,7 +49,7 @@ class Staged:
     error: str | None = None
 
 
-def sync_by_stock(source: PlannedSource, days: Sequence[dt.date], writer: DayWriter, with_db: WithDb[Any], attempts: int,
+def sync_by_stock(source: Source, days: Sequence[dt.date], writer: DayWriter, with_db: WithDb[Any], attempts: int,
                   backoff: Backoff, log: Any, fatal: tuple[type[BaseException], ...],
                   patch: Mapping[dt.date, frozenset[str]] | None = None) -> None:
     """Fetch every stock once for `days` (only `patch`'s stocks when given), stage, then write each day in order."""
@@ -70,7 +70,7 @@ def sync_by_stock(source: PlannedSource, days: Sequence[dt.date], writer: DayWri
 
 # --- fetch into the stage ---------------------------------------------------------------------
 
-def _stage(source: PlannedSource, days: Sequence[dt.date], codes: Sequence[str] | None, writer: DayWriter,
+def _stage(source: Source, days: Sequence[dt.date], codes: Sequence[str] | None, writer: DayWriter,
            with_db: WithDb[Any], attempts: int, backoff: Backoff, log: Any,
            fatal: tuple[type[BaseException], ...]) -> Staged | None:
     """Fetch and stage, retrying a fetch that raised; None if cancelled."""
@@ -148,7 +148,7 @@ def _stage_stream(stream: Iterator[StockBars | StockFailure], wanted: Collection
 
 # --- write each day from the stage ------------------------------------------------------------
 
-def _write_day(source: PlannedSource, day: dt.date, staged: Staged, writer: DayWriter, with_db: WithDb[Any]) -> None:
+def _write_day(source: Source, day: dt.date, staged: Staged, writer: DayWriter, with_db: WithDb[Any]) -> None:
     if staged.error is not None:
         writer.fail(day, f"the fetch failed after its retries: {staged.error}")
         return
@@ -164,7 +164,7 @@ def _write_day(source: PlannedSource, day: dt.date, staged: Staged, writer: DayW
         writer.fail(day, str(exc))
 
 
-def _patch_day(source: PlannedSource, day: dt.date, asked: frozenset[str], staged: Staged, writer: DayWriter,
+def _patch_day(source: Source, day: dt.date, asked: frozenset[str], staged: Staged, writer: DayWriter,
                with_db: WithDb[Any]) -> None:
     """An incomplete day: replace the rows of the stocks it missed that answered now; keep every other row."""
     if staged.error is not None:

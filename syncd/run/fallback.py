@@ -29,7 +29,7 @@ from typing import Any
 from ..control.runstate import RunState
 from ..db.checks import fails_unit, unit_guard_share_error
 from ..logs import Event
-from ..sources.base import DayFailure, DayRows, EncodedRows, PlannedSource, Row, ShouldStop, StockFailure, listed_on
+from ..sources.base import DayFailure, DayRows, EncodedRows, Row, ShouldStop, Source, StockFailure, listed_on
 from ..telemetry.observer import NULL_OBSERVER, Observer
 
 FAILURES_IN_A_ROW = 3  # days a fallback failed in a row before it is not asked again in this run
@@ -65,7 +65,7 @@ class _Answer:
 class Fallbacks:
     """A run's fallback sources, in order, with their failures in a row (see the module docstring)."""
 
-    def __init__(self, sources: Sequence[PlannedSource], state: RunState, log: Any, observer: Observer = NULL_OBSERVER) -> None:
+    def __init__(self, sources: Sequence[Source], state: RunState, log: Any, observer: Observer = NULL_OBSERVER) -> None:
         self.sources = list(sources)
         self.state = state
         self.log = log
@@ -143,7 +143,7 @@ class Fallbacks:
         level(Event.DAY_FALLBACK, date=day.isoformat(), source=name, asked=asked, outcome=outcome, rows=rows, error=error)
 
 
-def _ask(source: PlannedSource, day: dt.date, wanted: set[str] | None, should_stop: ShouldStop) -> _Answer | str:
+def _ask(source: Source, day: dt.date, wanted: set[str] | None, should_stop: ShouldStop) -> _Answer | str:
     """One fallback's answer for `day` (only `wanted` stocks where given), or why it gave none."""
     if source.plan([day]) == "by_stock":
         rows: dict[str, Row] = {}

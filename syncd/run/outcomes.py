@@ -6,7 +6,7 @@ first thing inside the day's write transaction (with the run lock's fence) and o
 before the commit; a cancel seen inside the transaction rolls the whole day back (`Cancelled`).
 So after a cancel at most a day whose COMMIT was already on its way to PostgreSQL ends up
 written, and it is complete. It also keeps the run's count of written and failed days (an
-incomplete day counts as both) and logs each day's end (`day_synced`, `day_incomplete`,
+incomplete day counts as both), why they failed (`Failures`: the run's error) and logs each day's end (`day_synced`, `day_incomplete`,
 `day_failed`). The SQL is db/daywrite.py's; what to fetch is the plans' (byday.py, bystock.py).
 """
 
@@ -33,6 +33,7 @@ T = TypeVar("T")
 WithDb = Callable[[Callable[[psycopg.Connection[Any]], T]], T]
 Fence = Callable[[psycopg.Connection[Any]], None]
 MISSING_CODES_SHOWN = 10  # how many missing stocks a day's error names
+REASON_SHOWN = 400  # characters of the first failed day's reason in the run's error
 
 
 class DatabaseDown(Exception):
@@ -59,6 +60,7 @@ class DayWriter:
         self._day_fence = _DayFence(self._fence, self._fence_probe)
         self.written = 0  # days whose rows were committed (incomplete ones included)
         self.failed = 0   # days that ended failed or incomplete
+        self.failures = Failures()  # why: the run's error
 
     @property
     def cancelled(self) -> bool:
@@ -102,7 +104,7 @@ class DayWriter:
                 except DayRejected as exc:
                     error = f"{error}; fallback {filled.source}: {exc}"
         self._with_db(lambda c: daywrite.fail_day(c, day, self.run.run_id, error, self._lock_fence))
-        self._failed(day, error)
+        self._failed(day, error, "failed")
 
     def still_incomplete(self, day: dt.date, missing: Collection[str], error: str, expected: int | None = None) -> None:
         """An incomplete day whose missing stocks failed again: it keeps its rows and stays incomplete, unless the
@@ -122,7 +124,7 @@ class DayWriter:
         if self.cancelled:
             return
         self._with_db(lambda c: daywrite.keep_incomplete(c, day, self.run.run_id, missing, error, self._lock_fence))
-        self._failed(day, error)
+        self._failed(day, error, "incomplete")
 
     def _ask_fallbacks(self, day: dt.date, missing: Collection[str]) -> Filled | None:
         if self.fallbacks is None or self.cancelled:
@@ -166,6 +168,7 @@ class DayWriter:
         ms = round(elapsed * 1000, 1)
         fallback = {"source": source, "fallback_stocks": len(filled.rows)} if from_fallbacks and filled is not None else {}
         if incomplete:
+            self.failures.add(day, note or "incomplete", "incomplete")
             self.log.warning(Event.DAY_INCOMPLETE, date=day.isoformat(), rows=written.rows, expected=expected,
                              missing=len(missing), anomalies=written.anomalies, error=note, ms=ms, **fallback)
         else:
@@ -173,8 +176,9 @@ class DayWriter:
                           expected=expected, anomalies=written.anomalies, ms=ms, **fallback)
         return True
 
-    def _failed(self, day: dt.date, error: str) -> None:
+    def _failed(self, day: dt.date, error: str, how: str) -> None:
         self.failed += 1
+        self.failures.add(day, error, how)
         self.state.day_finished(0, failed=True)
         self.observer.day_finished("failed", 0, None)
         self.log.warning(Event.DAY_FAILED, date=day.isoformat(), error=error)
@@ -192,6 +196,37 @@ class DayWriter:
     def _stop_if_cancelled(self) -> None:
         if self.cancelled:
             raise Cancelled()
+
+
+class Failures:
+    """Why a run's days failed, for the run's error: the first failed day's reason and how many days share it
+    (a day's own date in its reason does not make it another reason)."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self.sharing = 0  # days whose reason is the first one's
+        self.days = 0
+        self._key = ""
+        self._kinds: set[str] = set()
+
+    def add(self, day: dt.date, reason: str, kind: str) -> None:
+        """`kind`: how the day ended, failed or incomplete."""
+        key = reason.replace(day.isoformat(), "{day}").replace(day.strftime("%Y%m%d"), "{day}")
+        if self.first is None:
+            self.first, self._key = reason, key
+        self.sharing += key == self._key
+        self.days += 1
+        self._kinds.add(kind)
+
+    def summary(self, trading_days: int) -> str | None:
+        """E.g. "2 of 2 trading days failed: <reason> (2 days)"; None when no day failed."""
+        if self.first is None:
+            return None
+        ended = " or ".join(sorted(self._kinds))  # failed, incomplete, or "failed or incomplete"
+        reason = self.first if len(self.first) <= REASON_SHOWN else self.first[:REASON_SHOWN - 1] + "…"
+        others = "" if self.sharing == self.days else f"; the other {self.days - self.sharing}: `syncctl days`"
+        return (f"{self.days} of {trading_days} trading days {ended}: {reason} "
+                f"({self.sharing} day{'s' if self.sharing != 1 else ''}{others})")
 
 
 class _DayFence:

@@ -9,8 +9,8 @@ written in its own transaction, in day order, only while the run holds the run l
 (`RunLock.fence`), and never after a cancel (outcomes.py). It owns the worker's database
 connection (reopened when lost, the statement retried), the retry policy, and the run's
 record in sync_runs (inserted by the control loop at admission). Between runs it does the
-worker's housekeeping: orphaned runs, and the source's calendar fetched ahead of the schedule
-past the packaged calendar's horizon. Progress goes to the RunState; events to the log with
+worker's housekeeping: orphaned runs, the source's calendar fetched ahead of the schedule
+past the packaged calendar's horizon, and closed years compacted (db/compaction.py). Progress goes to the RunState; events to the log with
 run_id and task_type bound.
 """
 
@@ -28,11 +28,11 @@ import psycopg
 from ..calendar import DayKind, TradingCalendar, beyond_horizon_reason, calendar_days
 from ..config import Config
 from ..control.runstate import RunState
-from ..db import connection, days, daywrite, reference, runs, staging
+from ..db import compaction, connection, days, daywrite, reference, runs, staging
 from ..db.runlock import Orphans, RunFence, RunLock, RunLockLost
 from ..logs import Event, get_logger
 from ..record import RunRecord
-from ..sources.base import PlannedSource, SourceError
+from ..sources.base import Source, SourceError
 from ..sources.fetchproc import FetchProcess
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from .byday import sync_by_day
@@ -44,12 +44,14 @@ MISSING_JOB = "scheduler_missing"  # scheduling.MISSING: its by_stock runs ask o
 # While a recent weekday past the packaged calendar is unconfirmed, the idle worker asks the
 # source's calendar about it at most this often (the schedule decides from what it knows).
 CALENDAR_ASK_EVERY_S = 600.0
+# Closed years needing compaction are looked for after each run and at most this often otherwise.
+COMPACTION_CHECK_EVERY_S = 600.0
 
 
 class Syncer:
-    def __init__(self, config: Config, dsn: str, source: PlannedSource, calendar: TradingCalendar,
+    def __init__(self, config: Config, dsn: str, source: Source, calendar: TradingCalendar,
                  lock_dsn: str | None = None, observer: Observer = NULL_OBSERVER,
-                 fetcher: FetchProcess | None = None, fallbacks: Sequence[PlannedSource] = ()) -> None:
+                 fetcher: FetchProcess | None = None, fallbacks: Sequence[Source] = ()) -> None:
         self.observer = observer  # metrics and alerts: told of each day's end (telemetry/hub.py)
         self.config = config
         self.dsn = dsn
@@ -62,6 +64,8 @@ class Syncer:
         self._conn: psycopg.Connection[Any] | None = None
         self._stocks_saved: object = None
         self._calendar_asked_at: float | None = None
+        self._compaction_checked_at: float | None = None  # None: look at the next idle tick (start-up, after a run)
+        self._compaction_failed: set[int] = set()
         self._fence: daywrite.Fence | None = None  # the current run's lock fence, for its bookkeeping writes too
         self.orphans = Orphans(self.lock_dsn, config.database.connect_timeout_s, observer.runs_interrupted)
 
@@ -79,14 +83,14 @@ class Syncer:
             if trading:
                 staged = self._sync(run, trading, writer, log)
             status = "cancelled" if state.cancel_requested else _outcome(writer)
-            if writer.failed:
-                error = f"{writer.failed} of {len(trading)} trading days failed or incomplete"
+            error = writer.failures.summary(len(trading))
         except RunLockLost as exc:
             log.error(Event.RUN_LOCK_LOST, error=str(exc))
             status, error = "failed", str(exc)
         except Exception as exc:  # a run must always end recorded; the loop boundary is here
             log.exception(Event.RUN_ERROR, error=str(exc))
             status, error = "failed", f"{type(exc).__name__}: {exc}"
+        self._compaction_checked_at = None  # the run may have closed a year or rewritten a compacted one
         return self._finish(run, state, status, error, log, staged)
 
     def _begin(self, run: RunRecord, state: RunState, log: Any) -> list[dt.date]:
@@ -164,13 +168,47 @@ class Syncer:
         return recorded
 
     # --- between runs (the worker's idle housekeeping) --------------------------------------
-    def housekeeping(self) -> None:
-        """The fetch process (started, or started again if it died), orphaned runs, then (past the packaged
-        calendar) the source's calendar ahead of the schedule."""
+    def housekeeping(self, job_waiting: Callable[[], bool] = lambda: False) -> None:
+        """The fetch process (started, or started again if it died), orphaned runs, (past the packaged
+        calendar) the source's calendar ahead of the schedule, then closed years compacted until a job comes."""
         if self.fetcher is not None:
             self.fetcher.start()
         self.recover_orphans()
         self.confirm_recent_days()
+        self.compact_closed_years(job_waiting)
+
+    def compact_closed_years(self, job_waiting: Callable[[], bool] = lambda: False) -> None:
+        """Rewrite closed years stored by stock (db/compaction.py), one partition at a time, while no job waits.
+        A year that failed (an object of the user's on its partition, say) is not tried again until restart."""
+        if not self.config.database.compact_closed_years:
+            return
+        now = time.monotonic()
+        if self._compaction_checked_at is not None and now - self._compaction_checked_at < COMPACTION_CHECK_EVERY_S:
+            return
+        self._compaction_checked_at = now
+        today = dt.datetime.now(self.zone).date()
+        closed = compaction.closed_before(today, self.config.schedule.missing_lookback_days)
+        for year in compaction.pending(self._db(), closed):
+            if job_waiting():
+                self._compaction_checked_at = None  # the rest after the job
+                return
+            if year in self._compaction_failed:
+                continue
+            try:
+                done = compaction.compact(self._db(), year)
+            except compaction.SwapDeferred as exc:
+                get_logger().info(Event.PARTITION_COMPACTION_DEFERRED, year=year, reason=str(exc))
+                self._compaction_checked_at = now - COMPACTION_CHECK_EVERY_S + 60  # again in a minute
+                return
+            except psycopg.Error as exc:
+                if self._conn is None or self._conn.broken:
+                    raise  # the database went away: the housekeeping's own warning, and again later
+                self._compaction_failed.add(year)
+                get_logger().warning(Event.PARTITION_COMPACTION_FAILED, year=year, error=str(exc).strip())
+                continue
+            if done is not None:
+                get_logger().info(Event.PARTITION_COMPACTED, year=done.year, rows=done.rows, seconds=done.seconds,
+                                  bytes_before=done.bytes_before, bytes_after=done.bytes_after)
 
     def recover_orphans(self) -> None:
         """A run recorded `running` while the run lock is free belongs to a dead daemon: mark it interrupted."""

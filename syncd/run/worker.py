@@ -4,7 +4,9 @@ It owns its thread, a one-slot hand-over queue and, from hand-over to the end, t
 RunLock. The control loop hands a job only when the RunState is idle, so the queue never
 holds more than one; after each run (recorded finished) the worker gives the run lock back,
 ends the RunState and wakes the control loop through `on_done`. While idle it calls `on_idle`
-every `idle_every_s` (housekeeping that may wait on the database, kept off the control loop).
+every `idle_every_s` (housekeeping that may wait on the database, kept off the control loop),
+handing it `job_waiting`: long housekeeping (compacting closed years) stops between steps when
+a job has come.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from ..logs import Event, get_logger
 from ..record import RunRecord
 
 RunJob = Callable[[RunRecord, RunState, RunLock], RunRecord]
+Housekeeping = Callable[[Callable[[], bool]], None]  # called with `job_waiting`
 
 
 class Worker:
     def __init__(self, run_job: RunJob, state: RunState, on_done: Callable[[], None],
-                 on_idle: Callable[[], None] | None = None, idle_every_s: float | None = None) -> None:
+                 on_idle: Housekeeping | None = None, idle_every_s: float | None = None) -> None:
         self._run_job = run_job
         self._state = state
         self._on_done = on_done
@@ -48,6 +51,10 @@ class Worker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def job_waiting(self) -> bool:
+        """A job has been handed over and waits for the housekeeping to end."""
+        return not self._jobs.empty()
+
     def _next(self) -> tuple[RunRecord, RunLock] | None:
         """The next job (None: stop), doing the idle housekeeping while none comes."""
         while True:
@@ -60,7 +67,7 @@ class Worker:
         if self._on_idle is None:
             return
         try:
-            self._on_idle()
+            self._on_idle(self.job_waiting)
         except Exception as exc:  # housekeeping must never end the one worker thread
             get_logger().warning(Event.IDLE_HOUSEKEEPING_FAILED, error=str(exc))
 

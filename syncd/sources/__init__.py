@@ -7,12 +7,12 @@ this package) works without the optional extras installed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .base import DayFailure, Row, Source, SourceError, SourceUnavailable, require_extra
 
 if TYPE_CHECKING:
-    from ..config import SourceConfig
+    from ..config import SourceConfig, SourceName
 
 
 # The library each remote source runs (checked installed without importing it), and the extra that brings it.
@@ -39,8 +39,21 @@ def _check_one(config: SourceConfig, environ: Mapping[str, str]) -> None:
         token_of(config.tushare, environ)
 
 
-def load_source(config: SourceConfig) -> Source:
-    """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing."""
+def check_against(config: SourceConfig, against: SourceName | Literal[""], environ: Mapping[str, str]) -> None:
+    """`check_source` for the source named by verify.against (built from its own [source.NAME] table)."""
+    if not against:
+        return
+    try:
+        check_source(config.of(against), environ)
+    except SourceUnavailable as exc:
+        raise SourceUnavailable(f"verify.against: {exc}") from None
+
+
+def load_source(config: SourceConfig, *, reference: bool = False) -> Source:
+    """Build the configured source; raise SourceUnavailable with the pip command if its extra is missing.
+
+    `reference`: built as a reconciliation's other opinion (reference.py): the remote sources then ask
+    for bars (and factors) only, never for listings or optional datasets."""
     match config.name:
         case "demo":
             from .demo import DemoSource
@@ -53,16 +66,16 @@ def load_source(config: SourceConfig) -> Source:
         case "akshare":
             from .akshare import AkshareSource
 
-            return AkshareSource(config.akshare)
+            return AkshareSource(config.akshare, reference=reference)
         case "baostock":
             from .baostock import BaostockSource
 
-            return BaostockSource(config.baostock)
+            return BaostockSource(config.baostock, reference=reference)
         case "tushare":
             from .tushare import TushareSource
 
-            return TushareSource(config.tushare)
+            return TushareSource(config.tushare, reference=reference)
     raise SourceUnavailable(f"unknown source {config.name!r}")
 
 
-__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "check_source", "load_source"]
+__all__ = ["DayFailure", "Row", "Source", "SourceError", "SourceUnavailable", "check_against", "check_source", "load_source"]

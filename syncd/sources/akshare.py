@@ -20,6 +20,9 @@ delisted lists, with listing and delisting dates) is fetched fresh by `stock_lis
 most an hour old otherwise. Requests are paced by one `Upstream` (polite defaults: one
 request a second with jitter, one thread, a pause after ban-like answers), each stock
 retried on its own; a stock that still fails is a StockFailure and its neighbours keep their rows.
+
+As a reconciliation's reference (`reference=True`, reference.py) it plans by_stock always and
+asks no lists: the given codes only, `stock_zh_a_hist` and the factors for each (`reference_plan`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from .base import (
     DayFailure,
     DayStream,
     Plan,
+    ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     StockBars,
     StockFailure,
@@ -124,14 +129,15 @@ def listings_from(which: str, rows: Sequence[Sequence[Any]]) -> list[Listing]:
             for code, name, listed, delisted in rows if str(code).isdigit()]
 
 
-class AkshareSource:
+class AkshareSource(Source):
     """Daily bars from akshare; see the module docstring for the plans, calls and failures."""
 
     name = "akshare"
 
-    def __init__(self, config: AkshareConfig, *, now: Any = None, **timing: Any) -> None:
+    def __init__(self, config: AkshareConfig, *, now: Any = None, reference: bool = False, **timing: Any) -> None:
         require_extra("akshare")
         self._config = config
+        self._reference = reference  # a reconciliation's other opinion: the given stocks, no lists
         self._now = now or shanghai_now
         self._closing = threading.Event()
         politeness = Politeness(requests_per_second=config.requests_per_second, jitter=config.jitter,
@@ -150,7 +156,19 @@ class AkshareSource:
 
     # --- the fetch interface ----------------------------------------------------------------
     def plan(self, days: Sequence[dt.date]) -> Plan:
+        if self._reference:
+            return "by_stock"
         return "by_day" if self._snapshot_refusal(list(days)) is None else "by_stock"
+
+    @classmethod
+    def reference_plan(cls, config: AkshareConfig, days: int, stocks: int) -> ReferencePlan:
+        each = 2 if config.factors else 1
+        calls = "stock_zh_a_hist and its hfq factors" if config.factors else "stock_zh_a_hist"
+        return ReferencePlan("by_stock", each * stocks, f"{each} request(s) a stock ({calls}) for {stocks} stocks, at most")
+
+    @property
+    def requests_made(self) -> int:
+        return self._upstream.calls
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
@@ -175,7 +193,7 @@ class AkshareSource:
                      codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
         stop = self._stopper(should_stop)
         try:
-            listings = self._all_listings(stop)
+            listings = [] if self._reference and codes is not None else self._all_listings(stop)
         except CallCancelled:
             return
         wanted = ([item.code for item in listings if item.trades_within(first, last)] if codes is None

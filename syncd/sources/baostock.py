@@ -17,6 +17,11 @@ so every run, and every retry after an error, logs in afresh.
 - by_stock (older baostock): each stock listed within the range once, for the whole range.
 
 Suspended days (tradestatus 0) and records without prices have no row; empty fields are NULL.
+
+As a reconciliation's reference (`reference=True`, reference.py) it asks no listings: by_day
+takes the whole-market answer as it is (one query a day), by_stock asks the given codes (one
+a stock); each session adds a login and a logout message (`reference_plan`). It knows the
+Shanghai and Shenzhen A-shares only (`REFERENCE_COVERAGE`).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from .base import (
     DayFailure,
     DayStream,
     Plan,
+    ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     StockBars,
     StockFailure,
@@ -54,6 +61,7 @@ UNPUBLISHED_PROBE = 20    # stocks asked with no bar at all: the day is not publ
 SESSION_IDLE_S = 60.0     # a session idle this long is ended before the next call (a fresh login)
 LISTING_MAX_AGE_S = 3600.0
 _A_SHARE = re.compile(r"(?:sh\.6[08]|sz\.(?:00|30))\d{4}")  # no indexes, B-shares, funds; no Beijing
+REFERENCE_COVERAGE = "^(6[08]|00|30)[0-9]{4}$"  # the plain codes _A_SHARE admits (a reconciliation compares only these)
 
 Record = dict[str, str]
 
@@ -104,14 +112,17 @@ def has_market_daily() -> bool:
     return version >= (0, 9, 3)
 
 
-class BaostockSource:
+class BaostockSource(Source):
     """Daily bars from baostock; see the module docstring for the plans, the session and failures."""
 
     name = "baostock"
 
-    def __init__(self, config: BaostockConfig, *, market_daily: bool | None = None, **timing: Any) -> None:
+    def __init__(self, config: BaostockConfig, *, market_daily: bool | None = None, reference: bool = False,
+                 **timing: Any) -> None:
         require_extra("baostock")
         self._config = config
+        self._reference = reference  # a reconciliation's other opinion: bars only, no listings
+        self._sessions = 0  # logins and logouts sent (each a message to the server, like a query)
         self.market_daily = config.market_daily and (has_market_daily() if market_daily is None else market_daily)
         self._closing = threading.Event()
         self._log = get_logger(source=self.name)
@@ -129,6 +140,18 @@ class BaostockSource:
     # --- the fetch interface ----------------------------------------------------------------
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day" if self.market_daily else "by_stock"
+
+    @classmethod
+    def reference_plan(cls, config: BaostockConfig, days: int, stocks: int) -> ReferencePlan:
+        if config.market_daily and has_market_daily():
+            return ReferencePlan("by_day", days + 2, f"1 query a day for {days} days, a login and a logout",
+                                 REFERENCE_COVERAGE)
+        return ReferencePlan("by_stock", stocks + 2, f"1 query a stock for {stocks} stocks, a login and a logout",
+                             REFERENCE_COVERAGE)
+
+    @property
+    def requests_made(self) -> int:
+        return self._upstream.calls + self._sessions
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
@@ -177,6 +200,8 @@ class BaostockSource:
 
     # --- plans ------------------------------------------------------------------------------
     def _market_day(self, day: dt.date, stop: ShouldStop) -> DayBatch | DayFailure:
+        if self._reference:
+            return self._market_day_as_is(day, stop)
         listings = self._all_listings(stop)
         listed = {item.code for item in listings if item.listed_on(day)}
         rows: dict[str, Row] = {}
@@ -192,6 +217,12 @@ class BaostockSource:
         self._log.info(Event.SOURCE_FALLBACK, date=day.isoformat(), answered=len(answered), listed=len(listed),
                        asking=len(absent))
         return self._by_stock_day(day, absent, rows, len(listed), stop)
+
+    def _market_day_as_is(self, day: dt.date, stop: ShouldStop) -> DayBatch | DayFailure:
+        """The whole-market answer alone (a reconciliation compares what it says, absences included)."""
+        rows = [item[1] for record in records(self._query(MARKET_DAILY, day.isoformat(), stop=stop))
+                if day_of(record.get("date")) == day and (item := bar(record)) is not None]
+        return DayBatch(rows=rows) if rows else DayFailure(f"baostock has no bars for {day} (its whole-market answer was empty)")
 
     def _by_stock_day(self, day: dt.date, codes: list[str], rows: dict[str, Row], listed: int,
                       stop: ShouldStop) -> DayBatch | DayFailure:
@@ -243,6 +274,8 @@ class BaostockSource:
         def once() -> tuple[list[str], list[list[str]]]:
             if self._process.alive and self._process.idle_s > SESSION_IDLE_S:
                 self._process.discard()
+            if not self._process.alive:
+                self._sessions += 1  # the new process logs in first
             try:
                 return self._process.call("query", method, args, kwargs, deadline_s=self._config.call_deadline_s,
                                           what=what, should_stop=stop)
@@ -255,6 +288,7 @@ class BaostockSource:
     def _end_session(self) -> None:
         if not self._process.alive:
             return
+        self._sessions += 1
         try:
             self._process.call("logout", deadline_s=5.0, what="baostock logout")
         except (UpstreamFailure, CallCancelled):

@@ -22,7 +22,11 @@ Two fetch plans, chosen by the source for each run (`plan(days)`):
 
 run/syncer.py only ever asks for days that a calendar confirmed as trading (calendar.py): a weekday
 past the packaged holiday calendar that neither the source's own calendar (`trading_days`) nor
-its `confirms_trading_day` covers is never fetched. A source that answers with a dateless
+its `confirms_trading_day` covers is never fetched.
+
+Capabilities are declared on `Source` with defaults (`fetches_in_child`, `reads_ahead`,
+`confirms_trading_day`, `attach_request_counter`, `warm_up`), so every source has them and a
+caller never probes for one. A source that answers with a dateless
 whole-market snapshot must still refuse a day whose session has not closed (`session_closed`)
 and a day other than the snapshot's own (a DayFailure saying why).
 
@@ -40,7 +44,7 @@ import importlib.util
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Literal, Protocol
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")  # the exchanges' clock
@@ -58,6 +62,17 @@ COLUMNS = ("code", "open", "high", "low", "close", "pre_close", "volume", "amoun
 ROW_FIELDS = (*COLUMNS, "adj_factor")  # a Row's fields; COLUMNS stays the csv header
 
 Plan = Literal["by_day", "by_stock"]
+
+
+@dataclass(frozen=True)
+class ReferencePlan:
+    """What reconciling stored days against a source costs, known before anything is fetched
+    (reference.py; each source class answers `reference_plan(config, days, stocks)` from its config)."""
+
+    by: Plan                     # by_day: one answer a day; by_stock: one a stock for the whole range
+    requests: int                # what the source will send (its own retries of a failed request not counted)
+    cost: str                    # how they add up, in words for the operator
+    coverage: str | None = None  # a regular expression of the codes the source knows (None: every A-share)
 
 
 class SourceError(Exception):
@@ -140,69 +155,81 @@ DayStream = Generator[tuple[dt.date, "DayBatch | DayFailure"], None, None]
 DayRows = list[Row] | EncodedRows
 
 
-class PlannedSource(Protocol):
-    """What run/syncer.py needs from a source (see the module docstring)."""
+RequestCounter = Callable[[str], None]  # count(outcome): one upstream request ("ok", "timeout", "error", ...)
 
-    name: str
+
+class Source:
+    """The base of every source (see the module docstring): what run/syncer.py and the daemon ask of one.
+
+    A subclass implements what its plan needs (`fetch_days` for by_day, `fetch_stocks` for by_stock)
+    and overrides the capabilities it has; the defaults here are a by_day source's that knows no
+    listing counts, no calendar and no names, makes no counted request and needs no warm-up."""
+
+    name: str = "source"
+    # The daemon runs this source's fetch_days in its fetch process (sources/fetchproc.py), not in the worker.
+    fetches_in_child: bool = False
+    # fetch_days already works ahead of its consumer (the fetch process): the by_day plan adds no read-ahead thread.
+    reads_ahead: bool = False
+
+    # What one reconciled day costs a source with no upstream (a file, a generated day); see reference_plan.
+    reference_unit = "one day read"
+
+    @classmethod
+    def reference_plan(cls, config: Any, days: int, stocks: int) -> ReferencePlan:
+        """The requests a reconciliation of `days` days and `stocks` stocks costs, from the source's config
+        (sources/reference.py): by default one answer a day, counted as one request each (nothing goes upstream)."""
+        return ReferencePlan("by_day", days, f"{cls.reference_unit} a day, no upstream, for {days} days")
 
     def plan(self, days: Sequence[dt.date]) -> Plan:
         """How this run's trading days are best fetched."""
-        ...
+        return "by_day"
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         """by_day: yield (day, batch-or-failure) for each day in `days`, in order, each exactly once."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} fetches by stock only (its plan is never by_day)")
 
     def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
                      codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
         """by_stock: one request per stock listed within [first, last] (or per code of `codes`), each once."""
-        ...
-
-    def listed_on(self, day: dt.date) -> int | None:
-        """How many stocks were listed on `day`, by the source's own list (None where it cannot say)."""
-        ...
-
-    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
-        """The exchange's open days in [start, end] if this source knows them authoritatively, else None."""
-        ...
-
-    def stock_list(self) -> list[StockInfo] | None:
-        """All A-share stocks with names if the source knows them (fresh for each run), else None."""
-        ...
-
-    def close(self) -> None:
-        ...
-
-
-Source = PlannedSource
-
-
-class DaySource:
-    """Defaults for a by_day source (demo, csv): it plans by_day, never by_stock, and cannot say who was listed."""
-
-    def plan(self, days: Sequence[dt.date]) -> Plan:
-        return "by_day"
-
-    def fetch_stocks(self, first: dt.date, last: dt.date, should_stop: ShouldStop,
-                     codes: Sequence[str] | None = None) -> Iterator[StockBars | StockFailure]:
         raise NotImplementedError(f"{type(self).__name__} fetches by day only (its plan is always by_day)")
 
     def listed_on(self, day: dt.date) -> int | None:
+        """How many stocks were listed on `day`, by the source's own list (None where it cannot say)."""
         return None
 
+    def trading_days(self, start: dt.date, end: dt.date) -> list[dt.date] | None:
+        """The exchange's open days in [start, end] if this source knows them authoritatively, else None."""
+        return None
 
-def confirms_trading_day(source: object) -> Callable[[dt.date], bool] | None:
-    """The source's own word for a weekday past the packaged calendar's horizon, if it has one.
+    def confirms_trading_day(self, day: dt.date) -> bool:
+        """The source's own word for a weekday past the packaged calendar's horizon: True when the source
+        itself vouches that `day` traded where no calendar covers it (the demo for its synthetic weekdays,
+        csv for a day whose file exists). It must be quick (the control loop asks it) and never touch the
+        network; a source with a calendar of its own answers through `trading_days` instead."""
+        return False
 
-    Optional on a source: `confirms_trading_day(day) -> bool`, True when the source itself vouches
-    that `day` traded where no calendar covers it: the demo for its synthetic weekdays, csv for a
-    day whose file exists. It must be quick (the control loop asks it) and never touch the network;
-    a source with a calendar of its own answers through `trading_days` instead."""
-    confirms = getattr(source, "confirms_trading_day", None)
-    return confirms if callable(confirms) else None
+    def stock_list(self) -> list[StockInfo] | None:
+        """All A-share stocks with names if the source knows them (fresh for each run), else None."""
+        return None
+
+    @property
+    def requests_made(self) -> int | None:
+        """Upstream requests made so far, where the source counts them (None: it makes none; a reconciliation
+        then counts one a day answered, sources/reference.py)."""
+        return None
+
+    def attach_request_counter(self, count: RequestCounter) -> None:
+        """The metrics' counter of upstream requests (syncd_source_requests_total), handed over once; a source
+        that makes upstream requests calls `count(outcome)` for each."""
+
+    def warm_up(self) -> None:
+        """Prepare before the first fetch (the fetch process calls it as it starts, off the worker's clock)."""
+
+    def close(self) -> None:
+        """Release what the source holds (library processes, files)."""
 
 
-def listed_on(source: PlannedSource, day: dt.date) -> int | None:
+def listed_on(source: Source, day: dt.date) -> int | None:
     """The source's count of stocks listed on `day`; None when it cannot say (or its list failed)."""
     try:
         return source.listed_on(day)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..config import CsvConfig
-from .base import COLUMNS, DayBatch, DayFailure, DaySource, DayStream, Row, ShouldStop, StockInfo
+from .base import COLUMNS, DayBatch, DayFailure, DayStream, Row, ShouldStop, Source, StockInfo
 
 _INT_COLUMNS = {"volume"}
 
@@ -28,8 +28,9 @@ class CsvRowError(Exception):
     pass
 
 
-class CsvSource(DaySource):
+class CsvSource(Source):
     name = "csv"
+    reference_unit = "one file"
 
     def __init__(self, config: CsvConfig) -> None:
         self.root = Path(config.path)

@@ -37,11 +37,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import chinese_calendar
-
 from ..calendar import TradingCalendar
 from ..config import DemoConfig
-from .base import DayBatch, DayFailure, DaySource, DayStream, EncodedRows, Row, ShouldStop, StockInfo
+from .base import DayBatch, DayFailure, DayStream, EncodedRows, Row, ShouldStop, Source, StockInfo
+from .democalendar import previous_trading_day
 
 _BOARDS = (("600", "sh", 0.30), ("601", "sh", 0.08), ("603", "sh", 0.10), ("688", "sh", 0.10),
            ("000", "sz", 0.10), ("002", "sz", 0.17), ("300", "sz", 0.15))
@@ -64,8 +63,9 @@ def demo_codes(count: int) -> list[str]:
     return sorted(codes[:count])
 
 
-class DemoSource(DaySource):
+class DemoSource(Source):
     name = "demo"
+    reference_unit = "one generated day"
     fetches_in_child = True  # the daemon runs fetch_days in its fetch process (fetchproc.py)
 
     def __init__(self, config: DemoConfig) -> None:
@@ -164,17 +164,3 @@ def _wait(seconds: float, should_stop: ShouldStop) -> bool:
             return True
         time.sleep(min(left, 0.05))
     return should_stop()
-
-
-def is_open(day: dt.date) -> bool:
-    """The demo's trading days: TradingCalendar(confirms=DemoSource.confirms_trading_day).is_trading_day, in the
-    few operations it comes to (a weekday outside chinese_calendar's holidays: within its horizon they are its
-    closures, past it the demo trades every weekday). Building the price waves asks it ~15,000 times."""
-    return day.weekday() < 5 and day not in chinese_calendar.holidays
-
-
-def previous_trading_day(day: dt.date) -> dt.date:
-    day -= dt.timedelta(days=1)
-    while not is_open(day):
-        day -= dt.timedelta(days=1)
-    return day

@@ -1,7 +1,8 @@
 """The demo market's numbers: every stock's bars of a day, column by column, with numpy.
 
 demo.py owns the demo source (its codes, stock list, calendar and faults, and the rules its
-docstring states); this module owns how its numbers are made, and is imported only where
+docstring states) and imports this module, never the other way round (the trading days both
+need are democalendar.py's); this module owns how its numbers are made, and is imported only where
 days are generated (the fetch process, tests), so a daemon whose fetches run in a child
 never loads numpy for them. Every day comes from PCG64 streams seeded by (seed, date,
 purpose), so it is the same whatever range or order days are asked in, on every machine.
@@ -18,7 +19,7 @@ import numpy as np
 from ..calendar import calendar_days
 from . import copypayload
 from .base import EncodedRows, Row
-from .demo import is_open, previous_trading_day
+from .democalendar import is_open, previous_trading_day
 
 _PERIOD = 120  # days of the slow price wave: a triangle between 0.75x and 1.25x a stock's base price
 _WAVE = np.array([1.0 + 0.25 * ((k - 30) if k < 60 else (90 - k)) / 30 for k in range(_PERIOD)])

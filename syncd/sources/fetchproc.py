@@ -11,30 +11,22 @@ Ownership (the issue's rules for anything moved out of the worker thread):
 - `FetchProcess` belongs to the worker: only the worker thread starts, uses and stops it
   (Syncer), and it is started again, on the next fetch, when it has died;
 - it dies with the daemon: the kernel sends it SIGKILL when the thread that started it ends
-  (PR_SET_PDEATHSIG), and it exits when its command pipe closes;
+  (PR_SET_PDEATHSIG), and it exits when its command pipe closes (childproc.py, the runner it
+  shares with the library processes);
 - it never writes anything on its own: it has no DSN, no socket, only its two pipes. It
   builds the source from the daemon's [source] config and answers `fetch_days` requests.
 
-Wire, both ways: 4-byte big-endian length, then a msgpack array. Worker to child: the
-source config (first, JSON), then ["fetch", [ordinal...]], ["stop"] (a cancel: the source's
-`should_stop` turns true), ["exit"]. Child to worker: ["ready"], ["day", ordinal, count,
-suspects | None, expected, missing] followed by the payload as a frame of its own (length,
-bytes: written from and read into one buffer each, never copied in between), ["rows",
-ordinal, rows, expected, missing],
-["failure", ordinal, error], ["count", outcome] (the source's request counter), ["error",
-type name, message] (the fetch raised), ["end"].
+Messages (childproc.py's wire). Worker to child: ["config", source config as JSON] (first),
+then ["fetch", [ordinal...]], ["stop"] (a cancel: the source's `should_stop` turns true),
+["exit"]. Child to worker: ["ready"], ["day", ordinal, count, suspects | None, expected,
+missing] with the day's COPY payload as its payload frame, ["rows", ordinal, rows, expected,
+missing], ["failure", ordinal, error], ["count", outcome] (the source's request counter),
+["error", type name, message] (the fetch raised), ["end"].
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import fcntl
-import os
-import select
-import signal
-import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,13 +35,9 @@ from typing import Any
 import msgspec
 
 from ..config import SourceConfig
-from .base import DayBatch, DayFailure, DayStream, EncodedRows, SourceError
+from .base import DayBatch, DayFailure, DayStream, EncodedRows, Source, SourceError
+from .childproc import ChildGone, ChildProcess, Message, ParentLink
 
-_LENGTH = struct.Struct(">I")
-_PIPE_BYTES = 1 << 20         # a whole day's payload fits: the child starts on the next day at once
-_F_SETPIPE_SZ = 1031
-_PR_SET_PDEATHSIG = 1
-POLL_S = 0.05                 # how often a worker waiting for a day looks at its cancel flag
 STOP_DRAIN_S = 10.0           # after a stop, how long the child may take to end its stream before it is killed
 START_TIMEOUT_S = 60.0        # importing the source's libraries and warming it up
 
@@ -77,7 +65,8 @@ class FetchProcess:
         self._config = msgspec.json.encode(config)
         self.name = config.name  # the source's, for its request counter's label
         self._on_event = on_event or (lambda event, **fields: None)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child = ChildProcess("syncd.sources.fetchproc")
+        self._started = False
         self._count: Callable[[str], None] | None = None
 
     def attach_request_counter(self, count: Callable[[str], None]) -> None:
@@ -87,53 +76,35 @@ class FetchProcess:
     # --- lifetime (worker thread only) -------------------------------------------------------
     def start(self) -> None:
         """Start the child (no-op while one runs); it warms the source up meanwhile."""
-        if self._proc is not None and self._proc.poll() is None:
+        if self._child.alive:
             return
-        if self._proc is not None:
-            self._on_event("fetch_process_exited", code=self._proc.returncode)
-        self._proc = subprocess.Popen([sys.executable, "-m", "syncd.sources.fetchproc", str(os.getpid())], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, bufsize=0, close_fds=True)
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            try:
-                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-            except OSError:
-                pass  # a smaller pipe still works: the child waits for the worker sooner
-        self._send(self._config)
-        self._on_event("fetch_process_started", pid=self._proc.pid)
+        if self._started:
+            self._on_event("fetch_process_exited", code=self._child.kill())
+        pid = self._child.start()
+        self._started = True
+        self._send(["config", self._config])
+        self._on_event("fetch_process_started", pid=pid)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        return self._child.pid if self._child.alive else None
 
     def close(self) -> None:
         """Ask the child to exit; kill it if it does not within a second."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.poll() is None:
-                self._write(proc, msgspec.msgpack.encode(["exit"]))
-                proc.wait(1.0)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+        self._child.close(["exit"])
+        self._started = False
 
     # --- the fetch ----------------------------------------------------------------------------
     def fetch_days(self, days: Sequence[dt.date], should_stop: Callable[[], bool]) -> DayStream:
         """The source's fetch_days, run in the child; a cancel (`should_stop`) is passed on to it."""
         self.start()
-        self._send(msgspec.msgpack.encode(["fetch", [d.toordinal() for d in days]]))
+        self._send(["fetch", [d.toordinal() for d in days]])
         ended = stopped = False
         try:
             while True:
                 message = self._receive(should_stop if not stopped else _never)
                 if message is None:  # cancelled while waiting: the child is told, its stream drained below
-                    self._send(msgspec.msgpack.encode(["stop"]))
+                    self._send(["stop"])
                     stopped = True
                     continue
                 kind = message[0]
@@ -156,12 +127,15 @@ class FetchProcess:
 
     def _abandon(self, stopped: bool) -> None:
         """The consumer left mid-stream (a cancel, a failed write, an error): end the child's stream, or the child."""
+        if not self._child.alive:
+            self.close()
+            return
         try:
             if not stopped:
-                self._send(msgspec.msgpack.encode(["stop"]))
+                self._send(["stop"])
             if self._drain():
                 return
-        except (OSError, FetchProcessError):
+        except FetchProcessError:
             pass
         self.close()
 
@@ -174,41 +148,23 @@ class FetchProcess:
                 return True
         return False
 
-    # --- the wire ------------------------------------------------------------------------------
-    def _send(self, body: bytes) -> None:
-        assert self._proc is not None
+    def _send(self, message: Message) -> None:
         try:
-            self._write(self._proc, body)
-        except OSError as exc:
-            raise self._died(f"cannot send to it ({exc})") from None
+            self._child.send(message)
+        except ChildGone as exc:
+            raise self._died(str(exc)) from None
 
-    @staticmethod
-    def _write(proc: subprocess.Popen[bytes], body: bytes) -> None:
-        assert proc.stdin is not None
-        _write_all(proc.stdin.fileno(), _LENGTH.pack(len(body)) + body)
-
-    def _receive(self, give_up: Callable[[], bool]) -> list[Any] | None:
-        """The next message; None when `give_up()` turned true while none was coming."""
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()  # unbuffered: what select() sees is all there is
-        while not select.select([fd], [], [], POLL_S)[0]:
-            if give_up():
-                return None
-        message = _read_message(fd)
-        if message is None:
-            raise self._died("it closed its pipe")
-        return message
+    def _receive(self, give_up: Callable[[], bool]) -> Message | None:
+        try:
+            return self._child.receive(give_up)
+        except ChildGone as exc:
+            raise self._died(str(exc)) from None
 
     def _died(self, what: str) -> FetchProcessError:
-        proc, code = self._proc, None
-        if proc is not None:
-            try:
-                code = proc.wait(1.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-        self.close()
-        self._on_event("fetch_process_exited", code=code)
+        code = self._child.close(grace_s=1.0)
+        if self._started:  # once per child: a stream abandoned after its child died finds none
+            self._on_event("fetch_process_exited", code=code)
+        self._started = False
         return FetchProcessError(f"the fetch process failed: {what} (exit code {code}); the next fetch starts a new one")
 
 
@@ -233,48 +189,35 @@ def _batch(message: list[Any]) -> tuple[dt.date, DayBatch | DayFailure]:
 # --- the child ---------------------------------------------------------------------------------
 
 class _Child:
-    """The child's side: one source, requests from stdin, answers on a private copy of stdout."""
+    """The child's side: one source, requests from the worker, answers to it (a ParentLink)."""
 
-    def __init__(self, commands: int, answers: int) -> None:
-        self.commands, self.answers = commands, answers
+    def __init__(self, link: ParentLink) -> None:
+        self.link = link
         self.stopped = False
         self.exit = False
 
-    def read_raw(self) -> bytes | None:
-        head = _read_exactly(self.commands, _LENGTH.size)
-        return None if head is None else _read_exactly(self.commands, _LENGTH.unpack(head)[0])
-
-    def read(self) -> list[Any] | None:
-        body = self.read_raw()
-        return None if body is None else msgspec.msgpack.decode(body)
-
-    def send(self, message: list[Any], payload: bytes | bytearray | None = None) -> None:
-        """One message; a day's `payload` follows it as a frame of its own (never copied into the message)."""
-        body = msgspec.msgpack.encode(message)
-        frames: list[bytes | bytearray | memoryview] = [_LENGTH.pack(len(body)), body]
-        if payload is not None:
-            frames += [_LENGTH.pack(len(payload)), payload]
-        _write_frames(self.answers, frames)
+    def send(self, message: Message, payload: bytes | bytearray | None = None) -> None:
+        self.link.send(message, payload)
 
     def should_stop(self) -> bool:
         """The source's `should_stop`: true once the worker sent ["stop"] (or went away)."""
-        while not self.stopped and select.select([self.commands], [], [], 0)[0]:
-            message = self.read()
+        while not self.stopped and self.link.pending():
+            message = self.link.read()
             if message is None or message[0] in ("stop", "exit"):
                 self.stopped = True
                 self.exit = message is None or message[0] == "exit"
         return self.stopped
 
-    def serve(self, source: Any) -> None:
+    def serve(self, source: Source) -> None:
         self.send(["ready"])
-        while not self.exit and (message := self.read()) is not None:
+        while not self.exit and (message := self.link.read()) is not None:
             if message[0] == "exit":
                 return
             if message[0] == "fetch":
                 self.stopped = False
                 self._fetch(source, [dt.date.fromordinal(o) for o in message[1]])
 
-    def _fetch(self, source: Any, days: list[dt.date]) -> None:
+    def _fetch(self, source: Source, days: list[dt.date]) -> None:
         try:
             for day, result in source.fetch_days(days, self.should_stop):
                 payload = result.rows.payload if isinstance(result, DayBatch) and isinstance(result.rows, EncodedRows) else None
@@ -296,87 +239,18 @@ def _encode(day: dt.date, result: DayBatch | DayFailure) -> list[Any]:
     return ["rows", day.toordinal(), [list(row) for row in result.rows], result.expected, missing]
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    _write_frames(fd, [data])
-
-
-def _write_frames(fd: int, frames: list[bytes | bytearray | memoryview]) -> None:
-    views = [memoryview(frame) for frame in frames if len(frame)]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
-
-
-def _read_message(fd: int) -> list[Any] | None:
-    """A message, and for a ["day", ...] its payload frame appended (read straight into one buffer)."""
-    head = _read_exactly(fd, _LENGTH.size)
-    body = None if head is None else _read_exactly(fd, _LENGTH.unpack(head)[0])
-    if body is None:
-        return None
-    message: list[Any] = msgspec.msgpack.decode(body)
-    if message[0] == "day":
-        size = _read_exactly(fd, _LENGTH.size)
-        payload = None if size is None else _read_into(fd, bytearray(_LENGTH.unpack(size)[0]))
-        if payload is None:
-            return None
-        message.append(payload)
-    return message
-
-
-def _read_into(fd: int, buffer: bytearray) -> bytearray | None:
-    view, done = memoryview(buffer), 0
-    while done < len(buffer):
-        got = os.readv(fd, [view[done:]])
-        if not got:
-            return None
-        done += got
-    return buffer
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the thread that started us ends (Linux); and if it is already gone, go now."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the closed command pipe still ends us
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def main(argv: list[str]) -> int:
-    _die_with_parent(int(argv[0]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the daemon's to handle; it closes us
-    answers = os.dup(1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the answers
-    child = _Child(sys.stdin.fileno(), answers)
-    raw = child.read_raw()
-    if raw is None:
+    # The worker thread that starts us lives as long as the daemon: die with it (childproc.py).
+    link = ParentLink.attach(argv, prints_to_stderr=True, die_with_thread=True)
+    child = _Child(link)
+    first = link.read()
+    if first is None or first[0] != "config":
         return 0
-    config = msgspec.json.decode(raw, type=SourceConfig)
     from . import load_source
 
-    source = load_source(config)
-    attach = getattr(source, "attach_request_counter", None)
-    if callable(attach):
-        attach(lambda outcome: child.send(["count", outcome]))
-    warm_up = getattr(source, "warm_up", None)
-    if callable(warm_up):
-        warm_up()
+    source = load_source(msgspec.json.decode(first[1], type=SourceConfig))
+    source.attach_request_counter(lambda outcome: child.send(["count", outcome]))
+    source.warm_up()
     try:
         child.serve(source)
     finally:

@@ -10,34 +10,28 @@ child is replaced on the next call (a new process: a fresh library session).
 
 The child never sees the database: its environment lacks the SYNCD_* and PG* variables (the
 DSN, a Tushare token: what a call needs travels in the call) and it imports no driver. It
-exits when its parent dies. This module knows nothing about bars or sources.
+exits when its parent dies. Starting, the wire and ending are childproc.py's (the runner the
+fetch process uses too). Messages: ["setup", module, options] first, then ["call", function,
+[args]]; each answered ["ok", value] or ["error", kind, message]. This module knows nothing
+about bars or sources.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from .base import SourceError
+from .childproc import ChildGone, ChildProcess
 
-POLL_S = 0.1  # how often a waiting call looks at its cancel flag
-KILL_WAIT_S = 5.0
 # What a failed call can be: "banned" (HTTP 403/456/429 or an empty body: slow down),
 # "network" (refused, reset, timed out inside), "closed" (the server closed the connection),
 # "rejected" (bad token, no permission: retrying cannot help), "rate_limited" (a per-minute
 # quota: wait and retry), "bad_answer" (an answer the library could not parse), "unavailable"
 # (the library cannot be imported or set up), "error" (anything else).
 FAILURE_KINDS = ("banned", "network", "closed", "rejected", "rate_limited", "bad_answer", "unavailable", "error")
-_SECRET_ENV_PREFIXES = ("SYNCD_", "PG")
-_SECRET_ENV = {"DATABASE_URL"}
 
 
 class UpstreamFailure(SourceError):
@@ -59,17 +53,6 @@ class CallCancelled(Exception):
     """The run was cancelled while a call was waiting; the child was killed."""
 
 
-def child_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The parent's environment without what could reach the database or a token, plus syncd's path."""
-    source = dict(os.environ if environ is None else environ)
-    env = {key: value for key, value in source.items()
-           if not key.startswith(_SECRET_ENV_PREFIXES) and key not in _SECRET_ENV}
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, source.get("PYTHONPATH", "")]))
-    env["TQDM_DISABLE"] = "1"  # akshare draws progress bars on stderr: the daemon's log
-    return env
-
-
 class LibraryProcess:
     """One child process running `module`'s calls (see child.py); `call` is not reentrant."""
 
@@ -79,14 +62,13 @@ class LibraryProcess:
         self.label = label
         self.start_deadline_s = start_deadline_s
         self.starts = 0  # child processes started so far (each one a fresh library session)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._child = ChildProcess("syncd.sources.child")
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._child.alive
 
     @property
     def idle_s(self) -> float:
@@ -94,7 +76,7 @@ class LibraryProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid
 
     def call(self, function: str, *args: Any, deadline_s: float, what: str,
              should_stop: Callable[[], bool] | None = None) -> Any:
@@ -103,73 +85,54 @@ class LibraryProcess:
             try:
                 if not self.alive:
                     self._start(should_stop)
-                return self._exchange(("call", function, args), deadline_s, what, should_stop)
+                return self._exchange(["call", function, list(args)], deadline_s, what, should_stop)
             finally:
                 self._last_used = time.monotonic()
 
     def discard(self) -> None:
         """End the child now (safe from any thread); the next call starts a new one."""
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if process is not None and process.poll() is None:
-            process.kill()
-            try:
-                process.wait(KILL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if conn is not None:
-            conn.close()
+        self._child.kill()
 
     close = discard
 
     def _start(self, should_stop: Callable[[], bool] | None) -> None:
-        self.discard()
-        parent_end, child_end = socket.socketpair()
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "syncd.sources.child", str(child_end.fileno())],
-                pass_fds=(child_end.fileno(),), env=child_environment(), stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, close_fds=True)
-        finally:
-            child_end.close()
-        self._conn = Connection(parent_end.detach())
+        self._child.start()
         self.starts += 1
         try:
-            self._exchange(("setup", self.module, self.options), self.start_deadline_s,
+            self._exchange(["setup", self.module, self.options], self.start_deadline_s,
                            f"{self.label}: starting the library process", should_stop)
         except BaseException:
             self.discard()  # a child that could not set its library up serves no call
             raise
 
-    def _exchange(self, message: tuple[Any, ...], deadline_s: float, what: str,
+    def _exchange(self, message: list[Any], deadline_s: float, what: str,
                   should_stop: Callable[[], bool] | None) -> Any:
-        conn = self._conn
-        assert conn is not None
         deadline = time.monotonic() + deadline_s
         try:
-            conn.send(message)
-            while not conn.poll(min(POLL_S, max(0.0, deadline - time.monotonic()))):
-                if should_stop is not None and should_stop():
-                    self.discard()
-                    raise CallCancelled(f"{what}: cancelled while waiting for the answer")
-                if time.monotonic() >= deadline:
-                    self.discard()
-                    raise UpstreamTimeout(f"{what}: no answer within {deadline_s:g} s (stopped)")
-            reply = conn.recv()
-        except (EOFError, OSError) as exc:
-            code = self._process.poll() if self._process is not None else None
-            self.discard()
+            self._child.send(message)
+            reply = self._child.receive(should_stop or _never, deadline_s)
+        except ChildGone as exc:
+            code = self._child.kill()
             raise UpstreamFailure("error", f"{what}: the library process ended ({_exit_text(code, exc)})") from None
+        if reply is None:
+            self.discard()
+            if should_stop is not None and should_stop() and time.monotonic() < deadline:
+                raise CallCancelled(f"{what}: cancelled while waiting for the answer")
+            raise UpstreamTimeout(f"{what}: no answer within {deadline_s:g} s (stopped)")
         match reply:
-            case ("ok", value):
+            case ["ok", value]:
                 return value
-            case ("error", str(kind), str(text)):
+            case ["error", str(kind), str(text)]:
                 raise UpstreamFailure(kind, f"{what}: {text}")
         self.discard()
         raise UpstreamFailure("error", f"{what}: unreadable reply from the library process")
 
 
+def _never() -> bool:
+    return False
+
+
 def _exit_text(code: int | None, exc: BaseException) -> str:
     if code is None:
-        return type(exc).__name__
+        return str(exc)
     return f"killed by signal {-code}" if code < 0 else f"exit status {code}"

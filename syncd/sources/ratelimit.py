@@ -88,6 +88,7 @@ class Upstream:
         self._paused_until = -math.inf
         self._bans_in_a_row = 0
         self.bans = 0  # ban-like answers seen (for reports)
+        self.calls = 0  # requests sent, every attempt counted (a reconciliation reports what it cost)
 
     def ask(self, call: Callable[[], T], what: str, should_stop: Callable[[], bool]) -> T:
         """`call()` with pacing and retries; SourceError naming `what` once the tries are spent.
@@ -103,6 +104,8 @@ class Upstream:
             self.limiter.acquire()
             if should_stop():
                 raise CallCancelled(f"{what}: cancelled")
+            with self._lock:
+                self.calls += 1
             try:
                 value = call()
             except UpstreamFailure as exc:

@@ -12,6 +12,9 @@ that reason (SourceRejected); no permission for an optional dataset is logged on
 and its column falls back (adj_factor NULL, which the data layer derives from pre_close;
 turnover NULL); a per-minute quota pauses every request for a minute.
 
+As a reconciliation's reference (`reference=True`, reference.py) it asks only `daily` and
+`adj_factor` a day: no listings, no turnover (two requests a day, `reference_plan`).
+
 A thin client (tushare_calls.py: one POST) rather than the `tushare` package: the package
 keeps the token in a file in the home folder (`set_token` writes ~/tk.csv), pulls in pandas,
 lxml and more for what is one JSON request, and hides Tushare's error codes behind text
@@ -34,8 +37,10 @@ from .base import (
     DayFailure,
     DayStream,
     Plan,
+    ReferencePlan,
     Row,
     ShouldStop,
+    Source,
     SourceError,
     SourceRejected,
     SourceUnavailable,
@@ -99,13 +104,15 @@ def token_of(config: TushareConfig, environ: Mapping[str, str]) -> str:
     return token
 
 
-class TushareSource:
+class TushareSource(Source):
     """Daily bars from Tushare Pro; see the module docstring for the datasets and failures."""
 
     name = "tushare"
 
-    def __init__(self, config: TushareConfig, *, environ: dict[str, str] | None = None, **timing: Any) -> None:
+    def __init__(self, config: TushareConfig, *, environ: dict[str, str] | None = None, reference: bool = False,
+                 **timing: Any) -> None:
         require_extra("requests", "tushare")
+        self._reference = reference  # a reconciliation's other opinion: bars and factors only
         self._token = token_of(config, os.environ if environ is None else environ)
         self._config = config
         self._closing = threading.Event()
@@ -125,6 +132,14 @@ class TushareSource:
     # --- the fetch interface ----------------------------------------------------------------
     def plan(self, days: Sequence[dt.date]) -> Plan:
         return "by_day"
+
+    @classmethod
+    def reference_plan(cls, config: TushareConfig, days: int, stocks: int) -> ReferencePlan:
+        return ReferencePlan("by_day", 2 * days, f"2 requests a day (daily, adj_factor) for {days} days")
+
+    @property
+    def requests_made(self) -> int:
+        return self._upstream.calls
 
     def fetch_days(self, days: Sequence[dt.date], should_stop: ShouldStop) -> DayStream:
         stop = self._stopper(should_stop)
@@ -169,6 +184,8 @@ class TushareSource:
             return DayFailure(f"Tushare has no bars for {day} yet (daily is published after the close, "
                               "usually by 17:00)")
         factors = self._optional("adj_factor", params, "ts_code,adj_factor", "adj_factor", stop)
+        if self._reference:
+            return DayBatch(rows=daily_rows(daily, factors, {}))
         turnover = self._optional("daily_basic", params, "ts_code,turnover_rate", "turnover_rate", stop)
         rows = daily_rows(daily, factors, turnover)
         return DayBatch(rows=rows, expected=count_listed(self._all_listings(stop), day))

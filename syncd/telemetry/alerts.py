@@ -115,7 +115,7 @@ class Alerter:
         return "late" in self.config.on
 
     # --- raising (any thread; never waits) --------------------------------------------------
-    def run_ended(self, run: RunRecord) -> None:
+    def run_finished(self, run: RunRecord) -> None:
         if run.status in RUN_EVENTS:
             self._raise_for_run(run, run.status)
 

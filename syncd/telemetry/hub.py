@@ -13,8 +13,8 @@ Without `[metrics] listen` nothing is served and the poller does not poll; witho
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from ..calendar import TradingCalendar
 from ..config import Config
@@ -29,6 +29,15 @@ from .metrics import DaemonCollector, Metrics, MetricsServer
 from .observer import Observer
 from .poller import FreshnessPoller
 
+
+class CountsRequests(Protocol):
+    """A source (sources/base.py's Source) or the fetch process that runs one: named, and handed a counter."""
+
+    @property
+    def name(self) -> str: ...
+
+    def attach_request_counter(self, count: Callable[[str], None]) -> None: ...
+
 FACTS_REFRESH_S = 15.0  # how stale the database-derived gauges may get (a run's end refreshes them at once)
 
 
@@ -42,6 +51,8 @@ class Telemetry(Observer):
         self.poller: FreshnessPoller | None = None
         self.server: MetricsServer | None = None
         self._log = get_logger()
+        if config.verify.against:
+            self.metrics.reconcile_source(config.verify.against)
 
     # --- lifetimes ------------------------------------------------------------------------
     def bind(self) -> None:
@@ -78,11 +89,9 @@ class Telemetry(Observer):
         if server is not None:
             server.close()
 
-    def attach_source(self, source: Any) -> None:
-        """Hand the source its request counter, if it takes one (`attach_request_counter(count)`; metrics.py)."""
-        attach = getattr(source, "attach_request_counter", None)
-        if callable(attach):
-            attach(self.metrics.source_request_counter(str(getattr(source, "name", "unknown"))))
+    def attach_source(self, source: CountsRequests) -> None:
+        """Hand the source (or the fetch process that runs it) its request counter (metrics.py)."""
+        source.attach_request_counter(self.metrics.source_request_counter(source.name))
 
     def reporting(self, run_job: RunJob) -> RunJob:
         """`run_job` (the worker's), telling this observer of each run's end as recorded."""
@@ -107,15 +116,18 @@ class Telemetry(Observer):
         self.metrics.fallback_day(source)
 
     def run_finished(self, run: RunRecord) -> None:
-        self.metrics.run_ended(run.task_type, run.status)
+        self.metrics.run_finished(run.task_type, run.status)
         if self.alerter is not None:
-            self.alerter.run_ended(run)
+            self.alerter.run_finished(run)
         if self.poller is not None:
             self.poller.poke()
 
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        self.metrics.reconcile_finished(source, by_check)
+
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         for run in runs:
-            self.metrics.run_ended(run.task_type, "interrupted")
+            self.metrics.run_finished(run.task_type, "interrupted")
         if self.alerter is not None:
             self.alerter.runs_interrupted(runs)
         if self.poller is not None:

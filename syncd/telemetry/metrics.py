@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -46,6 +46,7 @@ KNOWN_TASK_TYPES = ("manual", "web_batch", "scheduler_daily", "scheduler_missing
 RUN_STATUSES = ("succeeded", "partial", "failed", "cancelled", "interrupted")
 DAY_STATUSES = ("success", "incomplete", "failed")
 FALLBACK_OUTCOMES = ("filled", "partial", "failed")  # also: empty, refused (unit rule), skipped (failing in a row)
+RECONCILE_CHECKS = ("source_mismatch", "source_missing")
 
 RequestCounter = Callable[[str], None]
 
@@ -82,6 +83,9 @@ class Metrics:
                                      ["source"], registry=r)
         self.fallback_asks = Counter("syncd_fallback_asks", "Fallback sources asked for a day's stocks, by outcome",
                                      ["source", "outcome"], registry=r)
+        self.reconcile_findings = Counter("syncd_reconcile_findings",
+                                          "Findings stored by reconciliations against a second source, by that source "
+                                          "and check (source_mismatch, source_missing)", ["source", "check"], registry=r)
         for task_type in KNOWN_TASK_TYPES:
             for status in RUN_STATUSES:
                 self.runs.labels(task_type, status)
@@ -113,8 +117,17 @@ class Metrics:
     def fallback_day(self, source: str) -> None:
         self.fallback_days.labels(source).inc()
 
-    def run_ended(self, task_type: str, status: str) -> None:
+    def run_finished(self, task_type: str, status: str) -> None:
         self.runs.labels(task_type, status).inc()
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        for check, count in by_check.items():
+            self.reconcile_findings.labels(source, check).inc(count)
+
+    def reconcile_source(self, source: str) -> None:
+        """Show `source`'s finding counters at 0 from the start (verify.against), so increase() sees the first."""
+        for check in RECONCILE_CHECKS:
+            self.reconcile_findings.labels(source, check)
 
     def source_request_counter(self, source: str) -> RequestCounter:
         """A callable for `source` to count one upstream request with its outcome."""

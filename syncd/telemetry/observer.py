@@ -9,7 +9,7 @@ no waiting (an implementation counts, or queues for another thread).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..record import RunRecord
 
@@ -33,6 +33,9 @@ class Observer:
 
     def runs_interrupted(self, runs: Sequence[RunRecord]) -> None:
         """Runs left `running` by a dead daemon were just marked interrupted by this one."""
+
+    def reconcile_finished(self, source: str, by_check: Mapping[str, int]) -> None:
+        """A reconciliation against `source` ended, having stored these findings (by check)."""
 
 
 NULL_OBSERVER = Observer()
