@@ -48,11 +48,13 @@ class Postgres(PostgresServer):
         return self.fresh_database(prefix="bench_")
 
 
-def syncd_config(dsn: str, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A full-market demo daemon on `dsn`, schedule off; `sections` replace whole sections."""
+def syncd_config(dsn: str, compact: bool = False, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A full-market demo daemon on `dsn`, schedule off; `sections` replace whole sections. Closed years are
+    compacted only with `compact` (the scale and readers benchmarks): elsewhere the table keeps the layout the
+    \\copy baselines load, and no rewrite runs in the background of what is measured."""
     config: dict[str, Any] = {
         "daemon": {"endpoint": "ipc://s.sock", "state_dir": "state"},
-        "database": {"dsn": dsn},
+        "database": {"dsn": dsn, "compact_closed_years": compact},
         "source": {"name": "demo", "demo": {"stocks": STOCKS, "seed": SEED}},
         "schedule": {"enabled": False, "catch_up_on_start": False},
         "log": {"format": "json", "level": "info"},

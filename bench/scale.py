@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import storage
 from .harness import (
     Postgres,
     Syncd,
@@ -43,7 +44,7 @@ def run(pg: Postgres, years: int, keep: Callable[[str], Any] | None = None) -> d
     short_range = (dt.date(FIRST_YEAR, 1, 1), dt.date(FIRST_YEAR, 12, 31) if years > 1 else dt.date(FIRST_YEAR, 3, 31))
     note(f"scale: {long_range[0]}..{long_range[1]} ({len(trading_days(*long_range))} trading days), "
          f"then {short_range[0]}..{short_range[1]} for the memory comparison")
-    long = _backfill(pg, *long_range, keep=keep)
+    long = _backfill(pg, *long_range, keep=keep, settle=True)
     short = _backfill(pg, *short_range)
     return _report(long, short, long_range, short_range)
 
@@ -67,9 +68,12 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
-def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], Any] | None = None,
+              settle: bool = False) -> dict[str, Any]:
+    """The run through a real daemon; with `settle`, the daemon then compacts the closed years, and what a stored
+    bar costs is measured before and after (bench/storage.py)."""
     with pg.database() as dsn:
-        with Syncd(syncd_config(dsn)) as daemon:
+        with Syncd(syncd_config(dsn, compact=settle)) as daemon:
             client = daemon.client()
             rss_start = proc_status_kb(daemon.pid, "VmRSS")
             samples: list[tuple[str | None, int]] = []
@@ -88,6 +92,9 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
             peak = proc_status_kb(daemon.pid, "VmHWM")
             child_peak = sum(proc_status_kb(p, "VmHWM") for p in children(daemon.pid))
             events = daemon.events("day_synced")
+            written = storage.bytes_per_bar(dsn) if settle else None  # every year as written, before compaction
+            compacted = storage.settle(daemon, dsn) if settle else None
+        stored = storage.bytes_per_bar(dsn) if settle else None
         if keep is not None:
             keep(dsn)
     per_year: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])  # year -> [rows, seconds]
@@ -100,7 +107,7 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
         if current:
             rss_by_year[int(current[:4])] = max(rss_by_year.get(int(current[:4]), 0), rss)
     return {"rows": run.rows, "days": run.days_done, "seconds": seconds, "peak_kb": peak, "child_peak_kb": child_peak,
-            "pss_peak_kb": pss_peak[0], "start_kb": rss_start,
+            "pss_peak_kb": pss_peak[0], "start_kb": rss_start, "written": written, "compaction": compacted, "stored": stored,
             "per_year": {y: r / s for y, (r, s) in sorted(per_year.items()) if s > 0}, "rss_by_year": rss_by_year}
 
 
@@ -133,7 +140,19 @@ def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.da
         "short_run_peak_rss_mb": mb(short["peak_kb"] + short["child_peak_kb"]),
         "peak_rss_long_vs_short": round(together / (short["peak_kb"] + short["child_peak_kb"]), 3),
     }
+    written, stored = long["written"], long["stored"]
+    print_table("Disk per stored bar (pg_total_relation_size of daily_bars' partitions / rows, after VACUUM)",
+                ("state", "bytes a bar", "heap bytes a bar", "bars", "GB"),
+                [("as written (every year day-ordered, (code, trade_date))", written["bytes_per_bar"],
+                  written["heap_bytes_per_bar"], written["bars"], round(written["bytes"] / 1e9, 2)),
+                 (f"closed years compacted ({long['compaction']['years']} in {long['compaction']['seconds']} s)",
+                  stored["bytes_per_bar"], stored["heap_bytes_per_bar"], stored["bars"], round(stored["bytes"] / 1e9, 2))])
+    result["bytes_per_bar_as_written"] = written["bytes_per_bar"]
+    result["bytes_per_bar"] = stored["bytes_per_bar"]
+    result["bytes_per_bar_by_layout"] = stored["by_layout"]
+    result["compaction"] = long["compaction"]
     result["goal_flat_rows_per_s"] = result["last_year_vs_first_year"] >= 0.9
+    result["goal_bytes_per_bar_160"] = stored["bytes_per_bar"] <= 160
     result[f"goal_peak_rss_{RSS_GOAL_MB}mb"] = result["peak_rss_mb"] <= RSS_GOAL_MB
     result["goal_rss_independent_of_range"] = result["peak_rss_long_vs_short"] <= 1.1
     return emit("scale", result)

@@ -149,3 +149,10 @@ def test_a_table_named_daily_stock_data_is_never_replaced(conn):
     conn.execute("CREATE TABLE daily_stock_data (id bigserial)")
     with pytest.raises(migrations.StoreError, match="a table named daily_stock_data already exists"):
         migrations.migrate(conn, compat_view=True)
+
+
+def test_lots_are_rounded_half_away_from_zero_as_round_volume_over_100_does(conn):
+    volumes = [-251, -250, -249, -50, -49, 0, 49, 50, 150, 250, 251, 412345, 10**15 + 50]
+    rows = conn.execute(f"SELECT {views._LOTS}, round(b.volume / 100.0)::bigint FROM unnest(%s::bigint[]) AS b(volume)",
+                        (volumes,)).fetchall()
+    assert all(mine == expected for mine, expected in rows), rows

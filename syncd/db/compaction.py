@@ -2,13 +2,13 @@
 
 A year being written keeps its rows in day order (a day's cross-section in a few pages)
 with a `(code, trade_date)` index (partitions.py): a stock's year is 243 rows on 243 heap
-pages, and a stored bar costs ~190 bytes. Once the year is closed (`closed_before`: its
-last day is older than the missing-data job's lookback, with a week to spare), `compact`
-rewrites it: a sorted copy (ORDER BY code, trade_date), the primary key and one `(code)`
-index (deduplicated: a stock's year is one or two index entries), all packed full
-(fillfactor 100), swapped in for the old partition. A stock's year is then ~4 heap pages,
-and a bar ~162 bytes (docs/performance.md, "The layout"). A day's cross-section of a
-compacted year reads one row from each stock's pages instead (slower; measured there).
+pages. Once the year is closed (`closed_before`: its last day is older than the
+missing-data job's lookback, with a week to spare), `compact` rewrites it: a sorted copy
+(ORDER BY code, trade_date) with the primary key and the same `(code, trade_date)` index,
+built on sorted rows and packed full (fillfactor 100, which marks a compacted year), swapped
+in for the old partition. A stock's year is then ~4 heap pages, and a stored bar ~183 bytes
+instead of ~192 (docs/performance.md, "The layout"). A day's cross-section of a compacted
+year reads one row from each stock's pages instead (slower; measured there).
 
 Online: the copy reads the old partition under a SHARE lock (readers go on; a write into
 that year waits for it), then the swap (DETACH, DROP, rename, ATTACH: milliseconds) takes
@@ -62,16 +62,25 @@ def closed_before(today: dt.date, lookback_days: int) -> int:
     return (today - dt.timedelta(days=lookback_days + MARGIN_DAYS)).year
 
 
+# A compacted partition: its primary key and code index packed full (an index built on the year being written
+# keeps btree's default 90, for the days still to come).
+COMPACTED = """(SELECT count(*) = 2 FROM pg_index x JOIN pg_class ix ON ix.oid = x.indexrelid
+                WHERE x.indrelid = {table} AND ix.relname IN ({name} || '_pkey', {name} || '_code_date')
+                AND 'fillfactor=100' = ANY(ix.reloptions))"""
+
+
 def is_compacted(conn: psycopg.Connection[Any], year: int) -> bool:
-    return bool(scalar(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{partitions.partition_name(year)}_code",))))
+    name = partitions.partition_name(year)
+    return bool(scalar(conn.execute(f"SELECT to_regclass(%(n)s) IS NOT NULL AND "
+                                    f"{COMPACTED.format(table='to_regclass(%(n)s)', name='%(n)s')}", {"n": name})))
 
 
 def pending(conn: psycopg.Connection[Any], closed_before_year: int) -> list[int]:
     """Closed years whose partition is not compacted, or was rewritten by a tenth since (newest first)."""
     rows = conn.execute(
-        "SELECT c.relname, to_regclass(c.relname || '_code') IS NOT NULL, coalesce(s.n_tup_del + s.n_tup_upd, 0), "
-        "coalesce(s.n_live_tup, 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
+        f"SELECT c.relname, {COMPACTED.format(table='c.oid', name='c.relname')}, "
+        "coalesce(s.n_tup_del + s.n_tup_upd, 0), coalesce(s.n_live_tup, 0) "
+        "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
         "WHERE i.inhparent = 'daily_bars'::regclass AND c.relname ~ '^daily_bars_y[0-9]{4}$' ORDER BY c.relname DESC").fetchall()
     return [int(name[-4:]) for name, compacted, replaced, live in rows
             if int(name[-4:]) < closed_before_year and (not compacted or replaced > REWRITTEN_SHARE * live)]
@@ -104,7 +113,7 @@ def compact(conn: psycopg.Connection[Any], year: int) -> Compacted | None:
                      f"CHECK (trade_date >= '{first}' AND trade_date < '{after}')")
         conn.execute(f"ALTER TABLE {schema}.{new} ADD CONSTRAINT {new}_pkey PRIMARY KEY (trade_date, code) "
                      "WITH (fillfactor = 100)")
-        conn.execute(f"CREATE INDEX {new}_code ON {schema}.{new} (code) WITH (fillfactor = 100)")
+        conn.execute(f"CREATE INDEX {new}_code_date ON {schema}.{new} {partitions.CODE_INDEX} WITH (fillfactor = 100)")
         partitions.carry_over(conn, old, f"{schema}.{new}")
         conn.execute(f"ANALYZE {schema}.{new}")
         _lock_for_swap(conn)
@@ -113,7 +122,7 @@ def compact(conn: psycopg.Connection[Any], year: int) -> Compacted | None:
         conn.execute(f"ALTER TABLE {schema}.{new} RENAME TO {name}")
         for suffix in ("year", "pkey"):
             conn.execute(f"ALTER TABLE {old} RENAME CONSTRAINT {new}_{suffix} TO {name}_{suffix}")
-        conn.execute(f"ALTER INDEX {schema}.{new}_code RENAME TO {name}_code")
+        conn.execute(f"ALTER INDEX {schema}.{new}_code_date RENAME TO {name}_code_date")
         conn.execute(f"ALTER TABLE daily_bars ATTACH PARTITION {old} FOR VALUES FROM ('{first}') TO ('{after}')")
         bytes_after = scalar(conn.execute(f"SELECT pg_total_relation_size('{old}'::regclass)"))
     return Compacted(year, rows, round(time.monotonic() - started, 2), bytes_before, bytes_after)

@@ -5,8 +5,7 @@ day": the primary key (trade_date, code), the heap in day order) and one stock's
 (years of one code). And the writer adds a day at a time. A year being written has
 `daily_bars_yYYYY_code_date (code, trade_date)`: one stock's rows in date order, what the
 lookups of the write path and of the views (a stock's previous or latest row) walk. A
-closed year is rewritten once by compaction.py: stored by stock, with a small `(code)`
-index instead. Each year's partition starts with small indexes, so a day costs the same in
+closed year is rewritten once by compaction.py: stored by stock, its indexes packed full. Each year's partition starts with small indexes, so a day costs the same in
 the twentieth year as in the first (docs/performance.md, "The layout"). The contract's
 columns and primary key are unchanged; the readers query `daily_bars` (the partitioned
 parent) and its views as before. The parent has no code index of its own: partitions
@@ -37,7 +36,7 @@ COLUMNS_SQL = """trade_date date NOT NULL, code text NOT NULL, open double preci
     low double precision, close double precision, pre_close double precision, volume bigint, amount double precision,
     turnover double precision, pct_change double precision, adj_factor double precision"""
 _ALL = "trade_date, code, " + ", ".join(VALUE_COLUMNS)
-CODE_INDEX = "(code, trade_date)"  # a year being written (compaction.py gives a closed year `(code)`)
+CODE_INDEX = "(code, trade_date)"  # every year's, packed full once the year is compacted (compaction.py)
 _COVERING = "daily_bars_code_date"  # the earlier layout's index on the parent, covering every column (migrations 5, 6)
 SYNCD_VIEWS = ("daily_stock_data", "daily_bars_qfq", "daily_bars_hfq")  # dependents syncd owns (views.py)
 

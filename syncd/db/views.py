@@ -64,6 +64,9 @@ def _numeric(expr: str, precision: int, scale: int = 2) -> str:
 # intact (the cast's own filter sits on c's one row, not on b). A code longer than 10 characters could not be
 # stored in the original table and is not shown (A-share codes have six).
 _CODE = "CROSS JOIN LATERAL (SELECT b.code::varchar(10) AS stock_code OFFSET 0) c"
+# Shares to lots, rounded half away from zero as round(volume / 100.0) does, in integer arithmetic (a numeric
+# division per row cost as much as the rest of the row's volume handling).
+_LOTS = "CASE WHEN b.volume >= 0 THEN (b.volume + 50) / 100 ELSE -((50 - b.volume) / 100) END"
 
 
 def compat_view_sql(adjust: str) -> str:
@@ -79,7 +82,7 @@ def compat_view_sql(adjust: str) -> str:
            {_numeric(price['close'], 10)} AS close_price,
            {_numeric(price['high'], 10)} AS high_price,
            {_numeric(price['low'], 10)} AS low_price,
-           round(b.volume / 100.0)::bigint AS volume,
+           {_LOTS} AS volume,
            {_numeric('b.amount', 20)} AS amount,
            {_numeric('b.pct_change', 10)} AS change_pct,
            {_numeric(f"({price['close']}) - ({price['pre_close']})", 10)} AS change_amount,
