@@ -13,16 +13,16 @@ import sys
 import time
 from typing import Any
 
-from . import control, fetchplan, idle, load, metrics, readers, reconcile, scale
+from . import control, fallback, fetchplan, idle, load, metrics, readers, reconcile, scale
 from .harness import Postgres, machine_info
 
-BENCHES = ("load", "control", "metrics", "scale", "readers", "idle", "fetchplan", "reconcile")
+BENCHES = ("load", "control", "metrics", "scale", "readers", "idle", "fetchplan", "reconcile", "fallback")
 FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 20, "idle_seconds": 60.0, "poll_seconds": 40.0,
         "reader_seconds": 20.0, "backfill_days": 1500, "fetch_stocks": 1000, "fetch_long_stocks": 300,
-        "fetch_years": (0, 1, 20), "reconcile_days": 20}
+        "fetch_years": (0, 1, 20), "reconcile_days": 20, "fallback_days": 24}
 QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0, "poll_seconds": 10.0,
          "reader_seconds": 5.0, "backfill_days": 60, "fetch_stocks": 100, "fetch_long_stocks": 100,
-         "fetch_years": (0, 1), "reconcile_days": 5}  # the 20-year request counts take a minute even on a small market
+         "fetch_years": (0, 1), "reconcile_days": 5, "fallback_days": 6}  # the 20-year request counts take a minute even on a small market
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, help=f"idle: seconds measured (default {FULL['idle_seconds']:g}, quick {QUICK['idle_seconds']:g})")
     parser.add_argument("--fetch-stocks", type=int, help=f"fetchplan: stocks for a day and a year (default {FULL['fetch_stocks']}, quick {QUICK['fetch_stocks']})")
     parser.add_argument("--fetch-long-stocks", type=int, help=f"fetchplan: stocks for 20 years (default {FULL['fetch_long_stocks']}, quick {QUICK['fetch_long_stocks']})")
+    parser.add_argument("--fallback-days", type=int, help=f"fallback: one-day runs per daemon (default {FULL['fallback_days']}, "
+                        f"quick {QUICK['fallback_days']})")
     parser.add_argument("--json-out", metavar="FILE", help="also write the final JSON object to FILE")
     args = parser.parse_args(argv)
     sizes = {**(QUICK if args.quick else FULL), **{k: v for k, v in vars(args).items() if k in FULL and v is not None}}
@@ -99,6 +101,8 @@ def _run(name: str, pg: Postgres, sizes: dict[str, Any], chosen: list[str], kept
             return fetchplan.run(sizes["fetch_stocks"], sizes["fetch_long_stocks"], sizes["fetch_years"])
         case "reconcile":
             return reconcile.run(pg, sizes["reconcile_days"], sizes["fetch_stocks"])
+        case "fallback":
+            return fallback.run(pg, sizes["fallback_days"], sizes["rounds"])
     raise ValueError(name)
 
 

@@ -32,7 +32,8 @@ def prepare(dsn: str) -> None:
 
 
 def write_only(dsn: str, days: list[dt.date]) -> float:
-    """Only daywrite.write_day is timed; each day's payload is built before its clock starts."""
+    """Only daywrite.write_day is timed; each day's payload is built before its clock starts (each day records
+    its source, as the worker's do)."""
     source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
     spent = 0.0
     with connection.connect(dsn) as conn:
@@ -41,7 +42,7 @@ def write_only(dsn: str, days: list[dt.date]) -> float:
         for day in days:
             payload = source.encoded(day)
             started = time.perf_counter()
-            daywrite.write_day(conn, DayWrite(day, RUN_ID, mark_syncing=True), payload)
+            daywrite.write_day(conn, DayWrite(day, RUN_ID, mark_syncing=True, source=source.name), payload)
             spent += time.perf_counter() - started
     return spent
 

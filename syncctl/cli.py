@@ -264,7 +264,7 @@ def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
             if current is None or current.run_id != task.run_id:
                 break
             progress.update(bar, total=current.trading_days or None, completed=current.days_done,
-                            rows=current.rows, day=current.current_date or "", eta=_eta_text(current))
+                            rows=current.rows, day=(current.current_date or "") + _asking(current), eta=_eta_text(current))
             time.sleep(0.5)  # a UI refresh interval, not a synchronisation
         last = status.last_run
         if last is not None and last.run_id == task.run_id:
@@ -275,6 +275,10 @@ def _follow(client: SyncClient, task: Task, out: Console, live: bool) -> Run:
         if run.run_id == task.run_id:
             return run
     raise SyncdRequestError("lost_run", f"run {task.run_id} is no longer current and not in history", {})
+
+
+def _asking(task: Task) -> str:
+    return f" (asking fallback {task.fallback_source})" if task.fallback_source else ""
 
 
 def progress_columns(width: int) -> list[ProgressColumn]:
@@ -317,7 +321,7 @@ def cmd_status(client: SyncClient, args: argparse.Namespace, out: Console) -> in
         out.print(f"state: [cyan]{reply.state}[/] — {task.task_type} run [bold]{task.run_id}[/] "
                   f"{task.start_date}..{task.end_date}: {task.days_done}/{task.trading_days} trading days "
                   f"({task.progress:.0%}), {task.days_failed} failed, {task.rows:,} rows, at {task.current_date or '-'}"
-                  f"{eta}; started {format_time(task.start_time)}")
+                  f"{_asking(task)}{eta}; started {format_time(task.start_time)}")
     if reply.last_run is not None:
         run = reply.last_run
         out.print(f"last run: {run.run_id} {run.task_type} [{STATUS_STYLE.get(run.status, '')}]{run.status}[/] "
