@@ -352,7 +352,8 @@ def test_calendar_shows_incomplete_days_anomalies_and_the_check_verdict(syncd_fa
         expect(page.locator('.month[data-month="2025-10"] h3')).to_contain_text("1 incomplete")
         box = page.locator("#check")
         expect(box).to_have_attribute("data-healthy", "false", timeout=WAIT_MS)
-        expect(box).to_contain_text("2025-10-09 is incomplete")
+        expect(box).to_contain_text("latest completed trading day 2025-10-09: incomplete (some stocks are missing")
+        expect(box).not_to_contain_text("2025-10-09 is incomplete")  # the daemon's reason says the same: not twice
 
 
 def test_without_verify_and_check_the_page_does_quietly_without(syncd_factory, page):
@@ -403,3 +404,119 @@ def test_a_failed_run_says_why_in_the_current_card_and_recent_runs(syncd_factory
         expect(page.locator("#current-idle")).to_contain_text(why, timeout=WAIT_MS)
         expect(page.locator(f'#history tr.run-error[data-run-error="{run.run_id}"]')).to_have_text(why, timeout=WAIT_MS)
         expect(page.locator(f'#history tr.run-error[data-run-error="{run.run_id}"]')).to_be_visible()
+
+
+# --- one language at a time, one snapshot, the latest month with data -------------------------------------
+
+# Text that is no word of either language: numbers, dates, times, run ids, units of the page's own table.
+_NOT_WORDS = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}|\d{4}-\d{2}-\d{2}|\d{2}:\d{2}(:\d{2})?|[+-]\d{2}:\d{2}|UTC|syncd|"
+                        r"Prometheus|https?://\S+|English|Web|SYNCD_[A-Z_]+|chinese_calendar|[\d.,%]+")
+
+UNTRANSLATED_JS = """() => {
+  const found = [];
+  const raw = (node) => node.closest("[data-raw], code, pre, script, style, .cell");
+  const judge = (text, where) => { if (/[A-Za-z]{2,}/.test(text)) found.push([where, text.trim()]); };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) if (!raw(n.parentElement)) judge(n.textContent, n.parentElement.id || n.parentElement.tagName);
+  for (const node of document.querySelectorAll("[title], [placeholder], [aria-label]"))
+    if (!raw(node)) for (const a of ["title", "placeholder", "aria-label"]) if (node.getAttribute(a)) judge(node.getAttribute(a), a);
+  return found;
+}"""
+
+
+def untranslated(page: sync_api.Page) -> list[str]:
+    """Strings of the page that are English in Chinese mode (the daemon's own words, marked data-raw, aside)."""
+    return sorted({f"{where}: {text}" for where, text in page.evaluate(UNTRANSLATED_JS)
+                   if re.search(r"[A-Za-z]{2,}", _NOT_WORDS.sub("", text))})
+
+
+def test_in_chinese_every_string_of_the_page_is_chinese(syncd_factory, open_page, tmp_path: Path):
+    daemon = syncd_factory({**SLOW, "source": {"demo": {"day_delay_s": 0.4, "fail_dates": ["2025-09-24"]}},
+                            "metrics": {"listen": f"127.0.0.1:{free_port()}"}})
+    client = daemon.client()
+    client.start("2025-09-24", "2025-09-24", task_type="scheduler_daily", requested_by="schedule")  # failed: check unhealthy
+    daemon.wait_idle()
+    client.start("2025-09-22", "2025-09-23", requested_by="ops@host")
+    daemon.wait_idle()
+    page = open_page(locale="zh-CN")
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/?month=2025-09")
+        expect(page.locator("#check")).to_have_attribute("data-healthy", "false", timeout=WAIT_MS)
+        expect(page.locator("#history tr.run-error")).to_have_count(1, timeout=WAIT_MS)
+        expect(page.locator("#current-idle")).to_contain_text("上次运行", timeout=WAIT_MS)
+        assert untranslated(page) == []
+        box = page.locator("#check").inner_text()
+        assert "需要处理" in box and box.count("最近完成的交易日") == 1 and box.count("上次定时运行") == 1, box
+        submit_range(page, "2025-10-09", "2025-10-31")
+        expect(page.locator("#cur-run")).not_to_have_text("–", timeout=WAIT_MS)
+        page.wait_for_function("() => +document.getElementById('bar').getAttribute('aria-valuenow') > 0", timeout=WAIT_MS)
+        assert untranslated(page) == []
+        save_screenshot(page, tmp_path, "status-page-zh.png")
+        client.cancel()
+        daemon.wait_idle()
+
+
+def test_needs_attention_says_each_thing_once(syncd_factory, page):
+    daemon = syncd_factory({"source": {"demo": {"fail_dates": ["2025-09-24"]}}})
+    daemon.client().start("2025-09-24", "2025-09-24", task_type="scheduler_daily", requested_by="schedule")
+    run = daemon.wait_idle().last_run
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        box = page.locator("#check")
+        expect(box).to_have_attribute("data-healthy", "false", timeout=WAIT_MS)
+        text = box.inner_text()
+        assert text.lower().count("latest completed trading day") == 1, text
+        assert text.count(run.run_id) == 1 and text.count(run.error) == 1, text
+
+
+def test_chinese_renders_characters_not_boxes(syncd_factory, open_page):
+    """The page's fonts reach a CJK font where the system has one (CI installs fonts-noto-cjk): a Chinese
+    character drawn in the page's font differs from the box drawn for a character no font has."""
+    page = open_page(locale="zh-CN")
+    with serve(create_app(syncd_factory().endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#current-card h2")).to_have_text("当前同步", timeout=WAIT_MS)
+        same = page.evaluate("""() => {
+          const font = getComputedStyle(document.querySelector("h2")).fontFamily;
+          const draw = (ch) => { const c = document.createElement("canvas"); c.width = c.height = 64;
+            const g = c.getContext("2d"); g.font = "48px " + font; g.fillText(ch, 4, 52);
+            return Array.from(g.getImageData(0, 0, 64, 64).data).join(); };
+          return draw("同") === draw("\\u{10FFFD}");
+        }""")
+        assert not same, "Chinese characters render as boxes: install a CJK font (apt-get install fonts-noto-cjk)"
+
+
+def test_latest_synced_opens_on_the_month_of_the_latest_day_with_data(syncd_factory, page, short_tmp: Path):
+    """Days past the current month, synced (a csv calendar that lists 2027 days): the page opens there."""
+    data = short_tmp / "csv"
+    data.mkdir()
+    for day in ("2027-03-01", "2027-03-02"):
+        (data / f"{day}.csv").write_text("code,open,high,low,close,pre_close,volume,amount,turnover,pct_change\n"
+                                         "600000,10.00,10.20,9.90,10.10,10.00,100000,1010000.00,0.5,1.0\n")
+    daemon = syncd_factory({"source": {"name": "csv", "csv": {"path": str(data)}}})
+    daemon.client().start("2027-03-01", "2027-03-05")
+    daemon.wait_idle()
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect_months(page, ["2027-01", "2027-02", "2027-03"])
+        expect(page.locator('.month[data-month="2027-03"] h3')).to_contain_text("2 synced")
+
+
+def test_the_progress_card_and_the_recent_runs_row_read_one_snapshot(syncd_factory, page):
+    daemon = syncd_factory({"source": {"demo": {"day_delay_s": 0.15}}})
+    with serve(create_app(daemon.endpoint)) as base:
+        page.goto(base + "/")
+        expect(page.locator("#state-badge")).to_have_text("idle", timeout=WAIT_MS)
+        run_id = daemon.client().start("2025-06-02", "2025-10-31").run_id
+        expect(page.locator("#cur-run")).to_have_text(run_id, timeout=WAIT_MS)
+        seen: list[str] = []
+        for _ in range(6):  # the two read together, as a person sees them, each time the card moves on
+            card, row = page.evaluate("""(id) => [document.getElementById("cur-days").textContent,
+              (document.querySelector(`#history tr[data-run="${id}"] td:nth-child(5)`) || {}).textContent]""", run_id)
+            assert row is None or card.replace(" ", "") == row.replace(" ", ""), (card, row)
+            seen.append(card)
+            page.wait_for_function("(was) => document.getElementById('cur-days').textContent !== was", arg=card,
+                                   timeout=WAIT_MS)
+        assert len(set(seen)) == len(seen)
+        daemon.client().cancel()
+        daemon.wait_idle()

@@ -79,7 +79,7 @@ def pending(conn: psycopg.Connection[Any], closed_before_year: int) -> list[int]
     """Closed years whose partition is not compacted, or was rewritten by a tenth since (newest first)."""
     rows = conn.execute(
         f"SELECT c.relname, {COMPACTED.format(table='c.oid', name='c.relname')}, "
-        "coalesce(s.n_tup_del + s.n_tup_upd, 0), coalesce(s.n_live_tup, 0) "
+        "coalesce(s.n_tup_del + s.n_tup_upd, 0), greatest(c.reltuples, 0) "  # reltuples: set by the compaction's ANALYZE
         "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid "
         "WHERE i.inhparent = 'daily_bars'::regclass AND c.relname ~ '^daily_bars_y[0-9]{4}$' ORDER BY c.relname DESC").fetchall()
     return [int(name[-4:]) for name, compacted, replaced, live in rows
