@@ -102,6 +102,7 @@ def test_a_csv_primary_with_the_demo_as_fallback_fills_exactly_the_failed_days(d
         assert bars(dsn, day) == sorted(row[:len(COLUMNS)] for row in market.rows_for(day))
     asked = [(e["date"], e["source"], e["outcome"], e["asked"]) for e in logs if e["event"] == "day_fallback"]
     assert asked == [(DAYS[1].isoformat(), "demo", "filled", "day"), (DAYS[3].isoformat(), "demo", "filled", "day")]
+    assert all("no file for trading day" in e["primary_error"] for e in logs if e["event"] == "day_fallback")  # why it was asked
     assert counted.asked == [("demo", "filled")] * 2 and counted.days == ["demo"] * 2
     synced = {e["date"]: e for e in logs if e["event"] == "day_synced"}
     assert synced[DAYS[1].isoformat()]["source"] == "demo" and "source" not in synced[DAYS[0].isoformat()]
