@@ -3,7 +3,8 @@
 --check-config validates as a start would, prints the resolved config with its secrets masked, and
 exits 0 or 78 without starting anything: no database connection, no socket, no lock, no state_dir.
 Every install line in README.md, docs/ and systemd/ works from a checkout (no `syncd[...]` package
-name, which is not on any index), and names only extras pyproject.toml declares.
+name, which is not on any index), and names only extras pyproject.toml declares; the pages say each
+heading once, and a README section named elsewhere exists.
 """
 
 from __future__ import annotations
@@ -143,3 +144,17 @@ def test_the_configuration_page_shows_check_config():
     page = (REPO / "docs/configuration.md").read_text()
     assert "syncd --check-config" in page and "python -c" not in page
 
+
+
+def test_every_page_has_each_section_heading_once():
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        headings = [line for line in page.read_text().splitlines() if re.match(r"#{2,3} ", line)]
+        assert len(headings) == len(set(headings)), (page.name, sorted({h for h in headings if headings.count(h) > 1}))
+
+
+def test_every_readme_section_named_elsewhere_exists():
+    """config.toml once pointed at a README "Configuration" section that was not there."""
+    headings = {line.lstrip("#").strip() for line in (REPO / "README.md").read_text().splitlines() if line.startswith("#")}
+    named = {(path.name, name) for path in [*_doc_files(), *sorted((REPO / "syncctl").rglob("*.py"))]
+             for name in re.findall(r'README(?:\.md)?,? "([^"]+)"', path.read_text())}
+    assert named and {(where, name) for where, name in named if name not in headings} == set()

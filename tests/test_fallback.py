@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import psycopg
 import pytest
 from fakesource import StockSource
 from structlog.testing import capture_logs
+from test_syncflow import q
+from test_syncflow import sync as run_in_process
 
-from syncd.calendar import TradingCalendar
-from syncd.config import Config, CsvConfig, DemoConfig, SyncConfig
+from syncd.config import CsvConfig, DemoConfig
 from syncd.control.runstate import RunState
-from syncd.db import connection, migrations, runs
+from syncd.db import connection, migrations
 from syncd.protocol import Task
 from syncd.record import RunRecord
-from syncd.run.syncer import Syncer
 from syncd.sources.base import COLUMNS, Source
 from syncd.sources.csvdir import CsvSource
 from syncd.sources.demo import DemoSource
@@ -34,7 +31,6 @@ from syncd.telemetry.observer import Observer
 
 WEEK = (dt.date(2025, 9, 8), dt.date(2025, 9, 12))
 DAYS = [WEEK[0] + dt.timedelta(days=i) for i in range(5)]
-CONFIG = msgspec.structs.replace(Config(), sync=SyncConfig(retries=1, retry_backoff_s=0.0))
 STOCKS = 30
 CODES = DemoSource(DemoConfig(stocks=STOCKS)).codes
 
@@ -60,26 +56,8 @@ class Counted(Observer):
         self.days.append(source)
 
 
-def sync(dsn: str, source: Source, fallbacks: Sequence[Source], *, observer: Observer | None = None,
-         state: RunState | None = None, task_type: str = "manual", days: Sequence[dt.date] | None = None) -> RunRecord:
-    run = RunRecord(run_id=f"run-{secrets.token_hex(4)}", task_type=task_type, requested_by="test", start_date=WEEK[0],
-                    end_date=WEEK[1], host="test", pid=1, days=tuple(days) if days is not None else None)
-    with connection.connect(dsn) as conn:
-        run.started_at = runs.insert_run(conn, run)
-    state = state or RunState()
-    state.begin(run)
-    syncer = Syncer(CONFIG, dsn, source, TradingCalendar(), observer=observer or Observer(), fallbacks=fallbacks)
-    try:
-        return syncer.run(run, state)
-    finally:
-        syncer.close()
-        state.end(None)
-
-
-def q(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
+def sync(dsn: str, source: Source, fallbacks: Sequence[Source], **kwargs: Any) -> RunRecord:
+    return run_in_process(dsn, source, *WEEK, fallbacks=fallbacks, **kwargs)
 
 
 def provenance(dsn: str) -> dict[dt.date, tuple[Any, ...]]:
@@ -124,6 +102,7 @@ def test_a_csv_primary_with_the_demo_as_fallback_fills_exactly_the_failed_days(d
         assert bars(dsn, day) == sorted(row[:len(COLUMNS)] for row in market.rows_for(day))
     asked = [(e["date"], e["source"], e["outcome"], e["asked"]) for e in logs if e["event"] == "day_fallback"]
     assert asked == [(DAYS[1].isoformat(), "demo", "filled", "day"), (DAYS[3].isoformat(), "demo", "filled", "day")]
+    assert all("no file for trading day" in e["primary_error"] for e in logs if e["event"] == "day_fallback")  # why it was asked
     assert counted.asked == [("demo", "filled")] * 2 and counted.days == ["demo"] * 2
     synced = {e["date"]: e for e in logs if e["event"] == "day_synced"}
     assert synced[DAYS[1].isoformat()]["source"] == "demo" and "source" not in synced[DAYS[0].isoformat()]
@@ -200,3 +179,19 @@ def test_the_status_names_the_fallback_being_asked(dsn, tmp_path):
     sync(dsn, primary, [Watching(DemoConfig(stocks=STOCKS, seed=7))], state=state)
     assert seen == ["demo"] * 4
     assert Task.__struct_fields__[-1] == "fallback_source"
+
+
+def test_the_missing_data_job_patches_an_incomplete_day_from_the_fallback(dsn):
+    failing = CODES[3:5]
+    run = sync(dsn, StockSource(stocks=STOCKS, seed=7, fail_codes=failing), [])  # no fallback yet: incomplete days
+    assert (run.status, run.days_failed) == ("partial", 5)
+    q(dsn, "UPDATE daily_bars SET close = 777 WHERE code = %s", CODES[9])  # a row the patch must leave alone
+
+    still = StockSource(stocks=STOCKS, seed=7, fail_codes=failing)  # the primary fails them again
+    run = sync(dsn, still, [demo()], task_type="scheduler_missing", days=DAYS)
+    assert (run.status, run.days_failed, run.rows) == ("succeeded", 0, 5 * 2)
+    assert still.fetches == [failing]  # the primary was asked for the missing stocks only
+    for day in DAYS:
+        assert provenance(dsn)[day] == ("success", STOCKS, "fakestock", 2, dict.fromkeys(failing, "demo"))
+        assert q(dsn, "SELECT close FROM daily_bars WHERE trade_date = %s AND code = %s", day, CODES[9]) == [(777,)]
+    assert q(dsn, "SELECT count(*) FROM sync_day_missing") == [(0,)]

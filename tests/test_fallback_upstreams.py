@@ -5,27 +5,22 @@ on one day, with Tushare as its fallback; a fallback whose volumes come in other
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msgspec
-import psycopg
 import pytest
 from market import DAYS, EX_DATE, Market
+from test_syncflow import q
+from test_syncflow import sync as run_in_process
 from upstreams import BaostockAsk, BaostockServer, FakeTime, HttpUpstream, Reply, Request, tushare_route
 
-from syncd.calendar import TradingCalendar
-from syncd.config import BaostockConfig, Config, SyncConfig, TushareConfig
-from syncd.control.runstate import RunState
-from syncd.db import connection, migrations, runs
+from syncd.config import BaostockConfig, TushareConfig
+from syncd.db import connection, migrations
 from syncd.record import RunRecord
-from syncd.run.syncer import Syncer
 from syncd.sources.baostock import BaostockSource
 from syncd.sources.tushare import TushareSource
 
 pytest.importorskip("baostock")
-CONFIG = msgspec.structs.replace(Config(), sync=SyncConfig(retries=1, retry_backoff_s=0.0))
 BANNED_FROM = DAYS[6]           # 2024-01-10: every whole-market request of baostock from here on is cut off
 GONE = {"000004", "600000"}     # on EX_DATE (whole-market answer empty) these stocks' own requests are cut off too
 FALLBACK_DAYS = [EX_DATE, *DAYS[6:]]
@@ -70,24 +65,10 @@ def sources(baostock: BaostockServer, tushare: HttpUpstream) -> tuple[BaostockSo
 
 
 def sync(dsn: str, primary: Any, fallback: Any) -> RunRecord:
-    run = RunRecord(run_id=f"run-{secrets.token_hex(4)}", task_type="manual", requested_by="test", start_date=DAYS[0],
-                    end_date=DAYS[-1], host="test", pid=1)
-    with connection.connect(dsn) as conn:
-        run.started_at = runs.insert_run(conn, run)
-    state = RunState()
-    state.begin(run)
-    syncer = Syncer(CONFIG, dsn, primary, TradingCalendar(), fallbacks=[fallback])
     try:
-        return syncer.run(run, state)
+        return run_in_process(dsn, primary, DAYS[0], DAYS[-1], fallbacks=[fallback])
     finally:
-        syncer.close()
         fallback.close()
-        state.end(None)
-
-
-def q(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 def traded(market: Market, day: dt.date, *, beijing: bool = True) -> set[str]:

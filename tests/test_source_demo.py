@@ -72,3 +72,19 @@ def test_demo_seed_changes_the_market_and_fail_dates_fail():
     source = DemoSource(DemoConfig(stocks=20, fail_dates=["2025-10-09"]))
     [(got_day, result)] = list(source.fetch_days([day], lambda: False))
     assert got_day == day and isinstance(result, DayFailure) and "2025-10-09" in result.error
+
+
+def test_the_demo_market_trades_what_the_real_a_share_market_does_in_a_day():
+    """About 1-2 trillion yuan and some 10^10-10^11 shares a day (the real market's order in 2025), at 0.2-5 %
+    of each stock's float; the prices are the demo's as ever (the same draw: only the floats changed)."""
+    from syncd.sources.demo import demo_codes
+    from syncd.sources.demomarket import DemoMarket
+
+    market = DemoMarket(1, demo_codes(5300), corporate_actions=True)
+    for day in (dt.date(2015, 6, 1), dt.date(2025, 10, 9)):
+        columns = market.columns(day)
+        assert 1.0e12 <= columns["amount"].sum() <= 2.0e12, (day, columns["amount"].sum())
+        assert 2.0e10 <= columns["volume"].sum() <= 2.0e11, (day, columns["volume"].sum())
+        assert 0.2 <= columns["turnover"].min() and columns["turnover"].max() <= 5.0
+        assert (columns["volume"] % 100 == 0).all()  # whole lots
+    assert market.columns(dt.date(2025, 10, 9))["close"][:3].tolist() == [32.81, 64.42, 11.92]

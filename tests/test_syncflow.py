@@ -28,6 +28,7 @@ from syncd.run import bystock
 from syncd.run.syncer import Syncer
 from syncd.sources.base import DayBatch, DayFailure, ShouldStop, Source
 from syncd.sources.demo import DemoSource
+from syncd.telemetry.observer import Observer
 
 SEPTEMBER = (dt.date(2025, 9, 1), dt.date(2025, 9, 30))  # 22 weekdays, no exchange holiday
 WEEK = (dt.date(2025, 9, 8), dt.date(2025, 9, 12))
@@ -43,14 +44,15 @@ def dsn(database: str) -> str:
 
 def sync(dsn: str, source: Any, start: dt.date, end: dt.date, *, task_type: str = "manual",
          days: Sequence[dt.date] | None = None, calendar: TradingCalendar | None = None, lock: Any = None,
-         state: RunState | None = None) -> RunRecord:
+         state: RunState | None = None, fallbacks: Sequence[Any] = (), observer: Observer | None = None) -> RunRecord:
+    """One run of `source` over [start, end] in process (the worker's Syncer), with `fallbacks` behind it."""
     run = RunRecord(run_id=f"run-{secrets.token_hex(4)}", task_type=task_type, requested_by="test", start_date=start,
                     end_date=end, host="test", pid=1, days=tuple(days) if days is not None else None)
     with connection.connect(dsn) as conn:
         run.started_at = runs.insert_run(conn, run)
     state = state or RunState()
     state.begin(run)
-    syncer = Syncer(CONFIG, dsn, source, calendar or TradingCalendar())
+    syncer = Syncer(CONFIG, dsn, source, calendar or TradingCalendar(), observer=observer or Observer(), fallbacks=fallbacks)
     try:
         return syncer.run(run, state, lock)
     finally:

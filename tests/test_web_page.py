@@ -328,7 +328,8 @@ def test_calendar_shows_incomplete_days_anomalies_and_the_check_verdict(syncd_fa
     def days(start_date: str, end_date: str) -> dict[str, Any]:
         listed = {d["date"]: d for d in VERIFIED_DAYS}
         return {"status": "ok", "days": [{"date": d, "status": listed[d]["status"], "rows": listed[d]["rows"],
-                                          "run_id": "r1", "error": None, "expected": 5300, "missing": 10}
+                                          "run_id": "r1", "error": None, "expected": 5300, "missing": 10,
+                                          "source": "baostock", "fallback_stocks": 12 if d == "2025-10-09" else 0}
                                          for d in listed if start_date <= d <= end_date]}
 
     def verify(start_date: str, end_date: str) -> dict[str, Any]:
@@ -346,6 +347,8 @@ def test_calendar_shows_incomplete_days_anomalies_and_the_check_verdict(syncd_fa
         expect(cell.locator(".mark")).to_have_text("3")
         tip = cell.get_attribute("title")
         assert "expected 5,300 stocks, 10 missing" in tip
+        assert "source baostock, 12 stocks from a fallback" in tip  # provenance (docs/data.md)
+        assert "source baostock" in page.locator('.cell[data-date="2025-10-10"]').get_attribute("title")
         assert "600000 high_low: high 9.80 < low 9.90" in tip and "000001 price_limit" in tip
         expect(page.locator('.cell[data-date="2025-10-10"] .mark')).to_have_count(0)
         expect(page.locator("#legend-anomalies")).to_be_visible()

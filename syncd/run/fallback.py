@@ -76,16 +76,20 @@ class Fallbacks:
     def __bool__(self) -> bool:
         return bool(self.sources)
 
-    def fill_day(self, day: dt.date, should_stop: ShouldStop) -> Filled:
-        """The whole day: the first fallback that gives rows gives the day; later ones fill its missing stocks."""
-        return self._fill(day, None, should_stop)
+    def fill_day(self, day: dt.date, should_stop: ShouldStop, primary_error: str | None = None) -> Filled:
+        """The whole day: the first fallback that gives rows gives the day; later ones fill its missing stocks.
+        `primary_error`, why the primary failed it, goes into each ask's log line (a day a fallback fills keeps
+        no error of its own)."""
+        return self._fill(day, None, should_stop, primary_error)
 
     def fill_stocks(self, day: dt.date, codes: Iterable[str], should_stop: ShouldStop) -> Filled:
         """The day's rows of `codes` (stocks the primary missed)."""
         return self._fill(day, frozenset(codes), should_stop)
 
-    def _fill(self, day: dt.date, codes: frozenset[str] | None, should_stop: ShouldStop) -> Filled:
+    def _fill(self, day: dt.date, codes: frozenset[str] | None, should_stop: ShouldStop,
+              primary_error: str | None = None) -> Filled:
         filled = Filled(missing=codes or frozenset())
+        context = {"primary_error": primary_error} if primary_error is not None else {}
         wanted: set[str] | None = None if codes is None else set(codes)
         for source in self.sources:
             if should_stop() or (wanted is not None and not wanted):
@@ -93,7 +97,7 @@ class Fallbacks:
             name = source.name
             asked = "day" if wanted is None else len(wanted)
             if self._failed_in_a_row.get(name, 0) >= FAILURES_IN_A_ROW:
-                self._note(filled, day, name, asked, "skipped", f"not asked: it failed {FAILURES_IN_A_ROW} days in a row "
+                self._note(filled, context, day, name, asked, "skipped", f"not asked: it failed {FAILURES_IN_A_ROW} days in a row "
                                                               f"in this run ({self._last_error.get(name)})")
                 continue
             self.state.asking_fallback(name)
@@ -108,18 +112,18 @@ class Fallbacks:
             if isinstance(answer, str):
                 self._failed_in_a_row[name] = self._failed_in_a_row.get(name, 0) + 1
                 self._last_error[name] = answer
-                self._note(filled, day, name, asked, "failed", answer)
+                self._note(filled, context, day, name, asked, "failed", answer)
                 continue
             self._failed_in_a_row[name] = 0
             got = answer.rows if wanted is None else {code: row for code, row in answer.rows.items() if code in wanted}
             if not got:
-                self._note(filled, day, name, asked, "empty", answer.error or
+                self._note(filled, context, day, name, asked, "empty", answer.error or
                            ("no rows for the day" if wanted is None else f"no rows for the {len(wanted)} stocks asked"))
                 continue
             failing = sum(fails_unit(row) for row in got.values())
             refused = unit_guard_share_error(failing, len(got), f"{name}'s answer for {day}")
             if refused is not None:
-                self._note(filled, day, name, asked, "refused", refused)
+                self._note(filled, context, day, name, asked, "refused", refused)
                 continue
             if wanted is None:  # this fallback gives the day; the next ones may fill what it missed
                 filled.source, filled.expected = name, answer.expected
@@ -130,17 +134,18 @@ class Fallbacks:
             filled.rows.update(got)
             filled.missing = frozenset(wanted)
             outcome = "partial" if wanted else "filled"
-            self._note(filled, day, name, asked, outcome, answer.error if wanted else None, rows=len(got))
+            self._note(filled, context, day, name, asked, outcome, answer.error if wanted else None, rows=len(got))
         return filled
 
-    def _note(self, filled: Filled, day: dt.date, name: str, asked: int | str, outcome: str, error: str | None,
-              rows: int = 0) -> None:
+    def _note(self, filled: Filled, context: dict[str, str], day: dt.date, name: str, asked: int | str, outcome: str,
+              error: str | None, rows: int = 0) -> None:
         """Log and count one ask; a reason for the day's record when it gave nothing."""
         if error is not None and outcome != "partial":
             filled.reasons.append(f"fallback {name}: {error}")
         self.observer.fallback_asked(name, outcome)
         level = self.log.info if outcome in ("filled", "partial") else self.log.warning
-        level(Event.DAY_FALLBACK, date=day.isoformat(), source=name, asked=asked, outcome=outcome, rows=rows, error=error)
+        level(Event.DAY_FALLBACK, date=day.isoformat(), source=name, asked=asked, outcome=outcome, rows=rows, error=error,
+              **context)
 
 
 def _ask(source: Source, day: dt.date, wanted: set[str] | None, should_stop: ShouldStop) -> _Answer | str:

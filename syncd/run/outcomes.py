@@ -91,7 +91,7 @@ class DayWriter:
             return
         if self.fallbacks is not None:
             self.state.day_started(day)
-            filled = self.fallbacks.fill_day(day, lambda: self.cancelled)
+            filled = self.fallbacks.fill_day(day, lambda: self.cancelled, error)
             if self.cancelled:
                 return
             if filled.source is None:

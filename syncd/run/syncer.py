@@ -6,7 +6,9 @@ and `pending` with the reason), asks the source for its plan and hands the days 
 by_day (byday.py: a day at a time, read ahead) or by_stock (bystock.py: each stock once for
 the whole range, staged in PostgreSQL, then written day by day). Either way each day is
 written in its own transaction, in day order, only while the run holds the run lock
-(`RunLock.fence`), and never after a cancel (outcomes.py). It owns the worker's database
+(`RunLock.fence`), and never after a cancel (outcomes.py); what the primary could not give a
+day, the `[source] fallback` sources are asked for before the day is written (fallback.py),
+and each day records the source that wrote it. It owns the worker's database
 connection (reopened when lost, the statement retried), the retry policy, and the run's
 record in sync_runs (inserted by the control loop at admission). Between runs it does the
 worker's housekeeping: orphaned runs, the source's calendar fetched ahead of the schedule

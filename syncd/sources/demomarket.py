@@ -30,6 +30,9 @@ _BONUS_RATIOS = np.array([0.1, 0.2, 0.3, 0.5])
 _INDEX_FROM = 1990  # the wave advances one step per trading day counted from this year's first day
 _NO_EX_DATE = np.iinfo(np.int32).max
 
+_FLOAT_CAP_MIN = 1_000_000_000        # yuan: a stock's float at its base price, from this...
+_FLOAT_CAP_STEP = 19_000_000_000 // 4950  # ...up to 20 billion, in 4,951 steps
+
 _ROW_COLUMNS = ("open", "high", "low", "close", "pre_close", "volume", "amount", "turnover", "pct_change", "adj_factor")
 
 
@@ -61,7 +64,11 @@ class DemoMarket:
         n = len(self.codes)
         constants = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFF, 0, 0])))
         self._base_cents = constants.uniform(300.0, 8000.0, n)
-        self._float_shares = constants.integers(50, 5001, n, dtype=np.int64) * 1_000_000
+        # A float worth 1 to 20 billion yuan at the stock's base price (the same draw as ever, so prices do not move):
+        # with 0.2 %..5 % of it traded a day, the market trades about 1.5 trillion yuan and 60 billion shares a day,
+        # the real A-share market's order of magnitude in 2025 (docs/sources.md, "demo").
+        float_cap_yuan = _FLOAT_CAP_MIN + (constants.integers(50, 5001, n, dtype=np.int64) - 50) * _FLOAT_CAP_STEP
+        self._float_shares = (float_cap_yuan * 100 // self._base_cents.astype(np.int64)) // 100_000 * 100_000
         self._wave_offset = constants.integers(0, _PERIOD, n, dtype=np.int64)
         self._code_bytes = np.array([c.encode() for c in self.codes], dtype="S6")
         self._close_cache: dict[dt.date, np.ndarray] = {}
