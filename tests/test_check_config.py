@@ -73,6 +73,7 @@ def test_environment_overrides_show_in_the_resolved_config(short_tmp):
     ('[database]\ndsn = "host=x options=\'-F\'"\n', ["database.dsn", "'-F'"]),
     ('[database]\ndsn = "host=x options=\'-c search_path=a\'"\nschema = "b"\n', ["database.schema", "search_path"]),
     ('[source]\nname = "tushare"\n', ["tushare", "token"]),
+    ('[source]\nname = "demo"\nfallback = ["tushare"]\n', ["source.fallback[0]", "tushare", "token"]),
     ('[daemon]\ncurve_public_key = "x"\n', ["curve_public_key"]),
 ])
 def test_a_bad_config_exits_78_with_one_line_naming_the_key(short_tmp, text, names):
