@@ -80,6 +80,8 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
             pss_peak = [0]
             last = [0.0]
 
+            counters = storage.ServerCounters(dsn)
+
             def sample() -> None:  # about once a second: RSS tagged with the day being synced, PSS of both
                 if time.monotonic() - last[0] >= 1.0:
                     last[0] = time.monotonic()
@@ -87,8 +89,12 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
                     pids = [daemon.pid, *children(daemon.pid)]
                     samples.append((task.current_date if task else None, sum(proc_status_kb(p, "VmRSS") for p in pids)))
                     pss_peak[0] = max(pss_peak[0], sum(pss_kb(p) for p in pids))
+                    counters.sample(int(task.current_date[:4]) if task and task.current_date else None)
 
             run, seconds = run_to_end(client, start, end, poll_s=0.2, on_poll=sample, dsn=dsn)
+            counters.sample(None)
+            server = counters.by_year()
+            counters.close()
             peak = proc_status_kb(daemon.pid, "VmHWM")
             child_peak = sum(proc_status_kb(p, "VmHWM") for p in children(daemon.pid))
             events = daemon.events("day_synced")
@@ -108,6 +114,7 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
             rss_by_year[int(current[:4])] = max(rss_by_year.get(int(current[:4]), 0), rss)
     return {"rows": run.rows, "days": run.days_done, "seconds": seconds, "peak_kb": peak, "child_peak_kb": child_peak,
             "pss_peak_kb": pss_peak[0], "start_kb": rss_start, "written": written, "compaction": compacted, "stored": stored,
+            "server": server,
             "per_year": {y: r / s for y, (r, s) in sorted(per_year.items()) if s > 0}, "rss_by_year": rss_by_year}
 
 
@@ -118,11 +125,16 @@ def mb(kb: int) -> float:
 def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.date, dt.date],
             short_range: tuple[dt.date, dt.date]) -> dict[str, Any]:
     years = list(long["per_year"])
+    server = long["server"]
     rows = [(str(y), long["per_year"][y], long["per_year"][y] / long["per_year"][years[0]],
-             round(long["rss_by_year"].get(y, 0) / 1024, 1)) for y in years]
+             round(long["rss_by_year"].get(y, 0) / 1024, 1),
+             *(server.get(y, {}).get(k, "") for k in ("hit_ratio", "blocks_read", "checkpoints", "buffers_backend",
+                                                      "wal_mb", "wal_fpi", "autovacuums"))) for y in years]
     print_table(f"Backfill {long_range[0]}..{long_range[1]}: {long['rows']:,} rows, {long['days']} days in "
-                f"{long['seconds']:.0f} s ({long['rows'] / long['seconds']:,.0f} rows/s overall)",
-                ("year", "rows/s", "vs first year", "max RSS MB (daemon + child)"), rows)
+                f"{long['seconds']:.0f} s ({long['rows'] / long['seconds']:,.0f} rows/s overall); the server's counters "
+                "while each year was written", ("year", "rows/s", "vs first year", "max RSS MB (daemon + child)",
+                                                "cache hit ratio", "blocks read", "checkpoints", "buffers written by backends",
+                                                "WAL MB", "full-page images", "autovacuums"), rows)
     print_table("Memory: peak RSS (VmHWM, read at the end of the run) of syncd and its fetch process; PSS sampled each second",
                 ("run", "rows", "syncd at start MB", "syncd peak MB", "fetch process peak MB", "together MB", "PSS peak MB"),
                 [(f"{r[0]}..{r[1]}", d["rows"], mb(d["start_kb"]), mb(d["peak_kb"]), mb(d["child_peak_kb"]),
@@ -151,6 +163,7 @@ def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.da
     result["bytes_per_bar"] = stored["bytes_per_bar"]
     result["bytes_per_bar_by_layout"] = stored["by_layout"]
     result["compaction"] = long["compaction"]
+    result["server_by_year"] = {str(y): v for y, v in server.items()}
     result["goal_flat_rows_per_s"] = result["last_year_vs_first_year"] >= 0.9
     result["goal_bytes_per_bar_160"] = stored["bytes_per_bar"] <= 160
     result[f"goal_peak_rss_{RSS_GOAL_MB}mb"] = result["peak_rss_mb"] <= RSS_GOAL_MB

@@ -70,3 +70,54 @@ def bytes_per_bar(dsn: str) -> dict[str, Any]:
             "heap_bytes_per_bar": round(sum(r[2] for r in rows) / bars, 1) if bars else None,
             "by_layout": {k: round(v[0] / v[1], 1) for k, v in by_layout.items() if v[1]},
             "by_year": {name[-4:]: round(size / count, 1) for name, size, _, count, _ in rows if count}}
+
+
+# What the server did while a backfill wrote each year: cache hits and reads, checkpoints and who wrote dirty
+# buffers, WAL (and its full-page images), autovacuum runs, and the size of the year's code index (its depth).
+_COUNTERS = """
+SELECT (SELECT blks_hit FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()),
+       checkpoints_timed + checkpoints_req, checkpoints_req, buffers_checkpoint, buffers_clean, buffers_backend,
+       (SELECT wal_bytes FROM pg_stat_wal), (SELECT wal_fpi FROM pg_stat_wal),
+       (SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) FROM pg_stat_all_tables
+        WHERE relname LIKE 'daily_bars_y%%')
+FROM pg_stat_bgwriter"""
+COUNTER_NAMES = ("blks_hit", "blks_read", "checkpoints", "checkpoints_req", "buffers_checkpoint", "buffers_clean",
+                 "buffers_backend", "wal_bytes", "wal_fpi", "autovacuums")
+
+
+class ServerCounters:
+    """Snapshots of the server's cumulative counters, tagged with the year being written; per-year deltas."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.first: dict[int, tuple[Any, ...]] = {}
+        self.last: tuple[Any, ...] | None = None
+
+    def sample(self, year: int | None) -> None:
+        self.conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = self.conn.execute(_COUNTERS).fetchone()
+        assert row is not None
+        self.last = tuple(float(v or 0) for v in row)
+        if year is not None and year not in self.first:
+            self.first[year] = self.last
+
+    def by_year(self) -> dict[int, dict[str, float]]:
+        """Each year's counters from its first sample to the next year's (the last sample for the last year)."""
+        years = sorted(self.first)
+        out: dict[int, dict[str, float]] = {}
+        for year, after in zip(years, [*years[1:], None]):
+            end = self.first[after] if after is not None else self.last
+            if end is None:
+                continue
+            delta = dict(zip(COUNTER_NAMES, (b - a for a, b in zip(self.first[year], end))))
+            reads = delta["blks_hit"] + delta["blks_read"]
+            out[year] = {"hit_ratio": round(delta["blks_hit"] / reads, 4) if reads else 1.0,
+                         "blocks_read": int(delta["blks_read"]), "checkpoints": int(delta["checkpoints"]),
+                         "buffers_backend": int(delta["buffers_backend"]), "buffers_checkpoint": int(delta["buffers_checkpoint"]),
+                         "wal_mb": round(delta["wal_bytes"] / 1e6), "wal_fpi": int(delta["wal_fpi"]),
+                         "autovacuums": int(delta["autovacuums"])}
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
