@@ -18,7 +18,7 @@ from .harness import Postgres, machine_info
 
 BENCHES = ("load", "control", "metrics", "scale", "readers", "idle", "fetchplan", "reconcile", "fallback")
 FULL = {"days": 60, "rounds": 3, "requests": 150, "years": 20, "idle_seconds": 60.0, "poll_seconds": 40.0,
-        "reader_seconds": 20.0, "backfill_days": 1500, "fetch_stocks": 1000, "fetch_long_stocks": 300,
+        "reader_seconds": 20.0, "backfill_days": 750, "fetch_stocks": 1000, "fetch_long_stocks": 300,
         "fetch_years": (0, 1, 20), "reconcile_days": 20, "fallback_days": 24}
 QUICK = {"days": 10, "rounds": 2, "requests": 40, "years": 2, "idle_seconds": 10.0, "poll_seconds": 10.0,
          "reader_seconds": 5.0, "backfill_days": 60, "fetch_stocks": 100, "fetch_long_stocks": 100,

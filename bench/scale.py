@@ -98,7 +98,7 @@ def _backfill(pg: Postgres, start: dt.date, end: dt.date, keep: Callable[[str], 
             peak = proc_status_kb(daemon.pid, "VmHWM")
             child_peak = sum(proc_status_kb(p, "VmHWM") for p in children(daemon.pid))
             events = daemon.events("day_synced")
-            written = storage.bytes_per_bar(dsn) if settle else None  # every year as written, before compaction
+            written = storage.bytes_per_bar(dsn, vacuum=False) if settle else None  # every year as written
             compacted = storage.settle(daemon, dsn) if settle else None
         stored = storage.bytes_per_bar(dsn) if settle else None
         if keep is not None:

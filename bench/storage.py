@@ -49,15 +49,16 @@ def settle(daemon: SyncdProcess, dsn: str, timeout_s: float = SETTLE_TIMEOUT_S) 
             "bytes_before": sum(e["bytes_before"] for e in events), "bytes_after": sum(e["bytes_after"] for e in events)}
 
 
-def bytes_per_bar(dsn: str) -> dict[str, Any]:
-    """pg_total_relation_size of daily_bars' partitions / their rows, after VACUUM; by year and layout too."""
+def bytes_per_bar(dsn: str, vacuum: bool = True) -> dict[str, Any]:
+    """pg_total_relation_size of daily_bars' partitions / their rows, after VACUUM (which counts each partition's
+    rows exactly: it reads every page of a table it has not seen); by year and layout too. `vacuum=False` right
+    after a backfill: the table has only ever been appended to, and the rows are the counts ANALYZE left."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE daily_bars")
+        conn.execute("VACUUM ANALYZE daily_bars" if vacuum else "ANALYZE daily_bars")
         rows = conn.execute(
-            "SELECT c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid), coalesce(n.bars, 0), "
+            "SELECT c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid), greatest(c.reltuples, 0)::bigint, "
             f"{compaction.COMPACTED.format(table='c.oid', name='c.relname')} "
             "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "LEFT JOIN (SELECT tableoid, count(*) AS bars FROM daily_bars GROUP BY 1) n ON n.tableoid = c.oid "
             "WHERE i.inhparent = 'daily_bars'::regclass ORDER BY c.relname").fetchall()
     total = sum(r[1] for r in rows)
     bars = sum(r[3] for r in rows)
