@@ -68,6 +68,8 @@ SERVE_BURST = 32  # requests answered back to back before the loop looks at sign
 # typically): one indexed query, and a lock attempt only when such a row exists. On the worker,
 # so an unreachable database never stalls the control loop.
 ORPHAN_SWEEP_S = 10.0
+UPGRADES_THAT_REWRITE = {7}  # migrations whose time grows with the history (db/partitions.narrow_code_index)
+MIGRATION_EXTEND_S = 1800
 
 
 class Daemon:
@@ -227,6 +229,11 @@ class Daemon:
         conn = connection.connect(dsn, timeout_s, TimeZone=self.config.schedule.timezone)
         try:
             check_schema(conn, self._schema)
+            if set(migrations.pending(conn)) & UPGRADES_THAT_REWRITE:
+                # An index built per year of history (migration 7: seconds a year): more than the unit's start
+                # timeout on a long one. systemd waits this much longer, once; the STATUS says why.
+                self.notifier.notify(f"EXTEND_TIMEOUT_USEC={MIGRATION_EXTEND_S * 1_000_000}",
+                                     "STATUS=migrating the database (an index per year of history)")
             version = migrations.migrate(conn, self.config.database.compat_view, self.config.database.compat_adjust)
             notify_ms = check_lock_session(conn, lock_dsn, timeout_s, lock_dsn_set=bool(self.config.database.lock_dsn))
             self.log.info(Event.LOCK_SESSION_CHECKED, notify_ms=round(notify_ms, 1),

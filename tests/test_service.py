@@ -55,3 +55,19 @@ def test_tcp_endpoint_off_loopback_without_curve_keys_is_refused(short_tmp):
     result = subprocess.run([sys.executable, "-m", "syncd", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
     assert "daemon.endpoint" in result.stderr and "CURVE" in result.stderr
+
+
+def test_a_start_that_must_build_an_index_per_year_asks_systemd_for_more_time_first(syncd_factory, short_tmp):
+    """Migration 7 builds an index on each year's partition: seconds a year, past the unit's start timeout on a
+    long history. The daemon extends the timeout (EXTEND_TIMEOUT_USEC) before migrating, once, not on later starts."""
+    listener = NotifyListener(short_tmp / "notify.sock")
+    env = {"NOTIFY_SOCKET": str(short_tmp / "notify.sock")}
+    daemon = syncd_factory(env=env)  # a new database: every migration is pending
+    wait_until(lambda: listener.seen("READY=1"), what="READY=1")
+    extend = next(i for i, m in enumerate(listener.messages) if "EXTEND_TIMEOUT_USEC=" in m)
+    assert extend < next(i for i, m in enumerate(listener.messages) if "READY=1" in m)
+    daemon.stop()
+    listener.messages.clear()
+    daemon.start()
+    wait_until(lambda: listener.seen("READY=1"), what="READY=1 again")
+    assert not listener.seen("EXTEND_TIMEOUT_USEC=")

@@ -154,6 +154,14 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
 LATEST = max(version for version, _, _ in MIGRATIONS)
 
 
+def pending(conn: psycopg.Connection[Any]) -> list[int]:
+    """The migrations this database has not had yet (all of them for a new one)."""
+    if conn.execute("SELECT to_regclass('syncd_migrations')").fetchone() == (None,):
+        return [version for version, _, _ in MIGRATIONS]
+    applied = {row[0] for row in conn.execute("SELECT version FROM syncd_migrations").fetchall()}
+    return [version for version, _, _ in MIGRATIONS if version not in applied]
+
+
 class StoreError(Exception):
     """A schema or data problem an operator must fix (not a lost connection)."""
 
