@@ -43,27 +43,26 @@ def same(given: Row, got: tuple[Any, ...]) -> bool:
                for value, kept in zip(given, got))
 
 
-def tushare_days(market: Market) -> dict[dt.date, list[Row]]:
-    server = HttpUpstream(tushare_route(market))
-    source = TushareSource(TushareConfig(token="good-token", url=server.url, requests_per_minute=60_000), **FakeTime().timing())
+def fetched_days(source: Any, server: Any) -> dict[dt.date, list[Row]]:
+    """Every day of DAYS the source answered with rows, then the source and its local server closed."""
     try:
         return {day: list(batch.rows) for day, batch in source.fetch_days(DAYS, lambda: False)
                 if isinstance(batch, DayBatch) and isinstance(batch.rows, list)}
     finally:
         source.close()
         server.stop()
+
+
+def tushare_days(market: Market) -> dict[dt.date, list[Row]]:
+    server = HttpUpstream(tushare_route(market))
+    return fetched_days(TushareSource(TushareConfig(token="good-token", url=server.url, requests_per_minute=60_000),
+                                      **FakeTime().timing()), server)
 
 
 def baostock_days(market: Market) -> dict[dt.date, list[Row]]:
     server = BaostockServer(market)
-    source = BaostockSource(BaostockConfig(server=server.address, requests_per_second=10_000, jitter=0), market_daily=True,
-                            **FakeTime().timing())
-    try:
-        return {day: list(batch.rows) for day, batch in source.fetch_days(DAYS, lambda: False)
-                if isinstance(batch, DayBatch) and isinstance(batch.rows, list)}
-    finally:
-        source.close()
-        server.stop()
+    return fetched_days(BaostockSource(BaostockConfig(server=server.address, requests_per_second=10_000, jitter=0),
+                                       market_daily=True, **FakeTime().timing()), server)
 
 
 def demo_days() -> dict[dt.date, list[Row]]:
