@@ -35,7 +35,7 @@ from .calendar import Confirms, TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .control.admission import Admission
 from .control.curve import ClientAuthenticator, apply_server_curve, check_endpoint
-from .control.ops import Deferred, Ops
+from .control.ops import Batch, Deferred, Ops
 from .control.reads import ControlDb
 from .control.reconcile import Reconciliations
 from .control.runstate import RunState
@@ -348,29 +348,32 @@ class Daemon:
         return max(0, int(min(candidates) * 1000) + 1)
 
     def _serve_waiting(self, rep: zmq.Socket[Any], ops: Ops) -> None:
-        """Answer the requests already waiting, up to SERVE_BURST of them, then let the loop do its chores
-        (signals, the schedule, the watchdog): under load a request costs no poll of its own."""
+        """Receive the requests already waiting, up to SERVE_BURST of them, then answer them in order as one
+        Batch (identical reads share one reply: ops.Batch), then let the loop do its chores (signals, the
+        schedule, the watchdog): under load a request costs no poll of its own."""
+        waiting = []
         for _ in range(SERVE_BURST):
-            if not self._serve_one(rep, ops):
-                return
+            try:
+                waiting.append(rep.recv_multipart(zmq.NOBLOCK))  # the peer's routing envelope, then the request's parts
+            except zmq.Again:
+                break
+        batch = ops.batch()
+        for parts in waiting:
+            self._serve_one(rep, batch, parts)
 
-    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> bool:
-        """Answer one request if one is waiting (or set its reply aside to wait: a Deferred); False if none was."""
-        try:
-            parts = rep.recv_multipart(zmq.NOBLOCK)  # the peer's routing envelope, then the request's parts
-        except zmq.Again:
-            return False
+    def _serve_one(self, rep: zmq.Socket[Any], batch: Batch, parts: list[bytes]) -> None:
+        """Answer one request (or set its reply aside to wait: a Deferred)."""
         envelope, body = split_envelope(parts)
         if len(body) == 1:
-            reply = ops.handle(body[0])
+            answer = batch.answer(body[0])
         else:
             reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(body)} frames; send one JSON object in one frame")
             self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
-        if isinstance(reply, Deferred):
-            self._deferred.append((envelope, reply))
+            answer = encode(reply)
+        if isinstance(answer, Deferred):
+            self._deferred.append((envelope, answer))
         else:
-            rep.send_multipart([*envelope, encode(reply)])
-        return True
+            rep.send_multipart([*envelope, answer])
 
     def _answer_deferred(self, rep: zmq.Socket[Any], ops: Ops, everything: bool = False) -> None:
         """Send the deferred replies whose wait is over (all of them when `everything`)."""

@@ -32,6 +32,7 @@ from syncd.protocol import (
     BusyReply,
     ErrorCode,
     ErrorReply,
+    HistoryReply,
     Ok,
     PingReply,
     Start,
@@ -43,6 +44,7 @@ from syncd.protocol import (
 from syncd.record import RunRecord, wire_time
 from syncd.run.syncer import Syncer
 from syncd.sources.demo import DemoSource
+from syncd.telemetry.observer import Observer
 from testkit import query
 
 ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -211,6 +213,40 @@ def test_status_shows_the_run_in_flight_and_then_the_last_run(daemon):
     assert status.last_run.started_at == start.task.start_time  # one time rule on the wire
     [recorded] = daemon.ops.history(5)
     assert recorded == status.last_run
+
+
+class ServedRequests(Observer):
+    """An observer that lists the (op, status) of every request served."""
+
+    def __init__(self) -> None:
+        self.served: list[tuple[str, str]] = []
+
+    def request_served(self, op: str, status: str, seconds: float) -> None:
+        self.served.append((op, status))
+
+
+def test_a_batch_shares_identical_reads_until_a_start_changes_what_they_show(daemon):
+    daemon.ops.observer = observer = ServedRequests()
+    batch = daemon.ops.batch()
+    history, status = b'{"op":"history","limit":5}', b'{"op":"status"}'
+    start = b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-13"}'
+    before = batch.answer(history)
+    assert batch.answer(history) is before  # one reply, built once, for both
+    assert msgspec.json.decode(before, type=HistoryReply).runs == []
+    idle = batch.answer(status)
+    started = msgspec.json.decode(batch.answer(start), type=StartReply)  # admitted: reads after it are answered anew
+    after = batch.answer(history)
+    assert [run.run_id for run in msgspec.json.decode(after, type=HistoryReply).runs] == [started.run_id]
+    busy = msgspec.json.decode(batch.answer(start))  # refused: it changed nothing, the sharing goes on
+    assert busy["status"] == "rejected" and busy["current_task"]["run_id"] == started.run_id
+    assert batch.answer(history) is after
+    assert msgspec.json.decode(idle, type=StatusReply).state == "idle"
+    assert msgspec.json.decode(batch.answer(status), type=StatusReply).state == "running"
+    assert batch.answer(b'{"op":"nope"}') is not batch.answer(b'{"op":"nope"}')  # only reads are shared
+    assert observer.served == [("history", "ok"), ("history", "ok"), ("status", "ok"), ("start", "ok"), ("history", "ok"),
+                               ("start", "rejected"), ("history", "ok"), ("status", "ok"), ("invalid", "error"),
+                               ("invalid", "error")]  # each request counted, shared or not
+    assert daemon.ops.batch().answer(history) is not after  # a new batch reads anew
 
 
 def test_wire_times_are_to_the_second_with_the_zones_offset():
