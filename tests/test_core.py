@@ -16,7 +16,9 @@ import msgspec
 import psycopg
 import pytest
 import structlog
+import zmq
 
+from syncd import daemon as syncd_daemon
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig
 from syncd.control.admission import Admission, Busy
@@ -247,6 +249,32 @@ def test_a_batch_shares_identical_reads_until_a_start_changes_what_they_show(dae
                                ("start", "rejected"), ("history", "ok"), ("status", "ok"), ("invalid", "error"),
                                ("invalid", "error")]  # each request counted, shared or not
     assert daemon.ops.batch().answer(history) is not after  # a new batch reads anew
+
+
+def test_the_loop_answers_a_batch_from_memory_first_and_each_peer_in_order(daemon):
+    """One burst on a real ROUTER: the requests answered from memory (ping, status) go before those that read the
+    database, except behind an earlier request of the same peer (a DEALER may send several)."""
+    daemon.ops.observer = observer = ServedRequests()
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.bind("inproc://batch-order")
+    peers = [context.socket(kind) for kind in (zmq.REQ, zmq.DEALER, zmq.REQ)]
+    try:
+        for peer in peers:
+            peer.connect("inproc://batch-order")
+        history, days = b'{"op":"history","limit":5}', b'{"op":"days","start_date":"2025-10-09","end_date":"2025-10-13"}'
+        peers[0].send(history)
+        peers[1].send_multipart([b"", days])
+        peers[1].send_multipart([b"", b'{"op":"status"}'])  # behind its own days
+        peers[2].send(b'{"op":"ping"}')
+        syncd_daemon.Daemon(daemon.config)._serve_waiting(router, daemon.ops)
+        assert [op for op, _ in observer.served] == ["ping", "history", "days", "status"]
+        assert msgspec.json.decode(peers[0].recv(), type=HistoryReply).runs == []
+        assert [msgspec.json.decode(peers[1].recv_multipart()[1])["status"] for _ in range(2)] == ["ok", "ok"]
+        assert isinstance(msgspec.json.decode(peers[2].recv(), type=PingReply), PingReply)
+    finally:
+        for sock in (*peers, router):
+            sock.close(linger=0)
 
 
 def test_wire_times_are_to_the_second_with_the_zones_offset():

@@ -76,6 +76,7 @@ INVALID_OP = "invalid"  # the op label of a request that could not be decoded
 # Ops whose reply is read from memory or the database and changes nothing that a reply shows: two identical
 # requests of these, waiting at the same moment, get the same answer (Batch).
 SHARED_OPS = frozenset({"ping", "status", "history", "days", "check"})
+MEMORY_OPS = frozenset({"ping", "status"})  # answered from memory alone: a batch answers these first
 Reply = Ok | BusyReply | ErrorReply
 
 
@@ -337,6 +338,13 @@ class Batch:
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self._shared: dict[bytes, tuple[str, str, bytes]] = {}  # frame -> (op, reply status, encoded reply)
+
+    def from_memory(self, frame: bytes) -> bool:
+        """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
+        try:
+            return op_name(type(decode_request(frame))) in MEMORY_OPS
+        except RequestError:
+            return False
 
     def answer(self, frame: bytes) -> bytes | Deferred:
         """The encoded reply to `frame` (or a Deferred: a reply that waits, built later by Ops.finish)."""
