@@ -135,6 +135,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def scheduled_seconds(pid: int) -> tuple[float, float] | None:
+    """A process's seconds on a CPU and seconds waiting for one (runnable, not running: the machine's
+    contention), from /proc/PID/schedstat; None when it is gone or the kernel keeps no such counters."""
+    try:
+        on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def context_switches(pid: int) -> int:
     """Voluntary + involuntary context switches of all threads: how often the process woke up."""
     total = 0

@@ -11,7 +11,11 @@ day's rows in one transaction; only its database calls are timed. `write_day_onl
 syncd's time: its write path alone, in process, each day's payload built off the clock (with
 its `syncing` mark, as the worker writes it). After each syncd round the same days are synced
 again (the re-sync: rows already present). The methods alternate round by round, and each
-ratio is the median of the rounds' paired ratios.
+ratio is the median of the rounds' paired ratios. Where the server runs on this machine, the
+writing backend of syncd's run and of the binary \\copy is also watched from the server's side
+(`BusiestBackend`): seconds on a CPU, waiting for one, and neither (waiting for its client or the
+disk); `syncd_vs_psql_copy_binary_without_cpu_waits` is the ratio less the waits for a CPU, the
+shared machine's share, which changes from one minute to the next.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from .harness import (
     note,
     print_table,
     run_to_end,
+    scheduled_seconds,
     syncd_config,
 )
 
@@ -57,7 +63,7 @@ def run(pg: Postgres, days_count: int, rounds: int) -> dict[str, Any]:
     rows_total = len(days) * STOCKS
     note(f"load: {len(days)} trading days {days[0]}..{days[-1]} x {STOCKS} stocks = {rows_total:,} rows, {rounds} rounds")
     rates: dict[str, list[float]] = {m: [] for m in METHODS}
-    extra: dict[str, list[float]] = {"syncd_steady": [], "syncd_resync": []}
+    extra: dict[str, list[Any]] = {"syncd_steady": [], "syncd_resync": [], "syncd_backend": [], "copy_backend": []}
     with tempfile.TemporaryDirectory(prefix="sdb-load-", dir="/tmp") as tmp:
         csv_path, bin_path = _write_files(pg, days, Path(tmp))
         for r in range(rounds):
@@ -69,7 +75,7 @@ def run(pg: Postgres, days_count: int, rounds: int) -> dict[str, Any]:
     return _report(rates, extra, len(days), rows_total)
 
 
-def _report(rates: dict[str, list[float]], extra: dict[str, list[float]], days: int, rows_total: int) -> dict[str, Any]:
+def _report(rates: dict[str, list[float]], extra: dict[str, list[Any]], days: int, rows_total: int) -> dict[str, Any]:
     table = [(m, median(v), min(v), max(v), median(rates["syncd"]) / median(v)) for m, v in rates.items()]
     table += [("syncd, steady state (between day_synced events)", median(extra["syncd_steady"]),
                min(extra["syncd_steady"]), max(extra["syncd_steady"]), median(rates["syncd"]) / median(extra["syncd_steady"])),
@@ -95,18 +101,38 @@ def _report(rates: dict[str, list[float]], extra: dict[str, list[float]], days: 
         "write_day_vs_psql_copy_binary": paired_of("write_day_only", "psql_copy_binary"),
         "syncd_vs_write_day": paired("write_day_only"),
     }
+    result.update(_backend_report(extra))
     result["goal_binary_copy_0.9x"] = result["syncd_vs_psql_copy_binary"] >= 0.9
+    result["goal_binary_copy_0.85x"] = result["syncd_vs_psql_copy_binary"] >= 0.85  # issue 23's
     result["goal_resync_0.8x_first_sync"] = result["resync_vs_first_sync"] >= 0.8
     result["goal_ceiling_0.8x"] = result["syncd_vs_psql_copy_text"] >= 0.8  # the earlier goal, against CSV \\copy
     result["goal_executemany_4x"] = result["syncd_vs_executemany"] >= 4.0
     return emit("load", result)
 
 
+def _backend_report(extra: dict[str, list[Any]]) -> dict[str, Any]:
+    """Where the writing backend's time went, syncd against binary \\copy: on a CPU, waiting for one (the shared
+    machine's contention, which punishes syncd's per-day round trips more than one long COPY), and neither
+    (waiting for its client, or for the disk). The ratio without the waits for a CPU is the one a machine of
+    one's own would show; measured only where the server runs here (nothing is printed otherwise)."""
+    pairs = [(c, s) for c, s in zip(extra["copy_backend"], extra["syncd_backend"]) if c is not None and s is not None]
+    if not pairs:
+        return {}
+    rows = []
+    for name, runs in (("syncd (its worker's backend)", [s for _, s in pairs]), ("psql_copy_binary", [c for c, _ in pairs])):
+        rows.append((name, median([w for w, _, _ in runs]), median([cpu for _, cpu, _ in runs]),
+                     median([wait for _, _, wait in runs]), median([w - cpu - wait for w, cpu, wait in runs])))
+    print_table("The writing backend's time, from the server's side (/proc/PID/schedstat), medians",
+                ("method", "wall s", "on a CPU s", "waiting for a CPU s", "neither s (its client, the disk)"), rows)
+    return {"backend_seconds": {"syncd": [round(x, 3) for x in rows[0][1:]], "psql_copy_binary": [round(x, 3) for x in rows[1][1:]]},
+            "syncd_vs_psql_copy_binary_without_cpu_waits": round(median([(c[0] - c[2]) / (s[0] - s[2]) for c, s in pairs]), 3)}
+
+
 def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, csv_path: Path, bin_path: Path,
-             extra: dict[str, list[float]]) -> float:
+             extra: dict[str, list[Any]]) -> float:
     with pg.database() as dsn:
         if method == "syncd":
-            return _syncd(dsn, days, rows_total, extra)
+            return _syncd(pg, dsn, days, rows_total, extra)
         if method in RUNNERS:
             pipeline.prepare(dsn)
             seconds = RUNNERS[method](dsn, days)
@@ -117,17 +143,22 @@ def _measure(method: str, pg: Postgres, days: list[dt.date], rows_total: int, cs
             partitions.ensure_years(conn, days)  # the same table as syncd writes: the year's partition, its indexes
         if method == "executemany":
             seconds = _executemany(dsn, days)
+        elif method == "psql_copy_text":
+            seconds = _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{csv_path}' (FORMAT csv)")
         else:
-            path, fmt = (csv_path, "csv") if method == "psql_copy_text" else (bin_path, "binary")
-            seconds = _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{path}' (FORMAT {fmt})")
+            with BusiestBackend(pg.admin_dsn, dsn) as backend:
+                seconds = _psql(dsn, f"\\copy daily_bars ({COLUMNS}) FROM '{bin_path}' (FORMAT binary)")
+            extra["copy_backend"].append(_split(seconds, backend.result))
         _check_count(dsn, rows_total, method)
         return seconds
 
 
-def _syncd(dsn: str, days: list[dt.date], rows_total: int, extra: dict[str, list[float]]) -> float:
+def _syncd(pg: Postgres, dsn: str, days: list[dt.date], rows_total: int, extra: dict[str, list[Any]]) -> float:
     with Syncd(syncd_config(dsn)) as daemon:
         client = daemon.client()
-        run, seconds = run_to_end(client, days[0], days[-1], poll_s=0.02, dsn=dsn)
+        with BusiestBackend(pg.admin_dsn, dsn) as backend:
+            run, seconds = run_to_end(client, days[0], days[-1], poll_s=0.02, dsn=dsn)
+        extra["syncd_backend"].append(_split(seconds, backend.result))
         if run.rows != rows_total:
             raise RuntimeError(f"syncd synced {run.rows} rows, expected {rows_total}")
         stamps = [dt.datetime.fromisoformat(e["timestamp"]).timestamp() for e in daemon.events("day_synced")]
@@ -137,6 +168,82 @@ def _syncd(dsn: str, days: list[dt.date], rows_total: int, extra: dict[str, list
         extra["syncd_resync"].append(rows_total / again)
     _check_count(dsn, rows_total, "syncd")
     return seconds
+
+
+class BusiestBackend:
+    """From the server's side, the busiest backend of one database over a measurement: its seconds on a CPU
+    and waiting for one (harness.py's scheduled_seconds); the rest of the wall time it waited on its client or
+    the disk. Only where the server runs on this machine (the pids are PostgreSQL backends here); else
+    `result` is None. A thread reads each backend's counters every 5 ms and looks for new backends (psql's)
+    every 100 ms: a backend that exits (psql's, at the end) is read at most 5 ms before it did."""
+
+    def __init__(self, admin_dsn: str, dsn: str) -> None:
+        self._admin_dsn = admin_dsn
+        self._dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        self._first: dict[int, tuple[float, float]] = {}
+        self._last: dict[int, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-backend-watch", daemon=True)
+        self._pids: list[int] = []
+        self._admin: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> BusiestBackend:
+        self._admin = psycopg.connect(self._admin_dsn, autocommit=True)
+        self._discover(initial=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+        if self._admin is not None:
+            self._admin.close()
+
+    @property
+    def result(self) -> tuple[float, float] | None:
+        """(seconds on a CPU, seconds waiting for one) of the backend that used the most CPU, or None."""
+        used = [(last[0] - self._first[pid][0], last[1] - self._first[pid][1]) for pid, last in self._last.items()]
+        return max(used) if used else None
+
+    def _watch(self) -> None:
+        ticks = 0
+        while not self._stop.wait(0.005):
+            ticks += 1
+            if ticks % 20 == 0:
+                self._discover(initial=False)
+            self._read()
+
+    def _discover(self, initial: bool) -> None:
+        assert self._admin is not None
+        pids = [row[0] for row in self._admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'", (self._dbname,))]
+        for pid in pids:
+            if pid in self._first or not _is_local_backend(pid):
+                continue
+            # A backend there from the start counts from now; one that came later, from its own start.
+            now = scheduled_seconds(pid) if initial else (0.0, 0.0)
+            if now is not None:
+                self._first[pid] = now
+                self._pids.append(pid)
+
+    def _read(self) -> None:
+        for pid in list(self._pids):
+            now = scheduled_seconds(pid)
+            if now is not None:
+                self._last[pid] = now
+
+
+def _is_local_backend(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres")
+    except OSError:
+        return False
+
+
+def _split(seconds: float, backend: tuple[float, float] | None) -> tuple[float, float, float] | None:
+    """(wall, the busiest backend's seconds on a CPU, its seconds waiting for one), or None (server not here)."""
+    return None if backend is None else (seconds, *backend)
 
 
 def _executemany(dsn: str, days: list[dt.date]) -> float:
