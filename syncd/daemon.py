@@ -112,8 +112,11 @@ class Daemon:
         check_database(self.config.database, self.env)
         for each in (source, *fallbacks):
             self.telemetry.attach_source(each)
-        dsn = self._database_dsn()
+        # Started now, so that the source warms up in the child (the demo: numpy, its market's years) while the
+        # database is made ready: a run requested as soon as the daemon answers finds it ready.
+        fetcher = self._fetch_process(source)
         try:
+            dsn = self._database_dsn()
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             if self._schema is not None:  # database.schema: the whole search_path of every connection
@@ -121,7 +124,6 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn, lock_dsn, source.confirms_trading_day)
             state = RunState(last_run)
             observer = self.telemetry
-            fetcher = self._fetch_process(source)
             syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher,
                             fallbacks=fallbacks)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
@@ -158,6 +160,8 @@ class Daemon:
                         self.client_auth.stop()
         finally:
             self.telemetry.close()  # the poller's connection goes before the database does
+            if fetcher is not None:
+                fetcher.close(grace_s=0.0)  # closed by the worker's syncer already, unless the start failed
             for each in (source, *fallbacks):
                 each.close()
             if self.embedded is not None:
@@ -182,11 +186,13 @@ class Daemon:
         return built
 
     def _fetch_process(self, source: Source) -> FetchProcess | None:
-        """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
+        """The worker's child for a source that runs its fetches there, started here (the main thread, which lives as
+        long as the daemon: the child dies with it) before the worker exists; from then on the worker supervises it."""
         if not source.fetches_in_child:
             return None
         fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
         self.telemetry.attach_source(fetcher)
+        fetcher.start()
         return fetcher
 
     def _acquire_instance(self) -> None:
