@@ -148,6 +148,9 @@ MIGRATIONS: list[tuple[int, str, str | Callable[[psycopg.Connection[Any]], None]
         );
         ALTER TABLE bar_findings ADD COLUMN IF NOT EXISTS source text;
     """),
+    (13, "sync_days (date) INCLUDE (written_at): the compat view's created_at/updated_at by an index-only merge", """
+        CREATE INDEX IF NOT EXISTS sync_days_written_at ON sync_days (date) INCLUDE (written_at);
+    """),
 ]
 # Versions are not contiguous (numbers are handed out ahead to parallel work): each one missing from
 # syncd_migrations is applied, in order, whatever the highest applied version is.

@@ -49,21 +49,27 @@ class CompatViewError(Exception):
     """daily_stock_data cannot be kept as configured; the message says why and what to do."""
 
 
+# Where the cheap path of `_numeric` is exact: below this magnitude, cents this far from a half. The 15-digit
+# value is within 0.5e-14 * |x| of x, so |x| < 1e8 errs by < 1e-5 cents and |x| < 1e11 (amounts) by < 0.01.
+_QUICK = {10: (100_000_000, 0.4999), 20: (100_000_000_000, 0.49)}
+
+
 def _numeric(expr: str, precision: int) -> str:
     """`expr` (float8) as numeric(precision, 2), NULL when it does not fit (a garbage row must not break every query).
 
     The value is what `expr::numeric` rounded to cents gives (float8 to numeric goes through 15 significant
-    digits, then round half away from zero), computed the cheap way where that is provably the same: for
-    |x| < 1e8 whose cents count x * 100 is not within 1e-4 of a half, the 15-digit value is within 1e-5 of it
-    (5e-6 of decimal rounding, an ulp of float), so both round to the same whole number of cents, built as
-    int8 * 0.01 instead of through printf (each printf'd conversion cost ~1 us, nine a row in the compat view:
+    digits, then round half away from zero), computed the cheap way where that is provably the same (`_QUICK`):
+    for |x| < 1e8 whose cents count x * 100 is not within 1e-4 of a half, the 15-digit value is within 1e-5 of it
+    (5e-6 of decimal rounding, an ulp of float), and for |x| < 1e11 (amounts) not within 0.01 of a half, within
+    0.0062; so both round to the same whole number of cents, built as int8 * 0.01 instead of through printf (each printf'd conversion cost ~1 us, nine a row in the compat view:
     most of its time). Values near a half cent, and larger ones, take the exact path. tests/test_compat.py
     compares both paths on a million values, half cents and their neighbours among them."""
     bound = 10 ** (precision - 2) - 1
+    below, margin = _QUICK[precision]
     cents = f"(({expr}) * 100)"
     exact = f"({expr})::numeric"
     quick = f"round({cents})::int8::numeric * 0.01"
-    near_whole = f"abs({expr}) < 100000000 AND abs({cents} - round({cents})) < 0.4999"
+    near_whole = f"abs({expr}) < {below} AND abs({cents} - round({cents})) < {margin}"
     return f"(CASE WHEN abs({expr}) < {bound} THEN CASE WHEN {near_whole} THEN {quick} ELSE {exact} END END)::numeric({precision},2)"
 
 
