@@ -22,9 +22,9 @@ BENCHES = ("load", "control", "metrics", "scale", "readers", "idle", "fetchplan"
 # The run's time limits (issue 23): the whole run with the default sizes, and with --quick.
 BUDGET_S = {"full": 1200, "quick": 180}
 # fetch_stocks / fetch_long_stocks: the by-day sources' requests are per day whatever the market's size, akshare's
-# by_stock ones two a stock (and its snapshot one page a hundred stocks), so 300 and 100 stocks show what 5,300 would.
+# by_stock ones two a stock (and its snapshot one page a hundred stocks), so 300 and 50 stocks show what 5,300 would.
 FULL = {"days": 60, "rounds": 3, "requests": 100, "years": 20, "idle_seconds": 40.0, "poll_seconds": 30.0,
-        "reader_seconds": 20.0, "backfill_days": 750, "fetch_stocks": 300, "fetch_long_stocks": 100,
+        "reader_seconds": 20.0, "backfill_days": 750, "fetch_stocks": 300, "fetch_long_stocks": 50,
         "fetch_years": (0, 1, 20), "reconcile_days": 20, "fallback_days": 24}
 # A smoke run under 3 minutes: one year is the small history the readers (compat view) and bytes a bar are measured
 # on; the 20-year request counts are left out (minutes even on a small market).
