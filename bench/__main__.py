@@ -27,8 +27,8 @@ FULL = {"days": 60, "rounds": 3, "requests": 100, "years": 20, "idle_seconds": 4
         "reader_seconds": 20.0, "backfill_days": 750, "fetch_stocks": 300, "fetch_long_stocks": 50,
         "fetch_years": (0, 1, 20), "reconcile_days": 20, "fallback_days": 24}
 # A smoke run under 3 minutes: one year is the small history the readers (compat view) and bytes a bar are measured
-# on; the 20-year request counts are left out (minutes even on a small market).
-QUICK = {"days": 5, "rounds": 2, "requests": 25, "years": 1, "idle_seconds": 10.0, "poll_seconds": 5.0,
+# on; one round of each alternation; the 20-year request counts are left out (minutes even on a small market).
+QUICK = {"days": 10, "rounds": 1, "requests": 40, "years": 1, "idle_seconds": 5.0, "poll_seconds": 5.0,
          "reader_seconds": 3.0, "backfill_days": 30, "fetch_stocks": 50, "fetch_long_stocks": 50,
          "fetch_years": (0, 1), "reconcile_days": 3, "fallback_days": 3}
 
