@@ -1,9 +1,10 @@
 """SyncClient: the Python way to talk to syncd, safe from many threads, never hanging past its timeout.
 
 One REQ socket per thread, kept between calls, from a shared zmq Context (sockets are not
-thread-safe; contexts are), LINGER 0, and a poll with the timeout: a call either returns a
-typed reply or raises a typed error. A socket that timed out is closed and replaced, so the
-next call starts fresh. `start`
+thread-safe; contexts are), LINGER 0, and the timeout as its receive timeout (RCVTIMEO): a
+call either returns a typed reply or raises a typed error. A socket that timed out is closed
+and replaced, so the next call starts fresh. An ok reply is decoded straight into its Struct;
+anything else (rejected, error, not syncd's) goes through the checks that name it. `start`
 always carries a request_id, so retrying it after a timeout can never start a second run.
 On a CURVE endpoint the client uses the daemon's public key and, where the daemon admits
 only listed clients (daemon.curve_clients_dir), its own certificate: `client_key_file`
@@ -189,6 +190,10 @@ class SyncClient:
     def _call(self, request: Request, reply_type: type[T]) -> T:
         raw = self.send_raw(encode_request(request))
         try:
+            return _ok_decoder(reply_type).decode(raw)  # the common case, in one pass
+        except msgspec.DecodeError:
+            pass  # rejected, an error, or not an ok reply of this op at all: the checks below say which
+        try:
             reply = msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
             raise SyncdProtocolError(f"reply from {self.endpoint} is not JSON: {exc}") from None
@@ -209,9 +214,10 @@ class SyncClient:
         sock = self._thread_socket()
         try:
             sock.send(frame)
-            if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
-                raise SyncdUnreachable(self.endpoint, self.timeout)
-            return sock.recv()
+            try:
+                return sock.recv()  # waits at most RCVTIMEO: the timeout
+            except zmq.Again:
+                raise SyncdUnreachable(self.endpoint, self.timeout) from None
         except BaseException:
             self.close()  # a REQ socket left mid-exchange is unusable: the next call gets a fresh one
             raise
@@ -227,10 +233,14 @@ class SyncClient:
         """This thread's REQ socket, kept between calls (zmq sockets must not cross threads)."""
         sock = getattr(self._local, "socket", None)
         if sock is not None and self._local.pid == os.getpid():
+            if self._local.timeout != self.timeout:  # the caller changed it since
+                sock.setsockopt(zmq.RCVTIMEO, _timeout_ms(self.timeout))
+                self._local.timeout = self.timeout
             return sock
         sock = self._context.socket(zmq.REQ)
         try:
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, _timeout_ms(self.timeout))
             if self.server_public_key:
                 from syncd.control.curve import apply_client_curve
 
@@ -239,8 +249,20 @@ class SyncClient:
         except BaseException:
             sock.close(linger=0)
             raise
-        self._local.socket, self._local.pid = sock, os.getpid()
+        self._local.socket, self._local.pid, self._local.timeout = sock, os.getpid(), self.timeout
         return sock
+
+
+def _timeout_ms(timeout_s: float) -> int:
+    return max(1, round(timeout_s * 1000))
+
+
+_OK_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {t: msgspec.json.Decoder(t) for t in REPLY_TYPES.values()}
+
+
+def _ok_decoder(reply_type: type[T]) -> msgspec.json.Decoder[T]:
+    """The decoder of an op's ok reply (made once, at import), straight from JSON to the Struct."""
+    return _OK_DECODERS.get(reply_type) or msgspec.json.Decoder(reply_type)
 
 
 def _client_keypair(server_public_key: str | None, secret_key: str | None,

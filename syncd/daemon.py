@@ -35,7 +35,7 @@ from .calendar import Confirms, TradingCalendar
 from .config import Config, ConfigError, ipc_path, redact_dsn
 from .control.admission import Admission
 from .control.curve import ClientAuthenticator, apply_server_curve, check_endpoint
-from .control.ops import Deferred, Ops
+from .control.ops import Batch, Deferred, Ops
 from .control.reads import ControlDb
 from .control.reconcile import Reconciliations
 from .control.runstate import RunState
@@ -63,7 +63,7 @@ from .telemetry.hub import Telemetry
 GIL_SWITCH_INTERVAL_S = 0.0005
 HARD_FRAME_LIMIT = 16 * 1024 * 1024  # zmq drops peers sending more; up to this we answer with an error
 SHUTDOWN_GRACE_S = 8.0
-SERVE_BURST = 32  # requests answered back to back before the loop looks at signals and the schedule again
+SERVE_BURST = 64  # requests received, then answered as one batch, before the loop looks at signals and the schedule again
 # How often the idle worker looks for runs left `running` by a daemon that died (another host's,
 # typically): one indexed query, and a lock attempt only when such a row exists. On the worker,
 # so an unreachable database never stalls the control loop.
@@ -112,8 +112,11 @@ class Daemon:
         check_database(self.config.database, self.env)
         for each in (source, *fallbacks):
             self.telemetry.attach_source(each)
-        dsn = self._database_dsn()
+        # Started now, so that the source warms up in the child (the demo: numpy, its market's years) while the
+        # database is made ready: a run requested as soon as the daemon answers finds it ready.
+        fetcher = self._fetch_process(source)
         try:
+            dsn = self._database_dsn()
             # The run lock's connection: database.lock_dsn (dsn's settings under its own), else dsn.
             lock_dsn = connection.inherit_options(self.config.database.lock_dsn, dsn) if self.config.database.lock_dsn else dsn
             if self._schema is not None:  # database.schema: the whole search_path of every connection
@@ -121,7 +124,6 @@ class Daemon:
             calendar, last_run = self._prepare_database(dsn, lock_dsn, source.confirms_trading_day)
             state = RunState(last_run)
             observer = self.telemetry
-            fetcher = self._fetch_process(source)
             syncer = Syncer(self.config, dsn, source, calendar, lock_dsn, observer=observer, fetcher=fetcher,
                             fallbacks=fallbacks)
             worker = Worker(self.telemetry.reporting(syncer.run), state, self._wake, on_idle=syncer.housekeeping,
@@ -158,6 +160,8 @@ class Daemon:
                         self.client_auth.stop()
         finally:
             self.telemetry.close()  # the poller's connection goes before the database does
+            if fetcher is not None:
+                fetcher.close(grace_s=0.0)  # closed by the worker's syncer already, unless the start failed
             for each in (source, *fallbacks):
                 each.close()
             if self.embedded is not None:
@@ -182,11 +186,13 @@ class Daemon:
         return built
 
     def _fetch_process(self, source: Source) -> FetchProcess | None:
-        """The worker's child for a source that runs its fetches there (the worker starts and supervises it)."""
+        """The worker's child for a source that runs its fetches there, started here (the main thread, which lives as
+        long as the daemon: the child dies with it) before the worker exists; from then on the worker supervises it."""
         if not source.fetches_in_child:
             return None
         fetcher = FetchProcess(self.config.source, on_event=lambda event, **fields: self.log.info(Event(event), **fields))
         self.telemetry.attach_source(fetcher)
+        fetcher.start()
         return fetcher
 
     def _acquire_instance(self) -> None:
@@ -348,29 +354,41 @@ class Daemon:
         return max(0, int(min(candidates) * 1000) + 1)
 
     def _serve_waiting(self, rep: zmq.Socket[Any], ops: Ops) -> None:
-        """Answer the requests already waiting, up to SERVE_BURST of them, then let the loop do its chores
-        (signals, the schedule, the watchdog): under load a request costs no poll of its own."""
+        """Receive the requests already waiting, up to SERVE_BURST of them, then answer them as one Batch
+        (identical reads share one reply: ops.Batch), then let the loop do its chores (signals, the
+        schedule, the watchdog): under load a request costs no poll of its own. The requests answered from
+        memory go first, so a slow database read delays only the requests that wait on it; a peer's
+        requests keep their order (a DEALER may send several)."""
+        waiting = []
         for _ in range(SERVE_BURST):
-            if not self._serve_one(rep, ops):
-                return
+            try:
+                waiting.append(split_envelope(rep.recv_multipart(zmq.NOBLOCK)))  # the peer's routing envelope, then the request's parts
+            except zmq.Again:
+                break
+        batch = ops.batch()
+        first: list[tuple[list[bytes], list[bytes]]] = []
+        then: list[tuple[list[bytes], list[bytes]]] = []
+        peers: set[tuple[bytes, ...]] = set()
+        for envelope, body in waiting:
+            peer = tuple(envelope)
+            quick = len(body) == 1 and peer not in peers and batch.from_memory(body[0])
+            (first if quick else then).append((envelope, body))
+            peers.add(peer)
+        for envelope, body in (*first, *then):
+            self._serve_one(rep, batch, envelope, body)
 
-    def _serve_one(self, rep: zmq.Socket[Any], ops: Ops) -> bool:
-        """Answer one request if one is waiting (or set its reply aside to wait: a Deferred); False if none was."""
-        try:
-            parts = rep.recv_multipart(zmq.NOBLOCK)  # the peer's routing envelope, then the request's parts
-        except zmq.Again:
-            return False
-        envelope, body = split_envelope(parts)
+    def _serve_one(self, rep: zmq.Socket[Any], batch: Batch, envelope: list[bytes], body: list[bytes]) -> None:
+        """Answer one request (or set its reply aside to wait: a Deferred)."""
         if len(body) == 1:
-            reply = ops.handle(body[0])
+            answer = batch.answer(body[0])
         else:
             reply = ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"request has {len(body)} frames; send one JSON object in one frame")
             self.log.info(Event.REQUEST_REFUSED, code=reply.code, message=reply.message)
-        if isinstance(reply, Deferred):
-            self._deferred.append((envelope, reply))
+            answer = encode(reply)
+        if isinstance(answer, Deferred):
+            self._deferred.append((envelope, answer))
         else:
-            rep.send_multipart([*envelope, encode(reply)])
-        return True
+            rep.send_multipart([*envelope, answer])
 
     def _answer_deferred(self, rep: zmq.Socket[Any], ops: Ops, everything: bool = False) -> None:
         """Send the deferred replies whose wait is over (all of them when `everything`)."""

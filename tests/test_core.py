@@ -16,7 +16,9 @@ import msgspec
 import psycopg
 import pytest
 import structlog
+import zmq
 
+from syncd import daemon as syncd_daemon
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig
 from syncd.control.admission import Admission, Busy
@@ -32,6 +34,7 @@ from syncd.protocol import (
     BusyReply,
     ErrorCode,
     ErrorReply,
+    HistoryReply,
     Ok,
     PingReply,
     Start,
@@ -43,6 +46,7 @@ from syncd.protocol import (
 from syncd.record import RunRecord, wire_time
 from syncd.run.syncer import Syncer
 from syncd.sources.demo import DemoSource
+from syncd.telemetry.observer import Observer
 from testkit import query
 
 ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")
@@ -211,6 +215,66 @@ def test_status_shows_the_run_in_flight_and_then_the_last_run(daemon):
     assert status.last_run.started_at == start.task.start_time  # one time rule on the wire
     [recorded] = daemon.ops.history(5)
     assert recorded == status.last_run
+
+
+class ServedRequests(Observer):
+    """An observer that lists the (op, status) of every request served."""
+
+    def __init__(self) -> None:
+        self.served: list[tuple[str, str]] = []
+
+    def request_served(self, op: str, status: str, seconds: float) -> None:
+        self.served.append((op, status))
+
+
+def test_a_batch_shares_identical_reads_until_a_start_changes_what_they_show(daemon):
+    daemon.ops.observer = observer = ServedRequests()
+    batch = daemon.ops.batch()
+    history, status = b'{"op":"history","limit":5}', b'{"op":"status"}'
+    start = b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-13"}'
+    before = batch.answer(history)
+    assert batch.answer(history) is before  # one reply, built once, for both
+    assert msgspec.json.decode(before, type=HistoryReply).runs == []
+    idle = batch.answer(status)
+    started = msgspec.json.decode(batch.answer(start), type=StartReply)  # admitted: reads after it are answered anew
+    after = batch.answer(history)
+    assert [run.run_id for run in msgspec.json.decode(after, type=HistoryReply).runs] == [started.run_id]
+    busy = msgspec.json.decode(batch.answer(start))  # refused: it changed nothing, the sharing goes on
+    assert busy["status"] == "rejected" and busy["current_task"]["run_id"] == started.run_id
+    assert batch.answer(history) is after
+    assert msgspec.json.decode(idle, type=StatusReply).state == "idle"
+    assert msgspec.json.decode(batch.answer(status), type=StatusReply).state == "running"
+    assert batch.answer(b'{"op":"nope"}') is not batch.answer(b'{"op":"nope"}')  # only reads are shared
+    assert observer.served == [("history", "ok"), ("history", "ok"), ("status", "ok"), ("start", "ok"), ("history", "ok"),
+                               ("start", "rejected"), ("history", "ok"), ("status", "ok"), ("invalid", "error"),
+                               ("invalid", "error")]  # each request counted, shared or not
+    assert daemon.ops.batch().answer(history) is not after  # a new batch reads anew
+
+
+def test_the_loop_answers_a_batch_from_memory_first_and_each_peer_in_order(daemon):
+    """One burst on a real ROUTER: the requests answered from memory (ping, status) go before those that read the
+    database, except behind an earlier request of the same peer (a DEALER may send several)."""
+    daemon.ops.observer = observer = ServedRequests()
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.bind("inproc://batch-order")
+    peers = [context.socket(kind) for kind in (zmq.REQ, zmq.DEALER, zmq.REQ)]
+    try:
+        for peer in peers:
+            peer.connect("inproc://batch-order")
+        history, days = b'{"op":"history","limit":5}', b'{"op":"days","start_date":"2025-10-09","end_date":"2025-10-13"}'
+        peers[0].send(history)
+        peers[1].send_multipart([b"", days])
+        peers[1].send_multipart([b"", b'{"op":"status"}'])  # behind its own days
+        peers[2].send(b'{"op":"ping"}')
+        syncd_daemon.Daemon(daemon.config)._serve_waiting(router, daemon.ops)
+        assert [op for op, _ in observer.served] == ["ping", "history", "days", "status"]
+        assert msgspec.json.decode(peers[0].recv(), type=HistoryReply).runs == []
+        assert [msgspec.json.decode(peers[1].recv_multipart()[1])["status"] for _ in range(2)] == ["ok", "ok"]
+        assert isinstance(msgspec.json.decode(peers[2].recv(), type=PingReply), PingReply)
+    finally:
+        for sock in (*peers, router):
+            sock.close(linger=0)
 
 
 def test_wire_times_are_to_the_second_with_the_zones_offset():

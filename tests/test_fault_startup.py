@@ -255,6 +255,16 @@ def test_unreachable_database_exits_1_at_once(short_tmp):
     assert outcome.elapsed < 10, outcome.elapsed
 
 
+def test_a_start_refused_by_the_database_leaves_no_fetch_process(short_tmp):
+    """The demo's fetch process starts before the database is reached (its warm-up overlaps it): a start that
+    fails there ends it too, at once."""
+    outcome = run_syncd(short_tmp, config_for(f"postgresql://syncd:{SECRET}@127.0.0.1:{closed_port()}/market"))
+    assert_refused(outcome, 1, "cannot connect to the database")
+    started = [json.loads(line) for line in outcome.output.splitlines() if '"fetch_process_started"' in line]
+    assert len(started) == 1
+    assert not Path(f"/proc/{started[0]['pid']}").exists()  # killed and reaped before the daemon exited
+
+
 def test_database_that_never_answers_exits_1_after_connect_timeout(short_tmp):
     """A server that accepts TCP but never speaks: syncd gives up at database.connect_timeout_s."""
     with socket.socket() as silent:

@@ -63,6 +63,16 @@ def test_the_fetch_process_is_the_daemons_child_with_nothing_but_its_pipes(syncd
     assert fetch_child(daemon) == child  # the same process served the run
 
 
+def test_the_fetch_process_starts_before_the_database_is_made_ready(syncd_factory):
+    """Its warm-up (numpy, the demo market's years) overlaps the database's preparation, so a run asked for as
+    soon as the daemon answers does not wait for it; the worker then uses that same process."""
+    daemon = syncd_factory()
+    order = [e["event"] for e in daemon.events() if e.get("event") in ("fetch_process_started", "database_ready")]
+    assert order == ["fetch_process_started", "database_ready"]
+    started = daemon.events("fetch_process_started")[0]["pid"]
+    assert fetch_child(daemon) == started
+
+
 def test_a_fetch_process_killed_mid_run_is_replaced_and_the_run_completes(syncd_factory, database):
     daemon = syncd_factory({"source": {"demo": {"day_delay_s": 0.05}}, "sync": {"retries": 2, "retry_backoff_s": 0.0}})
     client = daemon.client()

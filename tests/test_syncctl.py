@@ -6,10 +6,12 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import msgspec
 import pytest
+import zmq
 from conftest import query
 
 from syncctl import SyncClient, SyncdUnreachable
@@ -38,6 +40,25 @@ def test_client_without_a_daemon_times_out_as_unreachable(short_tmp):
     assert time.monotonic() - started < 2
     with pytest.raises(SyncdUnreachable):  # a fresh socket after a timeout: still a clean error
         client.status()
+
+
+def test_a_timeout_changed_between_calls_holds_for_the_next_call(short_tmp):
+    endpoint = f"ipc://{short_tmp}/silent.sock"
+    silent = zmq.Context.instance().socket(zmq.ROUTER)  # answers the first request, then never again
+    silent.bind(endpoint)
+    try:
+        client = SyncClient(endpoint, timeout=600)
+        answered = threading.Thread(target=lambda: silent.send_multipart([*silent.recv_multipart()[:2], b'{"status":"ok"}']))
+        answered.start()
+        assert client.request({"op": "ping"}) == {"status": "ok"}  # this thread's socket now exists, made with 600 s
+        answered.join()
+        client.timeout = 0.3
+        started = time.monotonic()
+        with pytest.raises(SyncdUnreachable):
+            client.ping()
+        assert time.monotonic() - started < 60
+    finally:
+        silent.close(linger=0)
 
 
 def test_syncctl_without_a_daemon_exits_1_naming_the_endpoint(short_tmp):

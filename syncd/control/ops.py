@@ -9,6 +9,8 @@ and `days` read the database through the control loop's own connection (reads.py
 A `verify` with `against` is admitted by reconcile.py and runs on the reconcile thread; its
 reply is a `Deferred`: the daemon answers it (`finish`) once the reconciliation has ended or
 the request's `wait_s` has passed, serving other requests meanwhile.
+Requests that arrived together are answered as a `Batch`: identical reads among them share one
+reply, built once after all of them arrived (as fresh as a reply of its own would be).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from ..protocol import (
     VerifyReply,
     check_range,
     decode_request,
+    encode,
     op_name,
 )
 from ..record import RunRecord
@@ -70,6 +73,10 @@ from .reconcile import Reconciliations
 from .runstate import RunState
 
 INVALID_OP = "invalid"  # the op label of a request that could not be decoded
+# Ops whose reply is read from memory or the database and changes nothing that a reply shows: two identical
+# requests of these, waiting at the same moment, get the same answer (Batch).
+SHARED_OPS = frozenset({"ping", "status", "history", "days", "check"})
+MEMORY_OPS = frozenset({"ping", "status"})  # answered from memory alone: a batch answers these first
 Reply = Ok | BusyReply | ErrorReply
 
 
@@ -104,12 +111,20 @@ class Ops:
         self._log = get_logger()
 
     def handle(self, frame: bytes) -> Reply | Deferred:
+        return self.handle_op(frame)[1]
+
+    def handle_op(self, frame: bytes) -> tuple[str, Reply | Deferred]:
+        """The request's op name (INVALID_OP when undecodable) and its reply, counted in the metrics."""
         started = time.perf_counter()
         op, reply = self._answer(lambda: self._decoded(frame))
         if isinstance(reply, Deferred):
-            return Deferred(op, reply.ready, reply.deadline, reply.answer, started)
+            return op, Deferred(op, reply.ready, reply.deadline, reply.answer, started)
         self.observer.request_served(op, reply.status, time.perf_counter() - started)
-        return reply
+        return op, reply
+
+    def batch(self) -> Batch:
+        """A fresh Batch for requests received together (the control loop drains what is waiting, then answers)."""
+        return Batch(self)
 
     def finish(self, deferred: Deferred) -> Reply:
         """The reply a Deferred waited for, built now."""
@@ -308,10 +323,53 @@ class Ops:
         return f" on this daemon; run {run.run_id} is running on {run.host} (pid {run.pid}): cancel it there"
 
 
+class Batch:
+    """Requests that were waiting together, answered in their order, each as its encoded reply.
+
+    A request identical (byte for byte) to an earlier one of the batch for a read (SHARED_OPS) gets that
+    one's encoded reply. The daemon receives the whole batch before answering any of it, so the shared
+    reply was built after every request sharing it arrived and before any of them is answered: the
+    answer each would have had at that moment. A request that may change what reads show (a start,
+    cancel or verify answered ok) ends the sharing: the requests after it are answered anew. Under load
+    (bench/control.py: 50 threads polling status, history and days) most of a batch is shared, and the
+    loop's database round trips and reply encoding are paid once per batch instead of once per request.
+    """
+
+    def __init__(self, ops: Ops) -> None:
+        self._ops = ops
+        self._shared: dict[bytes, tuple[str, str, bytes]] = {}  # frame -> (op, reply status, encoded reply)
+
+    def from_memory(self, frame: bytes) -> bool:
+        """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
+        try:
+            return op_name(type(decode_request(frame))) in MEMORY_OPS
+        except RequestError:
+            return False
+
+    def answer(self, frame: bytes) -> bytes | Deferred:
+        """The encoded reply to `frame` (or a Deferred: a reply that waits, built later by Ops.finish)."""
+        started = time.perf_counter()
+        shared = self._shared.get(frame)
+        if shared is not None:
+            op, status, encoded = shared
+            self._ops.observer.request_served(op, status, time.perf_counter() - started)
+            return encoded
+        op, reply = self._ops.handle_op(frame)
+        if isinstance(reply, Deferred):
+            self._shared.clear()  # a verify against a source: it was admitted (a reconciliation queued)
+            return reply
+        encoded = encode(reply)
+        if op in SHARED_OPS:
+            self._shared[frame] = (op, reply.status, encoded)
+        elif reply.status == "ok":
+            self._shared.clear()
+        return encoded
+
+
 def busy_message(task: Task) -> str:
     where = f" on {task.host} (pid {task.pid})" if task.host else ""
     return (f"a sync is already running{where}: {task.task_type} {task.run_id} ({task.start_date}..{task.end_date}), "
             "try again when it has finished")
 
 
-__all__ = ["Ops", "busy_message"]
+__all__ = ["SHARED_OPS", "Batch", "Ops", "busy_message"]

@@ -50,6 +50,11 @@ BAR_TYPES = ("date", "text", "float8", "float8", "float8", "float8", "float8", "
 COPY_BARS = f"COPY daily_bars ({', '.join(BAR_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 # SET LOCAL in each day's transaction: JIT-compiling these few-millisecond statements would take ~100 ms and more.
 WRITE_SETTINGS = {"jit": "off"}
+# SET LOCAL in the transaction of a `syncing` mark: its COMMIT does not wait for the WAL to reach the disk. The
+# mark is seen by every session at once all the same; a server crash may forget it, which leaves the day as a
+# crash just before the mark would (its previous status); and the day's own write, whose COMMIT waits, makes the
+# mark durable with it (the WAL is written in order). One disk flush a day fewer.
+MARK_SETTINGS = {"synchronous_commit": "off"}
 STAGE_COLUMNS = BAR_COLUMNS[1:]  # a Row's fields, in order: what a stage query must select
 _STAGE = "incoming_bars"
 _CREATE_STAGE = (f"CREATE TEMPORARY TABLE {_STAGE} (code text, open float8, high float8, low float8, close float8, "
@@ -121,7 +126,7 @@ def write_day(conn: psycopg.Connection[Any], job: DayWrite, rows: Iterable[Row] 
     the day. Raises DayRejected when nothing was fetched or the unit guard trips."""
     _ensure_partition(conn, job.day)
     probe = _probe_of(job.fence)
-    if job.mark_syncing and probe is None:  # with a probe the mark rides along in the write's first round trip
+    if job.mark_syncing and probe is None and job.fence is not None:  # else the mark rides along (_open)
         mark_days_syncing(conn, [job.day], job.run_id, job.fence)
     return _write(conn, job, _payload(job.day, rows), probe)
 
@@ -224,13 +229,16 @@ def _open(conn: psycopg.Connection[Any], tx: BatchedTransaction, cur: Cursor, jo
     """Round trip 1: the `syncing` mark in a transaction of its own (when it rides along), BEGIN and the settings,
     the fence's probe (or the full fence when it has none), and the day's old rows: gone, or asked about."""
     opened = _Opened()
-    mark = BatchedTransaction(conn) if job.mark_syncing and probe is not None else None
+    rides_along = job.mark_syncing and (probe is not None or job.fence is None)  # no fence: nothing to check first
+    mark = BatchedTransaction(conn, MARK_SETTINGS) if rides_along else None
     day = job.day
     with conn.pipeline():
-        if mark is not None and probe is not None:  # committed before the write's transaction begins
+        if mark is not None:  # committed before the write's transaction begins
             mark.begin()
-            cur.execute(probe.take)
-            opened.marked = conn.cursor().execute(MARK_SYNCING + f" AND {probe.held}", (job.run_id, [day], *probe.params))
+            if probe is not None:
+                cur.execute(probe.take)
+            held, params = (f" AND {probe.held}", probe.params) if probe is not None else ("", ())
+            opened.marked = conn.cursor().execute(MARK_SYNCING + held, (job.run_id, [day], *params))
             mark.commit()
         tx.begin()
         if probe is not None:
@@ -254,7 +262,7 @@ def _confirm_fence(cur: Cursor, job: DayWrite, opened: _Opened) -> None:
     lock or raises); a `syncing` mark the probe held back is then made inside the write's transaction."""
     if opened.held is not None and not scalar(opened.held) and job.fence is not None:
         job.fence(cur.connection)
-    if opened.marked is not None and opened.marked.rowcount != 1:
+    if opened.held is not None and opened.marked is not None and opened.marked.rowcount != 1:
         cur.execute(MARK_SYNCING, (job.run_id, [job.day]))
 
 
@@ -353,7 +361,7 @@ def mark_days_syncing(conn: psycopg.Connection[Any], days: Sequence[dt.date], ru
     fence runs, and the update with it)."""
     probe = _probe_of(fence)
     if probe is not None:
-        with BatchedTransaction(conn) as tx, conn.pipeline():
+        with BatchedTransaction(conn, MARK_SETTINGS) as tx, conn.pipeline():
             tx.begin()
             conn.execute(probe.take)
             marked = conn.execute(MARK_SYNCING + f" AND {probe.held}", (run_id, list(days), *probe.params))

@@ -17,9 +17,10 @@ share is owned here, once:
   back can make the daemon build an object of its choosing.
 - Dying with the daemon: the child ignores SIGINT (the parent decides when it ends), exits when
   its command pipe closes, and a watchdog thread ends it within 0.2 s of the parent process
-  dying. A child whose starter thread lives as long as the daemon (the worker's fetch process)
-  also asks the kernel for SIGKILL when that thread ends (PR_SET_PDEATHSIG): immediate, and it
-  holds even while the child's main thread keeps the GIL in C code. Library children do not:
+  dying. A child whose starter thread lives as long as the daemon (the fetch process: started
+  by the main thread, or by the worker's when it restarts one) also asks the kernel for
+  SIGKILL when that thread ends (PR_SET_PDEATHSIG): immediate, and it holds even while the
+  child's main thread keeps the GIL in C code. Library children do not:
   they are started by whichever thread calls first (a stock-ask thread that ends with its
   fetch) and must outlive it, as their library session is worth keeping.
 - Ending: `close(goodbye)` asks politely and kills after a grace; `kill()` is immediate

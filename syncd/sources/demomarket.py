@@ -147,7 +147,7 @@ class DemoMarket:
         is no bigger a move than a night (calendar days before _INDEX_FROM count one each)."""
         if day.year < _INDEX_FROM:
             return day.toordinal() - dt.date(_INDEX_FROM, 1, 1).toordinal()
-        for year in range(_INDEX_FROM, day.year + 1):
+        for year in range(_INDEX_FROM, day.year + 1) if day.year not in self._year_index else ():
             if year not in self._year_index:
                 start = int(self._year_index[year - 1][-1]) if year > _INDEX_FROM else 0
                 first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)

@@ -8,10 +8,14 @@ process that hands the worker each day ready to COPY (EncodedRows, suspects mark
 worker thread then only waits on pipes and on PostgreSQL.
 
 Ownership (the issue's rules for anything moved out of the worker thread):
-- `FetchProcess` belongs to the worker: only the worker thread starts, uses and stops it
-  (Syncer), and it is started again, on the next fetch, when it has died;
+- `FetchProcess` belongs to the worker: the daemon's main thread starts it once at start-up,
+  before the worker thread exists (so the source warms up while the database is made ready,
+  and a run asked for as soon as the daemon answers does not wait for it); from then on only
+  the worker thread uses and stops it (Syncer), and starts it again, on the next fetch or
+  housekeeping, when it has died;
 - it dies with the daemon: the kernel sends it SIGKILL when the thread that started it ends
-  (PR_SET_PDEATHSIG), and it exits when its command pipe closes (childproc.py, the runner it
+  (PR_SET_PDEATHSIG: the main thread, or the worker's for a restarted one; both live as long
+  as the daemon), and it exits when its command pipe closes (childproc.py, the runner it
   shares with the library processes);
 - it never writes anything on its own: it has no DSN, no socket, only its two pipes. It
   builds the source from the daemon's [source] config and answers `fetch_days` requests.
@@ -89,9 +93,9 @@ class FetchProcess:
     def pid(self) -> int | None:
         return self._child.pid if self._child.alive else None
 
-    def close(self) -> None:
-        """Ask the child to exit; kill it if it does not within a second."""
-        self._child.close(["exit"])
+    def close(self, grace_s: float = 1.0) -> None:
+        """Ask the child to exit; kill it if it does not within `grace_s`."""
+        self._child.close(["exit"], grace_s=grace_s)
         self._started = False
 
     # --- the fetch ----------------------------------------------------------------------------
