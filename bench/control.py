@@ -21,7 +21,6 @@ reported too.
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import random
 import threading
 import time
@@ -36,6 +35,7 @@ from syncd.protocol import Days, History, Ping, Request, Start, Status, encode_r
 from .harness import (
     Postgres,
     Syncd,
+    client_processes,
     cpu_seconds,
     emit,
     note,
@@ -103,7 +103,7 @@ class EchoServer:
 
     def __init__(self, path: Any) -> None:
         self.endpoint = f"ipc://{path}"
-        self._proc = multiprocessing.get_context("spawn").Process(target=_echo, args=(self.endpoint,), daemon=True)
+        self._proc = client_processes().Process(target=_echo, args=(self.endpoint,), daemon=True)
         self._proc.start()
 
     def close(self) -> None:
@@ -285,7 +285,7 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
 def _burst(endpoint: str, clients: int, requests: int, ops: tuple[str, ...], period_s: float,
            echo: str | None = None) -> dict[str, list[float]]:
     """Run the clients to completion; latencies in ms by op, plus 'error' entries."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = client_processes()
     barrier = ctx.Barrier(clients + 1)
     results = ctx.Queue()
     procs = [ctx.Process(target=_client, args=(endpoint, requests, ops, period_s, barrier, results, echo), daemon=True)
