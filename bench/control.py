@@ -9,7 +9,11 @@ Four loads, each timing every call end to end (encode, socket, the daemon's repl
   back, no think time); the paced `status` on the idle daemon is the reference;
 - 50 threads of one process sharing one SyncClient, 200 requests each, back to back, in
   tests/test_fault_protocol.py's mix (status, ping, history, days, and starts refused busy):
-  every request must be answered.
+  every request must be answered. Beside it, the same threads with each its own `history`
+  limit and `days` range (so no two of their database reads are alike: syncd answers
+  identical requests waiting together with one reply), and the same threads sending the
+  same frames to a bare ZeroMQ echo process instead of syncd (the machine's floor for that
+  client).
 A full-market sync runs at full speed meanwhile; its rows/s with and without the clients is
 reported too.
 """
@@ -17,20 +21,21 @@ reported too.
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import random
 import threading
 import time
+import uuid
 from typing import Any
 
 import zmq
 
 from syncctl import SyncClient, SyncdBusy, SyncdError
-from syncd.protocol import Status, encode_request
+from syncd.protocol import Days, History, Ping, Request, Start, Status, encode_request
 
 from .harness import (
     Postgres,
     Syncd,
+    client_processes,
     cpu_seconds,
     emit,
     note,
@@ -82,6 +87,8 @@ def _measure_daemon(pg: Postgres, requests: int, clients: int, switch_interval_s
         out["load"] = _threads_load(daemon.endpoint, run_id)
         after = _progress(client)
         out["sync_load"] = (after[1] - before[1]) / (after[0] - before[0])
+        out["load_distinct"] = _threads_load(daemon.endpoint, run_id, distinct=True)
+        out["load_echo"] = _threads_load(echo.endpoint, run_id, echo=True)
         if _current_run(client) != run_id:
             raise RuntimeError("the sync ended during the measurement: make LONG_RANGE longer")
         client.cancel(run_id)
@@ -96,7 +103,7 @@ class EchoServer:
 
     def __init__(self, path: Any) -> None:
         self.endpoint = f"ipc://{path}"
-        self._proc = multiprocessing.get_context("spawn").Process(target=_echo, args=(self.endpoint,), daemon=True)
+        self._proc = client_processes().Process(target=_echo, args=(self.endpoint,), daemon=True)
         self._proc.start()
 
     def close(self) -> None:
@@ -116,22 +123,26 @@ def _current_run(client: SyncClient) -> str | None:
     return task.run_id if task else None
 
 
-def _threads_load(endpoint: str, run_id: str) -> dict[str, Any]:
-    """LOAD_THREADS threads sharing one SyncClient (one REQ socket per thread), LOAD_REQUESTS each, back to back."""
+def _threads_load(endpoint: str, run_id: str, *, distinct: bool = False, echo: bool = False) -> dict[str, Any]:
+    """LOAD_THREADS threads sharing one SyncClient (one REQ socket per thread), LOAD_REQUESTS each, back to back.
+    `distinct`: each thread its own history limit and days range. `echo`: the same frames sent with send_raw to
+    a bare echo (no reply to decode)."""
     shared = SyncClient(endpoint, timeout=10.0)
     barrier = threading.Barrier(LOAD_THREADS)
     latencies: list[list[float]] = [[] for _ in range(LOAD_THREADS)]
     lost: list[str] = []
     kinds, weights = zip(*LOAD_MIX, strict=True)
-    day = dt.date(2024, 6, 3)
 
-    def call(kind: str) -> None:
-        if kind == "status":
+    def call(kind: str, index: int) -> None:
+        limit, day = (1 + index % 40, dt.date(2024, 1, 2) + dt.timedelta(days=index)) if distinct else (5, dt.date(2024, 6, 3))
+        if echo:
+            shared.send_raw(encode_request(_request(kind, limit, day)))
+        elif kind == "status":
             shared.status()
         elif kind == "ping":
             shared.ping()
         elif kind == "history":
-            shared.history(limit=5)
+            shared.history(limit=limit)
         elif kind == "days":
             shared.days(day, day + dt.timedelta(days=30))
         else:
@@ -148,7 +159,7 @@ def _threads_load(endpoint: str, run_id: str) -> dict[str, Any]:
             kind = rng.choices(kinds, weights)[0]
             began = time.perf_counter()
             try:
-                call(kind)
+                call(kind, index)
             except Exception as exc:  # noqa: BLE001 - a loss to count
                 lost.append(f"{kind}: {type(exc).__name__}: {exc}")
                 continue
@@ -164,6 +175,17 @@ def _threads_load(endpoint: str, run_id: str) -> dict[str, Any]:
     shared.close()
     flat = [x for per in latencies for x in per]
     return {"latencies": flat, "lost": lost, "wall": wall}
+
+
+def _request(kind: str, limit: int, day: dt.date) -> Request:
+    """The request a load thread sends for `kind` (what SyncClient would encode)."""
+    if kind == "history":
+        return History(limit=limit)
+    if kind == "days":
+        return Days(start_date=day, end_date=day + dt.timedelta(days=30))
+    if kind == "start":
+        return Start(start_date=LONG_RANGE[0], end_date=LONG_RANGE[1], task_type="web_batch", request_id=uuid.uuid4().hex)
+    return Ping() if kind == "ping" else Status()
 
 
 def _per_call_cpu(daemon: Syncd, calls: int = 1000) -> list[tuple[str, float, float, float]]:
@@ -210,7 +232,9 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
                                (f"{clients} clients: rejected start, during sync, paced", m["paced"]["start"]),
                                (f"{clients} clients: status, during sync, saturating", m["saturating"]["status"]),
                                (f"{clients} clients: rejected start, during sync, saturating", m["saturating"]["start"]),
-                               (f"{LOAD_THREADS} threads x {LOAD_REQUESTS}, mixed ops, during sync", m["load"]["latencies"])):
+                               (f"{LOAD_THREADS} threads x {LOAD_REQUESTS}, mixed ops, during sync", m["load"]["latencies"]),
+                               ("  the same, each thread its own history limit and days range", m["load_distinct"]["latencies"]),
+                               ("  the same threads and frames, a bare zmq echo instead (the floor)", m["load_echo"]["latencies"])):
             s = _stats(samples)
             rows.append((f"{variant}: {label}", len(samples), s["p50"], s["p90"], s["p99"], s["max"]))
         sync_rows.append((variant, m["sync_alone"], m["sync_poll"], m["sync_paced"], m["sync_saturating"], m["sync_load"]))
@@ -222,8 +246,8 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
                                                 f"{LOAD_THREADS} threads"), sync_rows)
     base = measured[VARIANTS[0][0]]
     load = base["load"]
-    if load["lost"]:
-        note(f"lost requests: {load['lost'][:5]}")
+    if load["lost"] or base["load_distinct"]["lost"]:
+        note(f"lost requests: {(load['lost'] + base['load_distinct']['lost'])[:5]}")
 
     def p99(m: dict[str, Any], phase: str) -> float:
         return max(percentile(m[phase]["status"], 99), percentile(m[phase]["start"], 99))
@@ -238,6 +262,12 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
         "saturating_rejected_start_ms": _stats(base["saturating"]["start"]),
         "threads_load_ms": _stats(load["latencies"]), "threads_load_lost": len(load["lost"]),
         "threads_load_requests_per_s": round(len(load["latencies"]) / load["wall"]),
+        "threads_load_distinct_ms": _stats(base["load_distinct"]["latencies"]),
+        "threads_load_distinct_lost": len(base["load_distinct"]["lost"]),
+        "threads_load_distinct_requests_per_s": round(len(base["load_distinct"]["latencies"]) / base["load_distinct"]["wall"]),
+        "threads_load_echo_floor_ms": _stats(base["load_echo"]["latencies"]),
+        "threads_load_echo_floor_requests_per_s": round(len(base["load_echo"]["latencies"]) / base["load_echo"]["wall"]),
+        "threads_load_p99_vs_echo_floor": round(percentile(load["latencies"], 99) / percentile(base["load_echo"]["latencies"], 99), 2),
         "p99_during_sync_vs_idle": round(p99(base, "paced") / percentile(base["idle"]["status"], 99), 2),
         "daemon_cpu_per_call_bare_socket_vs_syncclient": round(
             base["per_call_cpu"][1][3] / base["per_call_cpu"][0][3], 2),
@@ -255,7 +285,7 @@ def _report(measured: dict[str, dict[str, Any]], clients: int, requests: int) ->
 def _burst(endpoint: str, clients: int, requests: int, ops: tuple[str, ...], period_s: float,
            echo: str | None = None) -> dict[str, list[float]]:
     """Run the clients to completion; latencies in ms by op, plus 'error' entries."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = client_processes()
     barrier = ctx.Barrier(clients + 1)
     results = ctx.Queue()
     procs = [ctx.Process(target=_client, args=(endpoint, requests, ops, period_s, barrier, results, echo), daemon=True)

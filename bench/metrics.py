@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import multiprocessing
 import random
 import socket
 import statistics
@@ -31,7 +30,7 @@ from typing import Any
 from syncctl import SyncClient, SyncdError
 
 from .control import CLIENTS, PACED_PERIOD_S, _wait_idle, _wait_rows
-from .harness import Postgres, Syncd, emit, note, percentile, print_table, syncd_config
+from .harness import Postgres, Syncd, client_processes, emit, note, percentile, print_table, syncd_config
 
 SYNC_RANGE = (dt.date(1992, 6, 1), dt.date(2024, 12, 31))  # ~32 years, under sync.max_days: outlasts a round
 NO_SCRAPE, ONE, TEN = "no scrape", "1 scrape/s", "10 scrapes/s"
@@ -164,7 +163,7 @@ class Scraper:
 
 def _burst(endpoint: str, clients: int, calls: int) -> tuple[list[Sample], int]:
     """The paced status clients, each its own process; their (start, ms) samples and the count of failed calls."""
-    ctx = multiprocessing.get_context("spawn")
+    ctx = client_processes()
     barrier = ctx.Barrier(clients + 1)
     results = ctx.Queue()
     procs = [ctx.Process(target=_client, args=(endpoint, calls, barrier, results), daemon=True) for _ in range(clients)]

@@ -145,8 +145,8 @@ def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.da
     result = {
         "years": len(years), "rows": long["rows"], "rows_per_s_overall": round(long["rows"] / long["seconds"]),
         "rows_per_s_by_year": {str(y): round(r) for y, r in long["per_year"].items()},
-        "last_year_vs_first_year": round(rates[-1] / rates[0], 3),
-        "slowest_year_vs_fastest_year": round(min(rates) / max(rates), 3),
+        "last_year_vs_first_year": round(rates[-1] / rates[0], 3) if len(rates) > 1 else None,  # one year (--quick)
+        "slowest_year_vs_fastest_year": round(min(rates) / max(rates), 3) if len(rates) > 1 else None,
         "peak_rss_mb": mb(together), "peak_rss_syncd_mb": mb(long["peak_kb"]),
         "peak_rss_fetch_process_mb": mb(long["child_peak_kb"]), "peak_pss_mb": mb(long["pss_peak_kb"]),
         "short_run_peak_rss_mb": mb(short["peak_kb"] + short["child_peak_kb"]),
@@ -164,7 +164,10 @@ def _report(long: dict[str, Any], short: dict[str, Any], long_range: tuple[dt.da
     result["bytes_per_bar_by_layout"] = stored["by_layout"]
     result["compaction"] = long["compaction"]
     result["server_by_year"] = {str(y): v for y, v in server.items()}
-    result["goal_flat_rows_per_s"] = result["last_year_vs_first_year"] >= 0.9
+    if len(rates) > 1:
+        result["goal_flat_rows_per_s"] = result["last_year_vs_first_year"] >= 0.9
+    else:
+        note("one year backfilled: no later year to compare the first with (goal_flat_rows_per_s not judged)")
     result["goal_bytes_per_bar_160"] = stored["bytes_per_bar"] <= 160
     result[f"goal_peak_rss_{RSS_GOAL_MB}mb"] = result["peak_rss_mb"] <= RSS_GOAL_MB
     result["goal_rss_independent_of_range"] = result["peak_rss_long_vs_short"] <= 1.1

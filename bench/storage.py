@@ -1,8 +1,10 @@
 """What a stored bar costs on disk, and waiting for a daemon to compact its closed years (syncd/db/compaction.py).
 
-`settle` waits, with a deadline, until the daemon has compacted every closed year of its
-database (its `partition_compacted` events) and returns those events: how long each year
-took and its bytes before and after. `bytes_per_bar` is the issue's measure: after VACUUM,
+`settle` restarts the daemon (its worker compacts at start-up, rather than at its first idle
+tick ten seconds after the run: a second instead of ten, nothing else changes) and waits, with
+a deadline, until it has compacted every closed year of its database (its
+`partition_compacted` events); it returns those events: how long each year took and its
+bytes before and after. `bytes_per_bar` is the issue's measure: after VACUUM,
 pg_total_relation_size of daily_bars' partitions (heap, indexes, free-space and visibility
 maps) over their rows, in total and by year, with each year's layout (being written, or
 compacted). Used by the scale and readers benchmarks; nothing here asserts.
@@ -26,7 +28,9 @@ SETTLE_TIMEOUT_S = 900.0
 
 
 def settle(daemon: SyncdProcess, dsn: str, timeout_s: float = SETTLE_TIMEOUT_S) -> dict[str, Any]:
-    """Wait for the daemon to compact every closed year; its compaction events and their totals."""
+    """Restart the daemon and wait for it to compact every closed year; its compaction events and their totals."""
+    daemon.stop()
+    daemon.start()  # the worker's housekeeping runs at start-up (syncd/run/worker.py), else 10 s after the run
     zone = zoneinfo.ZoneInfo(daemon.config.get("schedule", {}).get("timezone", "Asia/Shanghai"))
     lookback = daemon.config.get("schedule", {}).get("missing_lookback_days", 30)
     closed = compaction.closed_before(dt.datetime.now(zone).date(), lookback)
