@@ -9,7 +9,7 @@ text and PostgreSQL binary, one \\copy of all N days each, psql start-up include
 same table: the year's partition with every index daily_bars has. executemany inserts each
 day's rows in one transaction; only its database calls are timed. `write_day_only` splits
 syncd's time: its write path alone, in process, each day's payload built off the clock (with
-its `syncing` mark, as the worker writes it). After each syncd round the same days are synced
+its `syncing` mark and the run lock's fence, as the worker writes it). After each syncd round the same days are synced
 again (the re-sync: rows already present). The methods alternate round by round, and each
 ratio is the median of the rounds' paired ratios. Where the server runs on this machine, the
 writing backend of syncd's run and of the binary \\copy is also watched from the server's side

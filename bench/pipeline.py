@@ -1,8 +1,8 @@
 """syncd's write path alone, in process: how much of a daemon's day is the write itself.
 
 `write_only` writes each day as the worker does (daywrite.write_day with its `syncing` mark, the
-demo's encoded payload, one connection), timing only the writes: the payloads are built before
-each day's clock starts.
+run lock's fence on a lock session of its own, the demo's encoded payload, one connection),
+timing only the writes: the payloads are built before each day's clock starts.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import psycopg
 
 from syncd.config import DemoConfig
-from syncd.db import connection, daywrite, migrations
+from syncd.db import connection, daywrite, migrations, runlock
 from syncd.db.daywrite import DayWrite
 from syncd.sources.demo import DemoSource
 
@@ -33,17 +33,24 @@ def prepare(dsn: str) -> None:
 
 def write_only(dsn: str, days: list[dt.date]) -> float:
     """Only daywrite.write_day is timed; each day's payload is built before its clock starts (each day records
-    its source, as the worker's do)."""
+    its source and checks the run lock's fence, as the worker's do)."""
     source = DemoSource(DemoConfig(stocks=STOCKS, seed=SEED))
     spent = 0.0
-    with connection.connect(dsn) as conn:
-        conn.execute("INSERT INTO sync_days (date, status, rows, run_id) SELECT unnest(%s::date[]), 'pending', 0, %s",
-                     (days, RUN_ID))
-        for day in days:
-            payload = source.encoded(day)
-            started = time.perf_counter()
-            daywrite.write_day(conn, DayWrite(day, RUN_ID, mark_syncing=True, source=source.name), payload)
-            spent += time.perf_counter() - started
+    lock = runlock.RunLock.try_take(dsn, 10.0)
+    if lock is None:
+        raise RuntimeError("the run lock is held by another session")
+    fence = runlock.RunFence(lock, RUN_ID)
+    try:
+        with connection.connect(dsn) as conn:
+            conn.execute("INSERT INTO sync_days (date, status, rows, run_id) SELECT unnest(%s::date[]), 'pending', 0, %s",
+                         (days, RUN_ID))
+            for day in days:
+                payload = source.encoded(day)
+                started = time.perf_counter()
+                daywrite.write_day(conn, DayWrite(day, RUN_ID, mark_syncing=True, source=source.name, fence=fence), payload)
+                spent += time.perf_counter() - started
+    finally:
+        lock.release()
     return spent
 
 
