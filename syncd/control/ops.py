@@ -338,13 +338,18 @@ class Batch:
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self._shared: dict[bytes, tuple[str, str, bytes]] = {}  # frame -> (op, reply status, encoded reply)
+        self._from_memory: dict[bytes, bool] = {}  # frame -> its verdict: identical frames are decoded once
 
     def from_memory(self, frame: bytes) -> bool:
         """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
-        try:
-            return op_name(type(decode_request(frame))) in MEMORY_OPS
-        except RequestError:
-            return False
+        known = self._from_memory.get(frame)
+        if known is None:
+            try:
+                known = op_name(type(decode_request(frame))) in MEMORY_OPS
+            except RequestError:
+                known = False
+            self._from_memory[frame] = known
+        return known
 
     def answer(self, frame: bytes) -> bytes | Deferred:
         """The encoded reply to `frame` (or a Deferred: a reply that waits, built later by Ops.finish)."""
