@@ -22,7 +22,7 @@ from fakesource import StockSource
 from syncd.calendar import TradingCalendar
 from syncd.config import Config, DemoConfig, SyncConfig
 from syncd.control.runstate import RunState
-from syncd.db import connection, migrations, runs
+from syncd.db import connection, daywrite, migrations, runs
 from syncd.record import RunRecord
 from syncd.run import bystock
 from syncd.run.syncer import Syncer
@@ -273,6 +273,36 @@ def test_a_cancel_while_staging_writes_nothing_and_empties_the_stage(dsn):
     assert (run.status, run.days_done) == ("cancelled", 0)
     assert len(source.requests) < 30
     assert q(dsn, "SELECT count(*) FROM daily_bars") == [(0,)] and q(dsn, "SELECT count(*) FROM sync_stage") == [(0,)]
+
+
+def test_the_run_after_a_cancelled_one_plans_and_writes_every_day_again(dsn):
+    state = RunState()
+    cancelled = sync(dsn, CountingDemo(), *SEPTEMBER, lock=CancelAtWrite(state, 3), state=state)
+    assert (cancelled.status, cancelled.days_done) == ("cancelled", 2)
+    days = weekdays(*SEPTEMBER)
+    assert q(dsn, "SELECT date, status FROM sync_days WHERE date = ANY(%s) AND status <> 'pending' ORDER BY date",
+             days) == [(d, "success") for d in days[:2]]  # the third day, cancelled in its write: back to pending
+
+    run = sync(dsn, CountingDemo(), *SEPTEMBER)
+    assert (run.status, run.trading_days, run.days_done, run.rows) == ("succeeded", 22, 22, 22 * 40)
+    assert q(dsn, "SELECT date, status, rows, run_id FROM sync_days WHERE status <> 'skipped' ORDER BY date") == [
+        (d, "success", 40, run.run_id) for d in days]
+    assert q(dsn, "SELECT trade_date, count(*) FROM daily_bars GROUP BY 1 ORDER BY 1") == [(d, 40) for d in days]
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+def test_the_plan_records_new_trading_days_pending_and_closed_days_skipped_keeping_what_days_hold(dsn):
+    """daywrite.plan_days: one statement per kind of day. A trading day already recorded keeps its status
+    and run; a closed day becomes skipped whatever it was (a source's calendar may close a day after the fact)."""
+    done, failed, new, closed_done, closed_new = (dt.date(2025, 9, d) for d in (8, 9, 10, 11, 12))
+    q(dsn, "INSERT INTO sync_days (date, status, rows, run_id, error) VALUES (%s, 'success', 5, 'old', NULL), "
+           "(%s, 'failed', 0, 'old', 'no data'), (%s, 'failed', 0, 'old', 'no data')", done, failed, closed_done)
+    with connection.connect(dsn) as conn:
+        daywrite.plan_days(conn, "new-run", [done, failed, new, new], [closed_done, closed_new, closed_new])
+    assert q(dsn, "SELECT date, status, rows, run_id, error FROM sync_days ORDER BY date") == [
+        (done, "success", 5, "old", None), (failed, "failed", 0, "old", "no data"), (new, "pending", 0, "new-run", None),
+        (closed_done, "skipped", 0, "new-run", None), (closed_new, "skipped", 0, "new-run", None)]
 
 
 # --- past the calendar's horizon ----------------------------------------------------------------

@@ -419,18 +419,18 @@ def fail_day(conn: psycopg.Connection[Any], day: dt.date, run_id: str, error: st
 def plan_days(conn: psycopg.Connection[Any], run_id: str, trading: Sequence[dt.date], closed: Sequence[dt.date],
               fence: Fence | None = None) -> None:
     """Record closed days as skipped and never-seen trading days as pending."""
-    with conn.transaction(), conn.cursor() as cur:
+    with conn.transaction(), conn.cursor() as cur:  # one statement per kind of day, whatever the run's length
         if fence is not None:
             fence(conn)
         if closed:
-            cur.executemany(
-                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'skipped', 0, %s, now()) "
-                "ON CONFLICT (date) DO UPDATE SET status = 'skipped', rows = 0, run_id = EXCLUDED.run_id, error = NULL, updated_at = now()",
-                [(d, run_id) for d in closed])
+            cur.execute(
+                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) SELECT d, 'skipped', 0, %s, now() "
+                "FROM unnest(%s::date[]) d ON CONFLICT (date) DO UPDATE SET status = 'skipped', rows = 0, "
+                "run_id = EXCLUDED.run_id, error = NULL, updated_at = now()", (run_id, sorted(set(closed))))
         if trading:
-            cur.executemany(
-                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) VALUES (%s, 'pending', 0, %s, now()) "
-                "ON CONFLICT (date) DO NOTHING", [(d, run_id) for d in trading])
+            cur.execute(
+                "INSERT INTO sync_days (date, status, rows, run_id, updated_at) SELECT d, 'pending', 0, %s, now() "
+                "FROM unnest(%s::date[]) d ON CONFLICT (date) DO NOTHING", (run_id, sorted(set(trading))))
 
 
 def unmark_syncing(conn: psycopg.Connection[Any], run_id: str) -> None:
