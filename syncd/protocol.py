@@ -317,6 +317,19 @@ _encoder = msgspec.json.Encoder()
 
 def decode_request(frame: bytes) -> AnyRequest:
     """Decode and validate one request frame; raise RequestError naming the problem."""
+    return validate_request(parse_request(frame))
+
+
+def validate_request(request: AnyRequest) -> AnyRequest:
+    """The checks a well-formed request must pass beyond its shape (a range's order and length)."""
+    if isinstance(request, RangeRequest):
+        check_range(request.start_date, request.end_date)
+    return request
+
+
+def parse_request(frame: bytes) -> AnyRequest:
+    """Decode one request frame into its typed request, unvalidated (validate_request); RequestError when
+    it is no request at all."""
     if len(frame) > MAX_FRAME_BYTES:
         raise RequestError(ErrorCode.BAD_REQUEST, f"request of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
@@ -327,8 +340,6 @@ def decode_request(frame: bytes) -> AnyRequest:
         raise RequestError(ErrorCode.BAD_REQUEST, f"request is not a JSON object: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec raises it, not DecodeError, for bad UTF-8 in a string it keeps
         raise RequestError(ErrorCode.BAD_REQUEST, f"request is not valid UTF-8: {exc.reason} in a string") from None
-    if isinstance(request, RangeRequest):
-        check_range(request.start_date, request.end_date)
     return request
 
 

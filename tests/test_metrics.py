@@ -120,6 +120,15 @@ def test_bad_requests_are_counted_as_op_invalid(metrics_daemon) -> None:
     assert value(scrape(port), "syncd_requests_total", op="invalid", status="error") == 1.0
 
 
+def test_a_request_refused_after_it_decoded_is_counted_under_its_op(metrics_daemon) -> None:
+    daemon, port = metrics_daemon()
+    reply = daemon.client().request({"op": "days", "start_date": "2025-10-13", "end_date": "2025-10-09"})
+    assert reply["status"] == "error", reply
+    families = scrape(port)
+    assert value(families, "syncd_requests_total", op="days", status="error") == 1.0
+    assert value(families, "syncd_requests_total", op="invalid", status="error") is None
+
+
 def test_latest_completed_is_the_day_check_judges(metrics_daemon) -> None:
     daemon, port = metrics_daemon()
     completed = daemon.client().check().latest_completed_trading_day

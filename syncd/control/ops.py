@@ -62,6 +62,8 @@ from ..protocol import (
     decode_request,
     encode,
     op_name,
+    parse_request,
+    validate_request,
 )
 from ..record import RunRecord
 from ..telemetry.freshness import SCHEDULED_TASK_TYPES, FreshnessJudge, parse_clock
@@ -116,7 +118,16 @@ class Ops:
     def handle_op(self, frame: bytes) -> tuple[str, Reply | Deferred]:
         """The request's op name (INVALID_OP when undecodable) and its reply, counted in the metrics."""
         started = time.perf_counter()
-        op, reply = self._answer(lambda: self._decoded(frame))
+        decoded = INVALID_OP  # a request that decoded keeps its op's name when it fails (a refused `days` is a days)
+
+        def produce() -> tuple[str, Ok | BusyReply | Deferred]:
+            nonlocal decoded
+            request = parse_request(frame)
+            decoded = op_name(type(request))
+            return decoded, self.dispatch(validate_request(request))
+
+        _, reply = self._answer(produce)
+        op = decoded
         if isinstance(reply, Deferred):
             return op, Deferred(op, reply.ready, reply.deadline, reply.answer, started)
         self.observer.request_served(op, reply.status, time.perf_counter() - started)
@@ -132,10 +143,6 @@ class Ops:
         assert not isinstance(reply, Deferred)
         self.observer.request_served(deferred.op, reply.status, time.perf_counter() - deferred.received)
         return reply
-
-    def _decoded(self, frame: bytes) -> tuple[str, Ok | BusyReply | Deferred]:
-        request = decode_request(frame)
-        return op_name(type(request)), self.dispatch(request)
 
     def _answer(self, produce: Callable[[], tuple[str, Ok | BusyReply | Deferred]]) -> tuple[str, Reply | Deferred]:
         """The op's name (INVALID_OP when undecodable) and its reply."""
