@@ -8,8 +8,9 @@ checked in seconds. The real-process tests elsewhere prove the product; these pi
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -249,6 +250,60 @@ def test_a_batch_shares_identical_reads_until_a_start_changes_what_they_show(dae
                                ("start", "rejected"), ("history", "ok"), ("status", "ok"), ("invalid", "error"),
                                ("invalid", "error")]  # each request counted, shared or not
     assert daemon.ops.batch().answer(history) is not after  # a new batch reads anew
+
+
+def _ready_for_query(conn: psycopg.Connection[Any], action: Callable[[], object]) -> int:
+    """Round trips `action` made on `conn`: the ReadyForQuery messages in libpq's protocol trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return trace.read().count("ReadyForQuery")
+
+
+def test_a_batch_reads_its_history_and_days_together_and_each_reply_is_the_one_it_would_have_alone(daemon):
+    first = daemon.ops.handle(b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-10"}')
+    daemon.work()
+    second = daemon.ops.handle(b'{"op":"start","start_date":"2025-10-13","end_date":"2025-10-13"}')
+    daemon.work()
+    frames = [b'{"op":"history","limit":1}', b'{"op":"history","limit":5}', b'{"op":"history","limit":5}',
+              b'{"op":"days","start_date":"2025-10-08","end_date":"2025-10-14"}',
+              b'{"op":"days","start_date":"2025-10-10","end_date":"2025-10-10"}',
+              b'{"op":"days","start_date":"2025-10-13","end_date":"2025-10-09"}',  # reversed: refused by its op
+              b'{"op":"days","start_date":"1980-01-01","end_date":"2025-10-10"}',  # beyond sync.max_days (12,000)
+              b'{"op":"history","limit":0}', b'{"op":"nope"}']
+    alone = [encode(daemon.ops.handle(frame)) for frame in frames]
+    assert [r.run_id for r in msgspec.json.decode(alone[1], type=HistoryReply).runs] == [second.run_id, first.run_id]
+    assert [msgspec.json.decode(reply)["status"] for reply in alone[3:]] == ["ok", "ok", "error", "error", "error", "error"]
+    conn = daemon.db.call(lambda c: c)
+    batch = daemon.ops.batch()
+    assert _ready_for_query(conn, lambda: batch.read_ahead(frames)) == 1  # four distinct reads, one round trip
+    together: list[object] = []
+    assert _ready_for_query(conn, lambda: together.extend(batch.answer(frame) for frame in frames)) == 0
+    assert together == alone
+
+
+def test_a_batch_reads_anew_after_a_start_and_shares_a_database_that_is_away_as_each_requests_error(daemon, database):
+    history, days = b'{"op":"history","limit":5}', b'{"op":"days","start_date":"2025-10-09","end_date":"2025-10-13"}'
+    batch = daemon.ops.batch()
+    batch.read_ahead([history, days])
+    assert msgspec.json.decode(batch.answer(history), type=HistoryReply).runs == []
+    started = msgspec.json.decode(batch.answer(b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-13"}'),
+                                  type=StartReply)
+    after = msgspec.json.decode(batch.answer(history), type=HistoryReply)  # what was read ahead predates the run
+    assert [run.run_id for run in after.runs] == [started.run_id]
+    daemon.work()
+    assert {d["status"] for d in msgspec.json.decode(batch.answer(days))["days"]} == {"success", "skipped"}
+    away = Ops(daemon.config, daemon.state, daemon.admission, ControlDb("postgresql://u:secret@127.0.0.1:9/nowhere",
+               daemon.config), daemon.calendar, lambda: [], "external")
+    batch = away.batch()
+    batch.read_ahead([history, days])
+    for frame in (history, days):
+        reply = msgspec.json.decode(batch.answer(frame), type=ErrorReply)
+        assert reply.code == ErrorCode.DATABASE_UNAVAILABLE and "secret" not in reply.message
 
 
 def test_the_loop_answers_a_batch_from_memory_first_and_each_peer_in_order(daemon):

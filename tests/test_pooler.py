@@ -170,6 +170,23 @@ def test_a_failed_statement_outside_a_transaction_leaves_the_connection_usable(b
         assert conn.execute("SELECT current_setting('statement_timeout')").fetchone() == ("1s",)
 
 
+def test_reads_together_take_one_round_trip_and_hold_the_settings_through_the_pooler(bouncer, database):
+    """The control loop's batch of reads (connection.read_together): one query, the settings inside its transaction."""
+    statements = [("SELECT current_setting('statement_timeout') AS t, current_setting('TimeZone') AS z", ()),
+                  ("SELECT x FROM generate_series(1, %s) AS x", (3,)), ("SELECT %s::date AS d, %s::text AS s", (dt.date(2025, 10, 9), "it's"))]
+    with connection.connect(bouncer.dsn(database), statement_timeout="1000", TimeZone="Asia/Shanghai") as conn, \
+            _busy(bouncer.dsn(database), holders=0, churners=1):
+        for _ in range(10):
+            found: list[object] = []
+            assert _round_trips(conn, lambda c: found.extend(connection.read_together(c, statements))) == 1
+            assert found == [[{"t": "1s", "z": "Asia/Shanghai"}], [{"x": 1}, {"x": 2}, {"x": 3}],
+                             [{"d": dt.date(2025, 10, 9), "s": "it's"}]]
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            connection.read_together(conn, [("SELECT 1 AS one", ()), ("SELECT 1 / 0", ())])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert connection.read_together(conn, [("SELECT 2 AS two", ())]) == [[{"two": 2}]]
+
+
 def _round_trips(conn: psycopg.Connection, action: Callable[[psycopg.Connection], object]) -> int:
     """Round trips `action` took: the ReadyForQuery messages in libpq's protocol trace."""
     with tempfile.TemporaryFile("w+") as trace:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -70,6 +70,7 @@ from ..telemetry.freshness import SCHEDULED_TASK_TYPES, FreshnessJudge, parse_cl
 from ..telemetry.observer import NULL_OBSERVER, Observer
 from . import verify
 from .admission import Admission, Busy
+from .batchreads import NOTHING_AHEAD, ReadAhead, read_ahead
 from .reads import ControlDb
 from .reconcile import Reconciliations
 from .runstate import RunState
@@ -115,8 +116,9 @@ class Ops:
     def handle(self, frame: bytes) -> Reply | Deferred:
         return self.handle_op(frame)[1]
 
-    def handle_op(self, frame: bytes) -> tuple[str, Reply | Deferred]:
-        """The request's op name (INVALID_OP when undecodable) and its reply, counted in the metrics."""
+    def handle_op(self, frame: bytes, ahead: ReadAhead = NOTHING_AHEAD) -> tuple[str, Reply | Deferred]:
+        """The request's op name (INVALID_OP when undecodable) and its reply, counted in the metrics; `history`
+        and `days` take their rows from `ahead` where the batch read them (batchreads.py)."""
         started = time.perf_counter()
         decoded = INVALID_OP  # a request that decoded keeps its op's name when it fails (a refused `days` is a days)
 
@@ -124,7 +126,7 @@ class Ops:
             nonlocal decoded
             request = parse_request(frame)
             decoded = op_name(type(request))
-            return decoded, self.dispatch(validate_request(request))
+            return decoded, self.dispatch(validate_request(request), ahead)
 
         _, reply = self._answer(produce)
         op = decoded
@@ -157,7 +159,7 @@ class Ops:
             self._log.exception(Event.REQUEST_FAILED, error=str(exc))
             return op, ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
 
-    def dispatch(self, request: AnyRequest) -> Ok | BusyReply | Deferred:
+    def dispatch(self, request: AnyRequest, ahead: ReadAhead = NOTHING_AHEAD) -> Ok | BusyReply | Deferred:
         match request:
             case Ping():
                 return PingReply(version=__version__, pid=os.getpid(), uptime_s=self.uptime())
@@ -168,9 +170,9 @@ class Ops:
             case Cancel():
                 return self.cancel(request)
             case History():
-                return HistoryReply(runs=self.history(request.limit))
+                return HistoryReply(runs=self.history(request.limit, ahead))
             case Days():
-                return DaysReply(days=self.days(request.start_date, request.end_date))
+                return DaysReply(days=self.days(request.start_date, request.end_date, ahead))
             case Verify() if request.against is not None:
                 return self.reconcile(request)
             case Verify():
@@ -224,16 +226,20 @@ class Ops:
         get_logger(run_id=current.run_id, task_type=current.task_type).info(Event.CANCEL_REQUESTED)
         return CancelReply(run_id=current.run_id, state="cancelling")
 
-    def history(self, limit: int) -> list[Run]:
-        recorded = self.db.call(lambda c: runs.history(c, limit))
+    def history(self, limit: int, ahead: ReadAhead = NOTHING_AHEAD) -> list[Run]:
+        recorded = ahead.history(limit)
+        if recorded is None:
+            recorded = self.db.call(lambda c: runs.history(c, limit))
         if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans("history"):
             recorded = self.db.call(lambda c: runs.history(c, limit))
         return [run.run(self.zone) for run in recorded]
 
-    def days(self, start: dt.date, end: dt.date) -> list[Day]:
+    def days(self, start: dt.date, end: dt.date, ahead: ReadAhead = NOTHING_AHEAD) -> list[Day]:
         """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
         check_range(start, end, self.config.sync.max_days)
-        found = self.db.call(lambda c: days.days(c, start, end))
+        found = ahead.recorded_days(start, end)
+        if found is None:
+            found = self.db.call(lambda c: days.days(c, start, end))
         if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans("days"):
             found = self.db.call(lambda c: days.days(c, start, end))
         recorded = {d.date: d for d in found}
@@ -340,12 +346,20 @@ class Batch:
     cancel or verify answered ok) ends the sharing: the requests after it are answered anew. Under load
     (bench/control.py: 50 threads polling status, history and days) most of a batch is shared, and the
     loop's database round trips and reply encoding are paid once per batch instead of once per request.
+    The distinct `history` and `days` reads left are read together in one round trip (`read_ahead`,
+    batchreads.py) once the requests answered from memory have been answered; a change to what reads
+    show drops them too.
     """
 
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self._shared: dict[bytes, tuple[str, str, bytes]] = {}  # frame -> (op, reply status, encoded reply)
         self._from_memory: dict[bytes, bool] = {}  # frame -> its verdict: identical frames are decoded once
+        self._ahead = NOTHING_AHEAD
+
+    def read_ahead(self, frames: Iterable[bytes]) -> None:
+        """Read together, in one round trip, the rows the `history` and `days` requests among `frames` need."""
+        self._ahead = read_ahead(self._ops.db, frames, self._ops.config.sync.max_days)
 
     def from_memory(self, frame: bytes) -> bool:
         """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
@@ -366,16 +380,21 @@ class Batch:
             op, status, encoded = shared
             self._ops.observer.request_served(op, status, time.perf_counter() - started)
             return encoded
-        op, reply = self._ops.handle_op(frame)
+        op, reply = self._ops.handle_op(frame, self._ahead)
         if isinstance(reply, Deferred):
-            self._shared.clear()  # a verify against a source: it was admitted (a reconciliation queued)
+            self._forget()  # a verify against a source: it was admitted (a reconciliation queued)
             return reply
         encoded = encode(reply)
         if op in SHARED_OPS:
             self._shared[frame] = (op, reply.status, encoded)
         elif reply.status == "ok":
-            self._shared.clear()
+            self._forget()
         return encoded
+
+    def _forget(self) -> None:
+        """What reads show may have changed: the requests after this one are answered anew."""
+        self._shared.clear()
+        self._ahead = NOTHING_AHEAD
 
 
 def busy_message(task: Task) -> str:

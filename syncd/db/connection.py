@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 import psycopg.sql
 from psycopg import pq
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.$-]*")
 
@@ -302,6 +303,37 @@ class PoolSafeCursor(psycopg.Cursor[Any]):
         conn = self.connection
         assert isinstance(conn, PoolSafeConnection)
         return conn
+
+
+def read_together(conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[dict[str, Any]]]:
+    """Several read-only statements in one round trip, each one's rows as dicts, in order.
+
+    They leave as one simple-protocol query, bound on the client (psycopg's own literal quoting, as
+    PoolSafeCursor's single statements are); on a PoolSafeConnection outside a transaction, inside
+    BEGIN, the settings and COMMIT, so they hold through a transaction pooler. One failing statement
+    fails them all (the server skips the rest) and the transaction is rolled back."""
+    quote: psycopg.ClientCursor[Any]
+    if isinstance(conn, PoolSafeConnection):
+        quote, opening = conn.quoting(), (["BEGIN", conn.settings_statement()] if conn.needs_settings() else [])
+    else:
+        quote, opening = psycopg.ClientCursor(conn), []
+    bound = [quote.mogrify(sql, params) for sql, params in statements]
+    text = "; ".join([*opening, *bound, *(["COMMIT"] if opening else [])])
+    results: list[list[dict[str, Any]]] = []
+    with psycopg.Cursor(conn, row_factory=dict_row) as cur:  # never a PoolSafeCursor: this text has its own BEGIN
+        try:
+            cur.execute(text)
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()  # a statement failed: the server skipped the rest, COMMIT included
+            raise
+        for _ in opening:
+            cur.nextset()
+        for _ in bound:
+            results.append(cur.fetchall())
+            cur.nextset()
+    return results
 
 
 class BatchedTransaction:

@@ -15,11 +15,17 @@ from psycopg.rows import dict_row
 from ..protocol import Day
 from .sqlrow import scalar
 
+DAYS_SQL = ("SELECT date, status, rows, run_id, error, expected, missing, source, fallback_stocks "
+            "FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date")  # (start, end)
+
 
 def days(conn: psycopg.Connection[Any], start: dt.date, end: dt.date) -> list[Day]:
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT date, status, rows, run_id, error, expected, missing, source, fallback_stocks "
-                           "FROM sync_days WHERE date BETWEEN %s AND %s ORDER BY date", (start, end)).fetchall()
+        return days_from_rows(cur.execute(DAYS_SQL, (start, end)).fetchall())
+
+
+def days_from_rows(rows: Sequence[dict[str, Any]]) -> list[Day]:
+    """Days from DAYS_SQL's rows read as dicts."""
     return [Day(date=r["date"].isoformat(), status=r["status"], rows=r["rows"], run_id=r["run_id"], error=r["error"],
                 expected=r["expected"], missing=r["missing"], source=r["source"], fallback_stocks=r["fallback_stocks"])
             for r in rows]

@@ -64,8 +64,16 @@ def running_run(conn: psycopg.Connection[Any]) -> RunRecord | None:
     return runs[0] if runs else None
 
 
+HISTORY_SQL = "SELECT * FROM sync_runs ORDER BY seq DESC LIMIT %s"  # (limit,): the newest runs first
+
+
 def history(conn: psycopg.Connection[Any], limit: int) -> list[RunRecord]:
-    return _fetch_runs(conn, "SELECT * FROM sync_runs ORDER BY seq DESC LIMIT %s", (limit,))
+    return _fetch_runs(conn, HISTORY_SQL, (limit,))
+
+
+def runs_from_rows(rows: Sequence[dict[str, Any]]) -> list[RunRecord]:
+    """RunRecords from sync_runs rows read as dicts (HISTORY_SQL's, read elsewhere)."""
+    return [_run_from_row(r) for r in rows]
 
 
 def last_scheduled_run(conn: psycopg.Connection[Any], task_types: Sequence[str]) -> RunRecord | None:
@@ -86,7 +94,7 @@ def runs_by_id(conn: psycopg.Connection[Any], run_ids: Sequence[str]) -> list[Ru
 
 def _fetch_runs(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...]) -> list[RunRecord]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return [_run_from_row(r) for r in cur.execute(sql, params).fetchall()]
+        return runs_from_rows(cur.execute(sql, params).fetchall())
 
 
 def _run_from_row(r: dict[str, Any]) -> RunRecord:
