@@ -284,6 +284,11 @@ def test_a_batch_reads_its_history_and_days_together_and_each_reply_is_the_one_i
     together: list[object] = []
     assert _ready_for_query(conn, lambda: together.extend(batch.answer(frame) for frame in frames)) == 0
     assert together == alone
+    long_ranges = [b'{"op":"days","start_date":"1995-01-01","end_date":"2025-10-10"}',  # 11,241 + 11,240 days:
+                   b'{"op":"days","start_date":"1995-01-02","end_date":"2025-10-10"}']  # beyond READ_AHEAD_ROWS together
+    batch = daemon.ops.batch()
+    assert _ready_for_query(conn, lambda: batch.read_ahead(long_ranges)) == 0  # each reads on its own, one in memory at a time
+    assert [batch.answer(frame) for frame in long_ranges] == [encode(daemon.ops.handle(frame)) for frame in long_ranges]
 
 
 def test_a_batch_reads_anew_after_a_start_and_shares_a_database_that_is_away_as_each_requests_error(daemon, database):

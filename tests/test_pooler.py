@@ -176,8 +176,9 @@ def test_reads_together_take_one_round_trip_and_hold_the_settings_through_the_po
                   ("SELECT x FROM generate_series(1, %s) AS x", (3,)), ("SELECT %s::date AS d, %s::text AS s", (dt.date(2025, 10, 9), "it's"))]
     with connection.connect(bouncer.dsn(database), statement_timeout="1000", TimeZone="Asia/Shanghai") as conn, \
             _busy(bouncer.dsn(database), holders=0, churners=1):
+        found: list[object] = []
         for _ in range(10):
-            found: list[object] = []
+            found.clear()
             assert _round_trips(conn, lambda c: found.extend(connection.read_together(c, statements))) == 1
             assert found == [[{"t": "1s", "z": "Asia/Shanghai"}], [{"x": 1}, {"x": 2}, {"x": 3}],
                              [{"d": dt.date(2025, 10, 9), "s": "it's"}]]

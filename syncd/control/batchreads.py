@@ -56,24 +56,30 @@ class ReadAhead:
 
 
 NOTHING_AHEAD = ReadAhead()
+# Rows read ahead at most (each read counted by its limit or its range's calendar days): every result of the
+# one query is held until the batch is answered, so a batch of long ranges reads them one at a time, as before.
+READ_AHEAD_ROWS = 20_000
 
 
 def read_ahead(db: ControlDb, frames: Iterable[bytes], max_days: int) -> ReadAhead:
-    """Read, in one round trip, what the `history` and `days` requests among `frames` need. Fewer than two
-    distinct reads: nothing (one read alone costs the same round trip in the op itself)."""
+    """Read, in one round trip, what the `history` and `days` requests among `frames` need, up to
+    READ_AHEAD_ROWS. Fewer than two distinct reads: nothing (one read alone costs the same round trip in the
+    op itself)."""
     limits: list[int] = []
     ranges: list[tuple[dt.date, dt.date]] = []
+    budget = READ_AHEAD_ROWS
     for frame in dict.fromkeys(frames):
         try:
             request = decode_request(frame)
-            if isinstance(request, Days):
-                check_range(request.start_date, request.end_date, max_days)
+            rows = check_range(request.start_date, request.end_date, max_days) if isinstance(request, Days) else 0
         except RequestError:
             continue  # the op itself refuses it, with its own reply
-        if isinstance(request, History) and request.limit not in limits:
+        if isinstance(request, History) and request.limit not in limits and request.limit <= budget:
             limits.append(request.limit)
-        elif isinstance(request, Days) and (request.start_date, request.end_date) not in ranges:
+            budget -= request.limit
+        elif isinstance(request, Days) and (request.start_date, request.end_date) not in ranges and rows <= budget:
             ranges.append((request.start_date, request.end_date))
+            budget -= rows
     if len(limits) + len(ranges) < 2:
         return NOTHING_AHEAD
     statements: list[tuple[str, tuple[Any, ...]]] = [(runs.HISTORY_SQL, (limit,)) for limit in limits]
