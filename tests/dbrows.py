@@ -1,10 +1,11 @@
 """Rows and databases the data-layer tests build by hand: a sane bar, a migrated database with
-one run to write under, and the compatibility view an earlier syncd kept."""
+one run to write under, and the compatibility view an earlier syncd kept; round trips counted."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,6 +14,18 @@ import psycopg
 from syncd.db import connection, migrations, runs
 from syncd.record import RunRecord
 from syncd.sources.base import Row
+
+
+def round_trips(conn: psycopg.Connection[Any], action: Callable[[psycopg.Connection[Any]], object]) -> int:
+    """Round trips `action` took on `conn`: the ReadyForQuery messages in libpq's protocol trace."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        try:
+            action(conn)
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return trace.read().count("ReadyForQuery")
 
 
 @contextmanager

@@ -8,9 +8,8 @@ checked in seconds. The real-process tests elsewhere prove the product; these pi
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ import psycopg
 import pytest
 import structlog
 import zmq
+from dbrows import round_trips
 
 from syncd import daemon as syncd_daemon
 from syncd.calendar import TradingCalendar
@@ -252,18 +252,6 @@ def test_a_batch_shares_identical_reads_until_a_start_changes_what_they_show(dae
     assert daemon.ops.batch().answer(history) is not after  # a new batch reads anew
 
 
-def _ready_for_query(conn: psycopg.Connection[Any], action: Callable[[], object]) -> int:
-    """Round trips `action` made on `conn`: the ReadyForQuery messages in libpq's protocol trace."""
-    with tempfile.TemporaryFile("w+") as trace:
-        conn.pgconn.trace(trace.fileno())
-        try:
-            action()
-        finally:
-            conn.pgconn.untrace()
-        trace.seek(0)
-        return trace.read().count("ReadyForQuery")
-
-
 def test_a_batch_reads_its_history_and_days_together_and_each_reply_is_the_one_it_would_have_alone(daemon):
     first = daemon.ops.handle(b'{"op":"start","start_date":"2025-10-09","end_date":"2025-10-10"}')
     daemon.work()
@@ -280,14 +268,14 @@ def test_a_batch_reads_its_history_and_days_together_and_each_reply_is_the_one_i
     assert [msgspec.json.decode(reply)["status"] for reply in alone[3:]] == ["ok", "ok", "error", "error", "error", "error"]
     conn = daemon.db.call(lambda c: c)
     batch = daemon.ops.batch()
-    assert _ready_for_query(conn, lambda: batch.read_ahead(frames)) == 1  # four distinct reads, one round trip
+    assert round_trips(conn, lambda _: batch.read_ahead(frames)) == 1  # four distinct reads, one round trip
     together: list[object] = []
-    assert _ready_for_query(conn, lambda: together.extend(batch.answer(frame) for frame in frames)) == 0
+    assert round_trips(conn, lambda _: together.extend(batch.answer(frame) for frame in frames)) == 0
     assert together == alone
     long_ranges = [b'{"op":"days","start_date":"1995-01-01","end_date":"2025-10-10"}',  # 11,241 + 11,240 days:
                    b'{"op":"days","start_date":"1995-01-02","end_date":"2025-10-10"}']  # beyond READ_AHEAD_ROWS together
     batch = daemon.ops.batch()
-    assert _ready_for_query(conn, lambda: batch.read_ahead(long_ranges)) == 0  # each reads on its own, one in memory at a time
+    assert round_trips(conn, lambda _: batch.read_ahead(long_ranges)) == 0  # each reads on its own, one in memory at a time
     assert [batch.answer(frame) for frame in long_ranges] == [encode(daemon.ops.handle(frame)) for frame in long_ranges]
 
 

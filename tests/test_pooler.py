@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import BASE_CONFIG, merge, query
+from dbrows import round_trips
 from pgbouncer import PGBOUNCER, PgBouncer
 from test_fault_startup import assert_refused, run_syncd
 
@@ -179,25 +179,13 @@ def test_reads_together_take_one_round_trip_and_hold_the_settings_through_the_po
         found: list[object] = []
         for _ in range(10):
             found.clear()
-            assert _round_trips(conn, lambda c: found.extend(connection.read_together(c, statements))) == 1
+            assert round_trips(conn, lambda c: found.extend(connection.read_together(c, statements))) == 1
             assert found == [[{"t": "1s", "z": "Asia/Shanghai"}], [{"x": 1}, {"x": 2}, {"x": 3}],
                              [{"d": dt.date(2025, 10, 9), "s": "it's"}]]
         with pytest.raises(psycopg.errors.DivisionByZero):
             connection.read_together(conn, [("SELECT 1 AS one", ()), ("SELECT 1 / 0", ())])
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert connection.read_together(conn, [("SELECT 2 AS two", ())]) == [[{"two": 2}]]
-
-
-def _round_trips(conn: psycopg.Connection, action: Callable[[psycopg.Connection], object]) -> int:
-    """Round trips `action` took: the ReadyForQuery messages in libpq's protocol trace."""
-    with tempfile.TemporaryFile("w+") as trace:
-        conn.pgconn.trace(trace.fileno())
-        try:
-            action(conn)
-        finally:
-            conn.pgconn.untrace()
-        trace.seek(0)
-        return trace.read().count("ReadyForQuery")
 
 
 class WriteFenceOnly:
@@ -222,7 +210,7 @@ def test_the_settings_cost_no_extra_round_trip(database):
         for action in (lambda c: daywrite.write_day(c, DayWrite(day, "r1", fence=WriteFenceOnly()), rows),
                        lambda c: runs.history(c, 5), lambda c: daywrite.mark_days_syncing(c, [day], "r1"),
                        lambda c: daywrite.plan_days(c, "r1", [day], [day + dt.timedelta(days=2)])):
-            assert _round_trips(pooled, action) <= _round_trips(plain, action)  # a plain one also asks for the partition
+            assert round_trips(pooled, action) <= round_trips(plain, action)  # a plain one also asks for the partition
 
 
 def test_syncd_writes_into_the_dsns_search_path_through_the_pooler(bouncer, database, syncd_factory):
