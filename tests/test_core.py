@@ -185,6 +185,24 @@ def test_an_orphan_found_by_a_read_is_logged_with_the_read_that_found_it(daemon,
     assert [(e["run_id"], e["found_by"]) for e in logs if e["event"] == "run_interrupted"] == [(run.run_id, op)]
 
 
+def test_every_read_of_a_batch_shows_an_orphan_as_the_first_of_them_marked_it(daemon):
+    """Rows read ahead for a batch that show an orphan are read again: the batch's first read marks it interrupted."""
+    run = daemon.admission.admit("manual", OCT_9, OCT_13, requested_by="t")
+    _, lock = daemon.handed.pop()
+    daemon.db.call(lambda c: daywrite.plan_days(c, run.run_id, [OCT_9], []))
+    daemon.db.call(lambda c: daywrite.mark_days_syncing(c, [OCT_9], run.run_id))
+    lock.release()
+    daemon.state.end(run)
+    frames = [b'{"op":"history","limit":5}', b'{"op":"history","limit":6}',
+              b'{"op":"days","start_date":"2025-10-09","end_date":"2025-10-09"}',
+              b'{"op":"days","start_date":"2025-10-09","end_date":"2025-10-10"}']
+    batch = daemon.ops.batch()
+    batch.read_ahead(frames)
+    history_5, history_6, day_9, days_9_10 = (msgspec.json.decode(batch.answer(frame)) for frame in frames)
+    assert [r["status"] for r in history_5["runs"]] == [r["status"] for r in history_6["runs"]] == ["interrupted"]
+    assert day_9["days"][0]["status"] == days_9_10["days"][0]["status"] == "failed"
+
+
 def test_the_lock_holders_name_round_trips():
     holder = LockHolder(pid=4242, host="host-a")
     assert LockHolder.parse(holder.application_name()) == holder

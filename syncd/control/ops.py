@@ -228,9 +228,9 @@ class Ops:
 
     def history(self, limit: int, ahead: ReadAhead = NOTHING_AHEAD) -> list[Run]:
         recorded = ahead.history(limit)
-        if recorded is None:
+        if recorded is None or self._orphan_run(recorded):  # an orphan read ahead may be marked by now: read again
             recorded = self.db.call(lambda c: runs.history(c, limit))
-        if any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded) and self._recover_orphans("history"):
+        if self._orphan_run(recorded) and self._recover_orphans("history"):
             recorded = self.db.call(lambda c: runs.history(c, limit))
         return [run.run(self.zone) for run in recorded]
 
@@ -238,12 +238,20 @@ class Ops:
         """Recorded days, with never-planned days filled in from the calendar (pending or skipped)."""
         check_range(start, end, self.config.sync.max_days)
         found = ahead.recorded_days(start, end)
-        if found is None:
+        if found is None or self._orphan_day(found):  # as in history
             found = self.db.call(lambda c: days.days(c, start, end))
-        if any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found) and self._recover_orphans("days"):
+        if self._orphan_day(found) and self._recover_orphans("days"):
             found = self.db.call(lambda c: days.days(c, start, end))
         recorded = {d.date: d for d in found}
         return [self._with_horizon(recorded.get(day.isoformat()), day) for day in calendar_days(start, end)]
+
+    def _orphan_run(self, recorded: list[RunRecord]) -> bool:
+        """A run recorded `running` that is not this daemon's (an orphan, or another daemon's run)."""
+        return any(r.status == "running" and r.run_id != self._current_run_id() for r in recorded)
+
+    def _orphan_day(self, found: list[Day]) -> bool:
+        """A day recorded `syncing` by a run that is not this daemon's."""
+        return any(d.status == "syncing" and d.run_id != self._current_run_id() for d in found)
 
     def verify(self, start: dt.date, end: dt.date) -> list[VerifiedDay]:
         """Each day's coverage and anomalies (verify.py); days never checked are checked first, within a budget."""
