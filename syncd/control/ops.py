@@ -111,7 +111,7 @@ class Ops:
         self.observer = observer
         self.freshness = FreshnessJudge(calendar, self.zone, parse_clock(config.alert.late_after))
         self.started = time.monotonic()
-        self._log = get_logger()
+        self.log = get_logger()
 
     def handle(self, frame: bytes) -> Reply | Deferred:
         return self.handle_op(frame)[1]
@@ -153,10 +153,10 @@ class Ops:
             op, reply = produce()
             return op, reply
         except RequestError as exc:
-            self._log.info(Event.REQUEST_REFUSED, code=exc.code, message=exc.message)
+            self.log.info(Event.REQUEST_REFUSED, code=exc.code, message=exc.message)
             return op, exc.reply()
         except Exception as exc:  # never a traceback on the wire: one log event here, a code there
-            self._log.exception(Event.REQUEST_FAILED, error=str(exc))
+            self.log.exception(Event.REQUEST_FAILED, error=str(exc))
             return op, ErrorReply(code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}")
 
     def dispatch(self, request: AnyRequest, ahead: ReadAhead = NOTHING_AHEAD) -> Ok | BusyReply | Deferred:
@@ -200,7 +200,7 @@ class Ops:
             run = self.admission.admit(request.task_type, request.start_date, request.end_date,
                                        requested_by=request.requested_by, request_id=request.request_id)
         except Busy as busy:
-            self._log.warning(Event.SYNC_REJECTED, task_type=request.task_type, requested_by=request.requested_by,
+            self.log.warning(Event.SYNC_REJECTED, task_type=request.task_type, requested_by=request.requested_by,
                               current_run_id=busy.task.run_id, current_task_type=busy.task.task_type)
             return BusyReply(message=busy_message(busy.task), current_task=busy.task)
         return StartReply(run_id=run.run_id, task=self._task(run))
@@ -367,7 +367,11 @@ class Batch:
 
     def read_ahead(self, frames: Iterable[bytes]) -> None:
         """Read together, in one round trip, the rows the `history` and `days` requests among `frames` need."""
-        self._ahead = read_ahead(self._ops.db, frames, self._ops.config.sync.max_days)
+        try:
+            self._ahead = read_ahead(self._ops.db, frames, self._ops.config.sync.max_days)
+        except Exception as exc:  # never the loop's end: each request then reads on its own and answers for itself
+            self._ops.log.exception(Event.REQUEST_FAILED, error=f"reading a batch ahead: {exc}")
+            self._ahead = NOTHING_AHEAD
 
     def from_memory(self, frame: bytes) -> bool:
         """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
