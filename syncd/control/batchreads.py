@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from ..db import connection, days, runs
-from ..protocol import Day, Days, History, RequestError, check_range, decode_request
+from ..protocol import AnyRequest, Day, Days, History, RequestError, check_range
 from ..record import RunRecord
 from .reads import ControlDb
 
@@ -61,19 +61,18 @@ NOTHING_AHEAD = ReadAhead()
 READ_AHEAD_ROWS = 20_000
 
 
-def read_ahead(db: ControlDb, frames: Iterable[bytes], max_days: int) -> ReadAhead:
-    """Read, in one round trip, what the `history` and `days` requests among `frames` need, up to
-    READ_AHEAD_ROWS. Fewer than two distinct reads: nothing (one read alone costs the same round trip in the
-    op itself)."""
+def read_ahead(db: ControlDb, requests: Iterable[AnyRequest], max_days: int) -> ReadAhead:
+    """Read, in one round trip, what the `history` and `days` among `requests` (decoded and validated) need,
+    up to READ_AHEAD_ROWS. Fewer than two distinct reads: nothing (one read alone costs the same round trip in
+    the op itself)."""
     limits: list[int] = []
     ranges: list[tuple[dt.date, dt.date]] = []
     budget = READ_AHEAD_ROWS
-    for frame in dict.fromkeys(frames):
+    for request in requests:
         try:
-            request = decode_request(frame)
             rows = check_range(request.start_date, request.end_date, max_days) if isinstance(request, Days) else 0
         except RequestError:
-            continue  # the op itself refuses it, with its own reply
+            continue  # beyond sync.max_days: the op itself refuses it, with its own reply
         if isinstance(request, History) and request.limit not in limits and request.limit <= budget:
             limits.append(request.limit)
             budget -= request.limit

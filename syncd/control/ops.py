@@ -362,27 +362,31 @@ class Batch:
     def __init__(self, ops: Ops) -> None:
         self._ops = ops
         self._shared: dict[bytes, tuple[str, str, bytes]] = {}  # frame -> (op, reply status, encoded reply)
-        self._from_memory: dict[bytes, bool] = {}  # frame -> its verdict: identical frames are decoded once
+        self._decoded: dict[bytes, AnyRequest | None] = {}  # frame -> its request (None: refused): decoded once
         self._ahead = NOTHING_AHEAD
 
     def read_ahead(self, frames: Iterable[bytes]) -> None:
         """Read together, in one round trip, the rows the `history` and `days` requests among `frames` need."""
+        requests = [request for frame in frames if (request := self._request(frame)) is not None]
         try:
-            self._ahead = read_ahead(self._ops.db, frames, self._ops.config.sync.max_days)
+            self._ahead = read_ahead(self._ops.db, requests, self._ops.config.sync.max_days)
         except Exception as exc:  # never the loop's end: each request then reads on its own and answers for itself
             self._ops.log.exception(Event.REQUEST_FAILED, error=f"reading a batch ahead: {exc}")
             self._ahead = NOTHING_AHEAD
 
     def from_memory(self, frame: bytes) -> bool:
         """Is `frame` a request answered from memory alone (MEMORY_OPS), never waiting on the database?"""
-        known = self._from_memory.get(frame)
-        if known is None:
+        request = self._request(frame)
+        return request is not None and op_name(type(request)) in MEMORY_OPS
+
+    def _request(self, frame: bytes) -> AnyRequest | None:
+        """`frame` decoded and validated, once a batch (None: its op refuses it, with its own reply)."""
+        if frame not in self._decoded:
             try:
-                known = op_name(type(decode_request(frame))) in MEMORY_OPS
+                self._decoded[frame] = decode_request(frame)
             except RequestError:
-                known = False
-            self._from_memory[frame] = known
-        return known
+                self._decoded[frame] = None
+        return self._decoded[frame]
 
     def answer(self, frame: bytes) -> bytes | Deferred:
         """The encoded reply to `frame` (or a Deferred: a reply that waits, built later by Ops.finish)."""
